@@ -1,0 +1,47 @@
+//! Generated code for every protocol the farm speaks. Nothing here is
+//! written by hand but the module tree that mirrors the proto packages.
+
+pub mod build {
+    pub mod bazel {
+        pub mod remote {
+            pub mod execution {
+                pub mod v2 {
+                    tonic::include_proto!("build.bazel.remote.execution.v2");
+                }
+            }
+        }
+        pub mod semver {
+            tonic::include_proto!("build.bazel.semver");
+        }
+    }
+}
+
+pub mod google {
+    pub mod bytestream {
+        tonic::include_proto!("google.bytestream");
+    }
+    pub mod longrunning {
+        tonic::include_proto!("google.longrunning");
+    }
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+pub mod buildbarn {
+    pub mod remoteworker {
+        tonic::include_proto!("buildbarn.remoteworker");
+    }
+    pub mod runner {
+        tonic::include_proto!("buildbarn.runner");
+    }
+    pub mod resourceusage {
+        tonic::include_proto!("buildbarn.resourceusage");
+    }
+}
+
+/// The REv2 package, under the short name every crate uses.
+pub use build::bazel::remote::execution::v2 as reapi;
+pub use build::bazel::semver;
+pub use google::bytestream;
+pub use google::longrunning;
