@@ -1,0 +1,207 @@
+//! gRPC serving and dialing, on TCP and on UNIX sockets.
+//!
+//! Programs bind their listeners first (so tests can ask for port 0 and learn
+//! the real address), then serve a set of tonic `Routes` on all of them until
+//! the shutdown token fires.
+
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint, Server};
+
+/// HTTP/2 flow-control windows. Large windows let one ByteStream transfer
+/// fill a fast link instead of waiting for window updates every 64 KiB.
+const STREAM_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Where a server listens or a client connects: `host:port` or `unix:/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(ListenAddress::Unix(PathBuf::from(path)));
+        }
+        text.parse().map(ListenAddress::Tcp).map_err(|_| {
+            format!("{text:?} is not a listen address (\"0.0.0.0:8980\", \"[::]:8980\" or \"unix:/path\")")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ListenAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+/// A bound socket, ready to serve.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `address`. A stale UNIX socket file left by an earlier run is
+    /// replaced.
+    pub async fn bind(address: &ListenAddress) -> std::io::Result<Self> {
+        match address {
+            ListenAddress::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddress::Unix(path) => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
+            }
+        }
+    }
+
+    /// The address actually bound (with the real port when 0 was asked).
+    pub fn local_address(&self) -> std::io::Result<ListenAddress> {
+        match self {
+            Listener::Tcp(l) => Ok(ListenAddress::Tcp(l.local_addr()?)),
+            Listener::Unix(_, path) => Ok(ListenAddress::Unix(path.clone())),
+        }
+    }
+}
+
+/// Binds every address, failing with the address in the message.
+pub async fn bind_all(addresses: &[ListenAddress]) -> anyhow::Result<Vec<Listener>> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        let listener =
+            Listener::bind(address).await.map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn server_builder() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// Serves `routes` on every listener until `shutdown` fires, then lets
+/// in-flight calls finish. UNIX socket files are removed on the way out.
+pub async fn serve(
+    routes: Routes,
+    listeners: Vec<Listener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let routes = routes.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let router = server_builder().add_routes(routes);
+            match listener {
+                Listener::Tcp(l) => {
+                    router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown.cancelled()).await
+                }
+                Listener::Unix(l, path) => {
+                    let result = router
+                        .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown.cancelled())
+                        .await;
+                    let _ = std::fs::remove_file(path);
+                    result
+                }
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+/// Opens a channel to `target`: `grpc://host:port`, `http://host:port`,
+/// `host:port` or `unix:/path`. The connection is made lazily, on first use,
+/// so a client can start before its server.
+pub fn channel(target: &str) -> anyhow::Result<Channel> {
+    if let Some(path) = target.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        // The URI is required by the API but unused: the connector dials the socket.
+        let endpoint = tune(Endpoint::from_static("http://localhost"));
+        return Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        })));
+    }
+    let rest = target.strip_prefix("grpc://").or_else(|| target.strip_prefix("http://")).unwrap_or(target);
+    if rest.contains("://") {
+        anyhow::bail!("endpoint {target:?}: only grpc://, http:// and unix: endpoints are supported");
+    }
+    let endpoint = Endpoint::from_shared(format!("http://{rest}"))
+        .map_err(|e| anyhow::anyhow!("endpoint {target:?} is not valid: {e}"))?;
+    Ok(tune(endpoint).connect_lazy())
+}
+
+fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        assert_eq!("127.0.0.1:8980".parse(), Ok(ListenAddress::Tcp("127.0.0.1:8980".parse().unwrap())));
+        assert_eq!("[::]:1".parse(), Ok(ListenAddress::Tcp("[::]:1".parse().unwrap())));
+        assert_eq!("unix:/run/x.sock".parse(), Ok(ListenAddress::Unix("/run/x.sock".into())));
+        assert!("unix:".parse::<ListenAddress>().is_err());
+        assert!("localhost".parse::<ListenAddress>().is_err());
+    }
+
+    #[tokio::test]
+    async fn channels_accept_endpoint_forms() {
+        assert!(channel("grpc://127.0.0.1:1").is_ok());
+        assert!(channel("127.0.0.1:1").is_ok());
+        assert!(channel("unix:/nonexistent").is_ok());
+        assert!(channel("https://example.com").is_err());
+    }
+}
