@@ -1,0 +1,186 @@
+//! The content-addressable storage rules, on top of a `BlobStore`:
+//! every write is checked against its digest before anything is stored, and
+//! the empty blob is always present, as REv2 requires.
+
+use crate::store::{Blob, BlobStore, BlobWriter, StoreError};
+use bb_util::Digest;
+use bb_util::digest::Hasher;
+use bytes::Bytes;
+use std::sync::Arc;
+use tonic::Status;
+
+#[derive(Clone)]
+pub struct ContentStore {
+    store: Arc<dyn BlobStore>,
+}
+
+impl ContentStore {
+    pub fn new(store: Arc<dyn BlobStore>) -> Self {
+        ContentStore { store }
+    }
+
+    pub async fn get(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
+        if digest.is_empty() {
+            return Ok(Some(Blob::from_bytes(Bytes::new())));
+        }
+        self.store.get(digest).await
+    }
+
+    /// The whole blob, or NOT_FOUND naming it.
+    pub async fn get_bytes(&self, digest: &Digest) -> Result<Bytes, Status> {
+        match self.get(digest).await? {
+            Some(blob) => Ok(blob.into_bytes().await?),
+            None => Err(Status::not_found(format!("blob {digest} not found"))),
+        }
+    }
+
+    /// Stores `data` once it is proven to be the blob `digest` names.
+    pub async fn put(&self, digest: &Digest, data: Bytes) -> Result<(), Status> {
+        if data.len() as u64 != digest.size() {
+            return Err(Status::invalid_argument(format!(
+                "blob {digest}: {} bytes of data for a declared size of {}",
+                data.len(),
+                digest.size()
+            )));
+        }
+        digest.verify(&data)?;
+        if digest.is_empty() {
+            return Ok(());
+        }
+        self.store.put(digest, data).await?;
+        metrics::counter!("bb_storage_written_bytes_total").increment(digest.size());
+        Ok(())
+    }
+
+    pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+        let present: Vec<Digest> = digests.iter().filter(|d| !d.is_empty()).copied().collect();
+        if present.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.find_missing(&present).await
+    }
+
+    /// Starts a streamed, verified write of `digest`.
+    pub async fn begin_upload(&self, digest: &Digest) -> Result<Upload, Status> {
+        let writer = if digest.is_empty() { None } else { Some(self.store.begin_write(digest).await?) };
+        Ok(Upload { digest: *digest, hasher: digest.function().hasher(), writer, received: 0 })
+    }
+}
+
+/// A write in progress: data is hashed as it arrives and the blob becomes
+/// visible only if the whole of it matches the digest.
+pub struct Upload {
+    digest: Digest,
+    hasher: Hasher,
+    /// `None` for the empty blob, which is never stored.
+    writer: Option<Box<dyn BlobWriter>>,
+    received: u64,
+}
+
+impl Upload {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub async fn write(&mut self, data: Bytes) -> Result<(), Status> {
+        let total = self.received + data.len() as u64;
+        if total > self.digest.size() {
+            return Err(Status::invalid_argument(format!(
+                "blob {}: write of {total} bytes exceeds the declared size {}",
+                self.digest,
+                self.digest.size()
+            )));
+        }
+        self.hasher.update(&data);
+        self.received = total;
+        if let Some(writer) = &mut self.writer {
+            writer.write(data).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks size and hash, then makes the blob visible.
+    pub async fn finish(self) -> Result<(), Status> {
+        if self.received != self.digest.size() {
+            return Err(Status::invalid_argument(format!(
+                "blob {}: write ended after {} bytes, short of the declared size {}",
+                self.digest,
+                self.received,
+                self.digest.size()
+            )));
+        }
+        let actual = self.hasher.finish(self.received);
+        if actual != self.digest {
+            return Err(Status::invalid_argument(format!(
+                "blob {}: uploaded data has digest {actual}; nothing was stored",
+                self.digest
+            )));
+        }
+        if let Some(writer) = self.writer {
+            writer.commit().await?;
+        }
+        metrics::counter!("bb_storage_written_bytes_total").increment(self.received);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use bb_util::DigestFunction;
+
+    fn content() -> ContentStore {
+        ContentStore::new(Arc::new(MemoryStore::new(1 << 20)))
+    }
+
+    #[tokio::test]
+    async fn verifies_before_storing() {
+        let cas = content();
+        let d = Digest::of(DigestFunction::Sha256, b"right");
+        let err = cas.put(&d, Bytes::from_static(b"wrong")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains(&d.hash_hex()));
+        assert_eq!(cas.find_missing(&[d]).await.unwrap(), vec![d]);
+        cas.put(&d, Bytes::from_static(b"right")).await.unwrap();
+        assert!(cas.find_missing(&[d]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn uploads_check_length_and_hash() {
+        let cas = content();
+        let d = Digest::of(DigestFunction::Blake3, b"0123456789");
+
+        let mut long = cas.begin_upload(&d).await.unwrap();
+        long.write(Bytes::from_static(b"0123456789")).await.unwrap();
+        assert!(long.write(Bytes::from_static(b"x")).await.is_err());
+
+        let mut short = cas.begin_upload(&d).await.unwrap();
+        short.write(Bytes::from_static(b"01234")).await.unwrap();
+        assert!(short.finish().await.unwrap_err().message().contains("short"));
+
+        let mut wrong = cas.begin_upload(&d).await.unwrap();
+        wrong.write(Bytes::from_static(b"0123456788")).await.unwrap();
+        assert!(wrong.finish().await.is_err());
+        assert_eq!(cas.find_missing(&[d]).await.unwrap(), vec![d]);
+
+        let mut right = cas.begin_upload(&d).await.unwrap();
+        right.write(Bytes::from_static(b"01234")).await.unwrap();
+        right.write(Bytes::from_static(b"56789")).await.unwrap();
+        right.finish().await.unwrap();
+        assert_eq!(cas.get_bytes(&d).await.unwrap(), Bytes::from_static(b"0123456789"));
+    }
+
+    #[tokio::test]
+    async fn empty_blob_is_always_present() {
+        let cas = content();
+        let empty = Digest::empty(DigestFunction::Sha256);
+        assert!(cas.find_missing(&[empty]).await.unwrap().is_empty());
+        assert_eq!(cas.get_bytes(&empty).await.unwrap(), Bytes::new());
+    }
+}

@@ -1,0 +1,119 @@
+//! A size-bounded least-recently-used map from digests to entries: the
+//! bookkeeping both stores share. The caller holds it under a lock.
+
+use bb_util::Digest;
+use lru::LruCache;
+
+pub(crate) struct SizeLru<V> {
+    entries: LruCache<Digest, (u64, V)>,
+    total: u64,
+    capacity: u64,
+}
+
+impl<V> SizeLru<V> {
+    pub fn new(capacity: u64) -> Self {
+        SizeLru { entries: LruCache::unbounded(), total: 0, capacity }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.total
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entry, now the most recently used.
+    pub fn get(&mut self, digest: &Digest) -> Option<&V> {
+        self.entries.get(digest).map(|(_, v)| v)
+    }
+
+    /// Whether the entry exists; if so it becomes the most recently used.
+    pub fn touch(&mut self, digest: &Digest) -> bool {
+        self.entries.get(digest).is_some()
+    }
+
+    /// Adds an entry of `size` bytes as the most recently used, evicting
+    /// the least recently used until everything fits; returns the evicted
+    /// entries. An entry already present is only touched (`false`).
+    pub fn insert(&mut self, digest: Digest, size: u64, value: V) -> (bool, Vec<(Digest, V)>) {
+        if self.touch(&digest) {
+            return (false, Vec::new());
+        }
+        let mut evicted = Vec::new();
+        while self.total + size > self.capacity {
+            let Some((old, (old_size, old_value))) = self.entries.pop_lru() else { break };
+            self.total -= old_size;
+            evicted.push((old, old_value));
+        }
+        self.entries.put(digest, (size, value));
+        self.total += size;
+        (true, evicted)
+    }
+
+    /// Adds an entry as the least recently used (for loading a store's
+    /// contents oldest-last at startup). No eviction happens.
+    pub fn insert_oldest(&mut self, digest: Digest, size: u64, value: V) {
+        if self.entries.put(digest, (size, value)).is_none() {
+            self.total += size;
+            self.entries.demote(&digest);
+        }
+    }
+
+    /// Removes the least recently used entries until the total fits.
+    pub fn shrink_to_capacity(&mut self) -> Vec<(Digest, V)> {
+        let mut evicted = Vec::new();
+        while self.total > self.capacity {
+            let Some((old, (old_size, old_value))) = self.entries.pop_lru() else { break };
+            self.total -= old_size;
+            evicted.push((old, old_value));
+        }
+        evicted
+    }
+
+    pub fn remove(&mut self, digest: &Digest) -> Option<V> {
+        let (size, value) = self.entries.pop(digest)?;
+        self.total -= size;
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bb_util::DigestFunction;
+
+    fn d(n: u8) -> Digest {
+        Digest::of(DigestFunction::Sha256, &[n])
+    }
+
+    #[test]
+    fn evicts_in_lru_order() {
+        let mut lru = SizeLru::new(10);
+        assert!(lru.insert(d(1), 4, ()).1.is_empty());
+        assert!(lru.insert(d(2), 4, ()).1.is_empty());
+        assert!(lru.touch(&d(1)));
+        let (added, evicted) = lru.insert(d(3), 4, ());
+        assert!(added);
+        assert_eq!(evicted.iter().map(|e| e.0).collect::<Vec<_>>(), vec![d(2)]);
+        assert_eq!(lru.total_size(), 8);
+        assert_eq!(lru.insert(d(3), 4, ()).0, false);
+        assert_eq!(lru.remove(&d(1)), Some(()));
+        assert_eq!(lru.total_size(), 4);
+        assert_eq!(lru.len(), 1);
+    }
+
+    #[test]
+    fn loads_oldest_last() {
+        let mut lru = SizeLru::new(8);
+        lru.insert_oldest(d(1), 4, ()); // newest
+        lru.insert_oldest(d(2), 4, ());
+        lru.insert_oldest(d(3), 4, ()); // oldest
+        let evicted = lru.shrink_to_capacity();
+        assert_eq!(evicted.iter().map(|e| e.0).collect::<Vec<_>>(), vec![d(3)]);
+    }
+}
