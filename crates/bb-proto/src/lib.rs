@@ -1,6 +1,9 @@
 //! Generated code for every protocol the farm speaks. Nothing here is
 //! written by hand but the module tree that mirrors the proto packages.
 
+// Lints about the shape of generated types are not actionable here.
+#![allow(clippy::large_enum_variant)]
+
 pub mod build {
     pub mod bazel {
         pub mod remote {

@@ -1,4 +1,14 @@
+//! bb-storage: blob stores and the REv2 storage services (CAS, Action Cache,
+//! ByteStream, Capabilities). The scheduler embeds it; the `bb-storage`
+//! binary serves it on its own.
+
 pub mod action_cache;
+pub mod config;
 pub mod content;
+pub mod server;
+pub mod service;
 pub mod store;
 pub mod zstd_stream;
+
+pub use config::{Config, StorageConfig};
+pub use server::{Storage, StorageServer};

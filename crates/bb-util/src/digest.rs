@@ -178,7 +178,7 @@ pub enum DigestError {
     #[error("digest is missing")]
     Missing,
     #[error("data has digest {actual}, not {expected}")]
-    Mismatch { expected: Digest, actual: Digest },
+    Mismatch { expected: String, actual: String },
 }
 
 impl From<DigestError> for tonic::Status {
@@ -248,7 +248,11 @@ impl Digest {
     /// Checks that `data` is the blob this digest names.
     pub fn verify(&self, data: &[u8]) -> Result<(), DigestError> {
         let actual = Self::of(self.function, data);
-        if actual == *self { Ok(()) } else { Err(DigestError::Mismatch { expected: *self, actual }) }
+        if actual == *self {
+            Ok(())
+        } else {
+            Err(DigestError::Mismatch { expected: self.to_string(), actual: actual.to_string() })
+        }
     }
 
     pub fn function(&self) -> DigestFunction {

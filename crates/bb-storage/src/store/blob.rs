@@ -49,14 +49,14 @@ impl Blob {
                 let hasher = check.as_ref().map(|(digest, _)| digest.function().hasher());
                 // A checked read starts at 0: the hash covers the whole blob.
                 let position = if check.is_some() { 0 } else { offset };
-                BlobReader::File(FileReader {
+                BlobReader::File(Box::new(FileReader {
                     file,
                     size: self.size,
                     position,
                     skip_until: offset,
                     hasher,
                     check,
-                })
+                }))
             }
         }
     }
@@ -82,7 +82,7 @@ impl Blob {
 
 pub enum BlobReader {
     Memory(Bytes),
-    File(FileReader),
+    File(Box<FileReader>),
 }
 
 pub struct FileReader {

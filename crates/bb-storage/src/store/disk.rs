@@ -91,7 +91,7 @@ impl DiskStore {
             }
         }
         // Newest first, each appended as the least recently used.
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(mtime, _, _)| std::cmp::Reverse(*mtime));
         let mut index = SizeLru::new(capacity);
         for (_, digest, size) in found {
             index.insert_oldest(digest, size, ());

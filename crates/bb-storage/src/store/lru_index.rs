@@ -101,7 +101,7 @@ mod tests {
         assert!(added);
         assert_eq!(evicted.iter().map(|e| e.0).collect::<Vec<_>>(), vec![d(2)]);
         assert_eq!(lru.total_size(), 8);
-        assert_eq!(lru.insert(d(3), 4, ()).0, false);
+        assert!(!lru.insert(d(3), 4, ()).0);
         assert_eq!(lru.remove(&d(1)), Some(()));
         assert_eq!(lru.total_size(), 4);
         assert_eq!(lru.len(), 1);

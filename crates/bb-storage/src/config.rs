@@ -1,0 +1,137 @@
+//! bb-storage's configuration. `default-config.toml` is the embedded default
+//! and documents every key; `StorageConfig` is also the `[storage]` section
+//! of a scheduler that embeds storage.
+
+use bb_util::config::ByteSize;
+use bb_util::grpc::ListenAddress;
+use bb_util::logging::LogConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+
+/// Room a batch call needs on top of its blob data (digests, framing).
+const BATCH_OVERHEAD: u64 = 1 << 20;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses of the gRPC storage API.
+    pub grpc_listen: Vec<ListenAddress>,
+    /// Address of the HTTP `/metrics` endpoint; none when unset.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Instance names served; empty accepts any.
+    #[serde(default)]
+    pub instance_names: Vec<String>,
+    /// Largest gRPC message accepted.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: ByteSize,
+    /// Largest total of blob data per batch call, advertised to clients.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: ByteSize,
+    pub cas: StoreConfig,
+    pub action_cache: ActionCacheConfig,
+}
+
+fn default_max_message_size() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+fn default_max_batch_size() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
+/// A blob store: `backend = "disk"` or `"memory"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    Disk {
+        /// Directory of the store, created if missing.
+        path: PathBuf,
+        /// Size beyond which the least recently used blobs are evicted.
+        max_size: ByteSize,
+        /// fsync each blob before it becomes visible.
+        #[serde(default = "yes")]
+        sync_writes: bool,
+    },
+    Memory {
+        max_size: ByteSize,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionCacheConfig {
+    /// Whether clients may call UpdateActionResult.
+    #[serde(default = "yes")]
+    pub allow_updates: bool,
+    /// Serve results only while everything they reference is in the CAS.
+    #[serde(default = "yes")]
+    pub completeness_check: bool,
+    /// Inline budget per GetActionResult response.
+    #[serde(default = "default_max_inline_size")]
+    pub max_inline_size: ByteSize,
+    pub store: StoreConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_inline_size() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+impl StorageConfig {
+    /// Checks what serde cannot: relations between values.
+    pub fn validate(&self) -> Result<(), String> {
+        let (message, batch) = (self.max_message_size.bytes(), self.max_batch_size.bytes());
+        if batch + BATCH_OVERHEAD > message {
+            return Err(format!(
+                "storage.max_batch_size ({}) must be at least 1MiB below storage.max_message_size ({})",
+                self.max_batch_size, self.max_message_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses() {
+        let config: Config = bb_util::config::parse(DEFAULT_CONFIG, "default").unwrap();
+        config.storage.validate().unwrap();
+        assert!(matches!(config.storage.cas, StoreConfig::Disk { .. }));
+        assert_eq!(config.storage.max_batch_size, ByteSize(4 << 20));
+    }
+
+    #[test]
+    fn rejects_unknown_backends_and_keys() {
+        let text = DEFAULT_CONFIG.replacen("backend = \"disk\"", "backend = \"tape\"", 1);
+        let err = bb_util::config::parse::<Config>(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("tape"), "{err}");
+        let text = DEFAULT_CONFIG.replacen("sync_writes = true", "sync_writes = true\ncompression = 1", 1);
+        let err = bb_util::config::parse::<Config>(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("compression"), "{err}");
+    }
+
+    #[test]
+    fn batch_must_fit_in_a_message() {
+        let text = DEFAULT_CONFIG.replace("max_batch_size = \"4MiB\"", "max_batch_size = \"16MiB\"");
+        let config: Config = bb_util::config::parse(&text, "t").unwrap();
+        assert!(config.storage.validate().is_err());
+    }
+}

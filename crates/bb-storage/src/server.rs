@@ -1,0 +1,150 @@
+//! Wiring: stores from config, the gRPC services on their listeners, and
+//! `/metrics` over HTTP.
+
+use crate::action_cache::ActionCache;
+use crate::config::{Config, StorageConfig, StoreConfig};
+use crate::content::ContentStore;
+use crate::service::capabilities::cache_capabilities;
+use crate::service::{ActionCacheService, ByteStreamService, CapabilitiesService, CasService, Instances};
+use crate::store::{BlobStore, DiskStore, MemoryStore};
+use anyhow::Context;
+use bb_proto::bytestream::byte_stream_server::ByteStreamServer;
+use bb_proto::reapi;
+use bb_proto::reapi::action_cache_server::ActionCacheServer;
+use bb_proto::reapi::capabilities_server::CapabilitiesServer;
+use bb_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
+use bb_util::grpc::{ListenAddress, Listener};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::service::Routes;
+
+/// The CAS and the Action Cache, opened from config.
+#[derive(Clone)]
+pub struct Storage {
+    pub content: ContentStore,
+    pub action_cache: ActionCache,
+    pub instances: Instances,
+    config: StorageConfig,
+}
+
+fn open_store(config: &StoreConfig, checked: bool) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match config {
+        StoreConfig::Memory { max_size } => Arc::new(MemoryStore::new(max_size.bytes())),
+        StoreConfig::Disk { path, max_size, sync_writes } => Arc::new(
+            DiskStore::open(path, max_size.bytes(), checked, *sync_writes)
+                .with_context(|| format!("cannot open the disk store in {}", path.display()))?,
+        ),
+    })
+}
+
+impl Storage {
+    pub fn open(config: &StorageConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let content = ContentStore::new(open_store(&config.cas, true)?);
+        let ac_store = open_store(&config.action_cache.store, false)?;
+        let action_cache =
+            ActionCache::new(ac_store, content.clone(), config.action_cache.completeness_check);
+        Ok(Storage {
+            content,
+            action_cache,
+            instances: Instances::new(&config.instance_names),
+            config: config.clone(),
+        })
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.config.max_message_size.as_usize()
+    }
+
+    pub fn cache_capabilities(&self) -> reapi::CacheCapabilities {
+        cache_capabilities(self.config.max_batch_size.bytes(), self.config.action_cache.allow_updates)
+    }
+
+    /// CAS, Action Cache and ByteStream, without Capabilities (whose
+    /// contents depend on what else the process serves).
+    pub fn routes(&self) -> Routes {
+        let limit = self.max_message_size();
+        let cas =
+            CasService::new(self.content.clone(), self.instances.clone(), self.config.max_batch_size.bytes());
+        let ac = ActionCacheService::new(
+            self.action_cache.clone(),
+            self.content.clone(),
+            self.instances.clone(),
+            self.config.action_cache.allow_updates,
+            self.config.action_cache.max_inline_size.bytes(),
+        );
+        let bytestream = ByteStreamService::new(self.content.clone(), self.instances.clone());
+        let (gzip, zstd) = (CompressionEncoding::Gzip, CompressionEncoding::Zstd);
+        Routes::new(
+            ContentAddressableStorageServer::new(cas)
+                .max_decoding_message_size(limit)
+                .accept_compressed(gzip)
+                .accept_compressed(zstd),
+        )
+        .add_service(
+            ActionCacheServer::new(ac)
+                .max_decoding_message_size(limit)
+                .accept_compressed(gzip)
+                .accept_compressed(zstd),
+        )
+        .add_service(
+            ByteStreamServer::new(bytestream)
+                .max_decoding_message_size(limit)
+                .accept_compressed(gzip)
+                .accept_compressed(zstd),
+        )
+    }
+}
+
+/// A bound bb-storage: listeners open, ready to serve.
+pub struct StorageServer {
+    storage: Storage,
+    grpc: Vec<Listener>,
+    http: Option<TcpListener>,
+}
+
+impl StorageServer {
+    /// Opens the stores and binds every listener.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let storage = Storage::open(&config.storage)?;
+        let grpc = bb_util::grpc::bind_all(&config.grpc_listen).await?;
+        let http = match config.http_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} for HTTP"))?,
+            ),
+            None => None,
+        };
+        Ok(StorageServer { storage, grpc, http })
+    }
+
+    pub fn grpc_addresses(&self) -> Vec<ListenAddress> {
+        self.grpc.iter().filter_map(|l| l.local_address().ok()).collect()
+    }
+
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let capabilities = CapabilitiesService::new(
+            self.storage.instances.clone(),
+            Some(self.storage.cache_capabilities()),
+            None,
+        );
+        let routes = self.storage.routes().add_service(CapabilitiesServer::new(capabilities));
+        let http = self.http.map(|listener| {
+            tokio::spawn(bb_util::metrics::serve_http(bb_util::metrics::router(), listener, shutdown.clone()))
+        });
+        bb_util::grpc::serve(routes, self.grpc, shutdown).await?;
+        if let Some(http) = http {
+            http.await??;
+        }
+        Ok(())
+    }
+}

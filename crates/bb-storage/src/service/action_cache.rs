@@ -1,0 +1,119 @@
+//! REv2 ActionCache over `crate::action_cache::ActionCache`, with inlining
+//! of stdout, stderr and output files on request.
+
+use super::request::{Instances, required_digest};
+use crate::action_cache::ActionCache;
+use crate::content::ContentStore;
+use bb_proto::reapi;
+use bb_proto::reapi::action_cache_server::ActionCache as ActionCacheApi;
+use bb_util::{Digest, DigestFunction};
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct ActionCacheService {
+    cache: ActionCache,
+    content: ContentStore,
+    instances: Instances,
+    allow_updates: bool,
+    /// Total bytes inlined into one response at most.
+    max_inline_size: u64,
+}
+
+impl ActionCacheService {
+    pub fn new(
+        cache: ActionCache,
+        content: ContentStore,
+        instances: Instances,
+        allow_updates: bool,
+        max_inline_size: u64,
+    ) -> Self {
+        ActionCacheService { cache, content, instances, allow_updates, max_inline_size }
+    }
+}
+
+/// Fills `stdout_raw`, `stderr_raw` and output file contents as requested,
+/// smallest first, while they fit in `budget` bytes. Blobs that cannot be
+/// read are simply not inlined: the client still has their digests.
+pub async fn inline_outputs(
+    content: &ContentStore,
+    function: DigestFunction,
+    result: &mut reapi::ActionResult,
+    (stdout, stderr, files): (bool, bool, &[String]),
+    budget: u64,
+) {
+    enum Slot {
+        Stdout,
+        Stderr,
+        File(usize),
+    }
+    let mut wanted: Vec<(Digest, Slot)> = Vec::new();
+    let digest_of = |d: &Option<reapi::Digest>| d.as_ref().and_then(|d| Digest::from_proto(function, d).ok());
+    if stdout && let Some(d) = digest_of(&result.stdout_digest) {
+        wanted.push((d, Slot::Stdout));
+    }
+    if stderr && let Some(d) = digest_of(&result.stderr_digest) {
+        wanted.push((d, Slot::Stderr));
+    }
+    for (i, file) in result.output_files.iter().enumerate() {
+        if files.contains(&file.path)
+            && let Some(d) = digest_of(&file.digest)
+        {
+            wanted.push((d, Slot::File(i)));
+        }
+    }
+    wanted.sort_by_key(|(d, _)| d.size());
+    let mut left = budget;
+    for (digest, slot) in wanted {
+        if digest.size() > left {
+            break;
+        }
+        let Ok(data) = content.get_bytes(&digest).await else { continue };
+        left -= digest.size();
+        match slot {
+            Slot::Stdout => result.stdout_raw = data.to_vec(),
+            Slot::Stderr => result.stderr_raw = data.to_vec(),
+            Slot::File(i) => result.output_files[i].contents = data.to_vec(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ActionCacheApi for ActionCacheService {
+    async fn get_action_result(
+        &self,
+        request: Request<reapi::GetActionResultRequest>,
+    ) -> Result<Response<reapi::ActionResult>, Status> {
+        let request = request.into_inner();
+        self.instances.check(&request.instance_name)?;
+        let action =
+            required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
+        let Some(mut result) = self.cache.get(&request.instance_name, &action).await? else {
+            metrics::counter!("bb_storage_action_cache_requests_total", "outcome" => "miss").increment(1);
+            return Err(Status::not_found(format!("no action result for action {action}")));
+        };
+        metrics::counter!("bb_storage_action_cache_requests_total", "outcome" => "hit").increment(1);
+        let wanted = (request.inline_stdout, request.inline_stderr, &request.inline_output_files[..]);
+        inline_outputs(&self.content, action.function(), &mut result, wanted, self.max_inline_size).await;
+        Ok(Response::new(result))
+    }
+
+    async fn update_action_result(
+        &self,
+        request: Request<reapi::UpdateActionResultRequest>,
+    ) -> Result<Response<reapi::ActionResult>, Status> {
+        let request = request.into_inner();
+        self.instances.check(&request.instance_name)?;
+        if !self.allow_updates {
+            return Err(Status::permission_denied(
+                "this server does not accept Action Cache updates from clients",
+            ));
+        }
+        let action =
+            required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
+        let result = request
+            .action_result
+            .ok_or_else(|| Status::invalid_argument(format!("action {action}: action_result is missing")))?;
+        self.cache.put(&request.instance_name, &action, &result).await?;
+        Ok(Response::new(result))
+    }
+}

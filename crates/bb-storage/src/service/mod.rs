@@ -1,0 +1,15 @@
+//! The gRPC services of the storage API.
+
+pub mod action_cache;
+pub mod bytestream;
+pub mod capabilities;
+pub mod cas;
+pub mod request;
+mod tree;
+mod uploads;
+
+pub use action_cache::ActionCacheService;
+pub use bytestream::ByteStreamService;
+pub use capabilities::CapabilitiesService;
+pub use cas::CasService;
+pub use request::Instances;
