@@ -48,7 +48,11 @@ impl ByteStreamService {
             Some(partial) if first.write_offset == partial.received() as i64 => partial,
             _ if first.write_offset == 0 => self.content.begin_upload(&resource.digest).await?,
             partial => {
-                let committed = partial.map_or(0, |p| p.received());
+                let committed = partial.as_ref().map_or(0, |p| p.received());
+                // A wrong offset leaves the interrupted upload resumable.
+                if let Some(partial) = partial {
+                    self.uploads.park(key, partial);
+                }
                 return Err(Status::invalid_argument(format!(
                     "blob {}: write_offset {} does not match the {committed} bytes committed so far",
                     resource.digest, first.write_offset
