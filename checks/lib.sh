@@ -1,0 +1,55 @@
+# Shared helpers for the check scripts. Source it; it sets nothing else.
+# shellcheck shell=bash
+
+# The repository root, and where the farm's binaries are.
+CHECKS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BB_BIN_DIR=${BB_BIN_DIR:-$CHECKS_ROOT/target/release}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+# require_tool NAME HINT: fails, with the hint, when NAME is not installed.
+require_tool() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is not installed; install it with: $2"
+}
+
+require_binary() {
+  [ -x "$BB_BIN_DIR/$1" ] || die "$BB_BIN_DIR/$1 is missing; build it with: cargo build --release --workspace"
+}
+
+# wait_for_port HOST PORT [SECONDS]
+wait_for_port() {
+  local deadline=$((SECONDS + ${3:-30}))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "nothing listens on $1:$2 after ${3:-30}s"
+    sleep 0.1
+  done
+}
+
+# Bazel 4.2.3, offline (see the workspace's WORKSPACE), in an output base of
+# its own: bazel_in OUTPUT_BASE COMMAND ARGS...
+BAZEL_WORKSPACE=$CHECKS_ROOT/checks/bazel/workspace
+bazel_in() {
+  local output_base=$1 command=$2
+  shift 2
+  local options=()
+  case "$command" in
+    build | test | run)
+      options=(--experimental_repository_disable_download --nosandbox_debug --incompatible_strict_action_env
+        --color=no --curses=no --symlink_prefix=/)
+      ;;
+  esac
+  (cd "$BAZEL_WORKSPACE" && bazel --nohome_rc --noworkspace_rc --output_base="$output_base" "$command" \
+    "${options[@]}" "$@")
+}
+
+# The "INFO: N processes: ..." summary line of a Bazel log.
+process_summary() { grep -E '^INFO: [0-9]+ processes' "$1" | tail -n 1; }
+
+# count_of KIND SUMMARY: how many processes of KIND ("remote cache hit",
+# "internal", "local", "remote", "linux-sandbox") the summary names.
+count_of() {
+  local n
+  n=$(printf '%s\n' "$2" | grep -oE "[0-9]+ $1(,|\.|$)" | grep -oE '^[0-9]+' | head -n 1)
+  echo "${n:-0}"
+}

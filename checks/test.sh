@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, unit and in-process integration tests, then the
+# end-to-end checks against the release binaries. Needs Bazel
+# (apt-get install -y bazel-bootstrap); .ci/run installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. checks/lib.sh
+
+step() { log "== $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test --workspace"
+cargo test --workspace
+step "release build"
+cargo build --release --workspace
+step "Bazel, cache-only, against a standalone bb-storage"
+checks/bazel/cache-only.sh
+log "all checks passed"
