@@ -207,3 +207,43 @@ async fn configured_instances_only() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("other"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn serves_on_unix_sockets_and_metrics_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("storage.sock");
+    let mut config = config(None);
+    config.grpc_listen = vec![format!("unix:{}", socket.display()).parse().unwrap()];
+    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = bb_storage::StorageServer::bind(&config).await.unwrap();
+    let http = server.http_address().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+
+    let channel = bb_util::grpc::channel(&format!("unix:{}", socket.display())).unwrap();
+    let mut cas = reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(channel);
+    let data = Bytes::from_static(b"over a unix socket");
+    let d = sha256(&data);
+    cas.batch_update_blobs(reapi::BatchUpdateBlobsRequest {
+        requests: vec![reapi::batch_update_blobs_request::Request {
+            digest: Some(d.to_proto()),
+            data,
+            compressor: 0,
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("bb_storage_written_bytes_total"), "{response}");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert!(!socket.exists(), "the socket file is removed on shutdown");
+}

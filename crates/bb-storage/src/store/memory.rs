@@ -43,7 +43,11 @@ impl BlobStore for MemoryStore {
     }
 
     async fn begin_write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
-        Ok(Box::new(MemoryWriter { store: self.clone(), digest: *digest, buffer: BytesMut::new() }))
+        // Capacity for the whole blob up front: growing by doubling would
+        // copy it over and over. Pages are only committed as data arrives.
+        let capacity = usize::try_from(digest.size()).unwrap_or(0).min(self.blobs.lock().capacity() as usize);
+        let buffer = BytesMut::with_capacity(capacity);
+        Ok(Box::new(MemoryWriter { store: self.clone(), digest: *digest, buffer }))
     }
 
     async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
