@@ -5,6 +5,7 @@
 pub mod action_cache;
 pub mod config;
 pub mod content;
+pub mod remote;
 pub mod server;
 pub mod service;
 pub mod store;

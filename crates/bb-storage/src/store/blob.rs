@@ -6,12 +6,14 @@
 //! served whole; the reader removes it from its store and fails instead.
 
 use super::StoreError;
+use bb_proto::bytestream::ReadResponse;
 use bb_util::Digest;
 use bb_util::digest::Hasher;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use tonic::Streaming;
 
 /// Called with the digest of a blob found corrupted, to drop it from its store.
 pub(crate) type Quarantine = Arc<dyn Fn(&Digest) + Send + Sync>;
@@ -24,6 +26,7 @@ pub struct Blob {
 enum Body {
     Memory(Bytes),
     File { file: Arc<File>, check: Option<(Digest, Quarantine)> },
+    Remote { stream: Streaming<ReadResponse>, digest: Digest },
 }
 
 impl Blob {
@@ -34,6 +37,11 @@ impl Blob {
     /// A file of `size` bytes; with `check`, its contents must hash to the digest.
     pub(crate) fn from_file(file: File, size: u64, check: Option<(Digest, Quarantine)>) -> Self {
         Blob { size, body: Body::File { file: Arc::new(file), check } }
+    }
+
+    /// A ByteStream download of `digest`, checked as it arrives.
+    pub(crate) fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
+        Blob { size: digest.size(), body: Body::Remote { stream, digest } }
     }
 
     pub fn size(&self) -> u64 {
@@ -58,6 +66,14 @@ impl Blob {
                     check,
                 }))
             }
+            Body::Remote { stream, digest } => BlobReader::Remote(Box::new(StreamReader {
+                stream,
+                hasher: Some(digest.function().hasher()),
+                digest,
+                received: 0,
+                skip_until: offset,
+                buffered: Bytes::new(),
+            })),
         }
     }
 
@@ -83,6 +99,70 @@ impl Blob {
 pub enum BlobReader {
     Memory(Bytes),
     File(Box<FileReader>),
+    Remote(Box<StreamReader>),
+}
+
+/// Reads a ByteStream download, checking it against its digest: the chunk
+/// that completes the blob is only returned once the whole blob matched.
+pub struct StreamReader {
+    stream: Streaming<ReadResponse>,
+    hasher: Option<Hasher>,
+    digest: Digest,
+    received: u64,
+    skip_until: u64,
+    /// Verified data not yet handed out.
+    buffered: Bytes,
+}
+
+impl StreamReader {
+    async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            if !self.buffered.is_empty() {
+                let n = max.min(self.buffered.len());
+                return Ok(Some(self.buffered.split_to(n)));
+            }
+            let Some(hasher) = &mut self.hasher else { return Ok(None) };
+            let message = self.stream.message().await.map_err(|status| StoreError::Remote {
+                context: format!("download of blob {}", self.digest),
+                status: Box::new(status),
+            })?;
+            let mut data = match message {
+                Some(message) => message.data,
+                None if self.received == self.digest.size() => Bytes::new(),
+                None => {
+                    return Err(StoreError::BadWrite {
+                        digest: self.digest,
+                        reason: format!("download ended after {} bytes", self.received),
+                    });
+                }
+            };
+            let start = self.received;
+            self.received += data.len() as u64;
+            if self.received > self.digest.size() {
+                return Err(StoreError::BadWrite {
+                    digest: self.digest,
+                    reason: "download is too long".into(),
+                });
+            }
+            hasher.update(&data);
+            if self.received == self.digest.size() {
+                let hasher = self.hasher.take().expect("checked above");
+                let actual = hasher.finish(self.received);
+                if actual != self.digest {
+                    return Err(StoreError::BadWrite {
+                        digest: self.digest,
+                        reason: format!("downloaded data has digest {actual}"),
+                    });
+                }
+            }
+            if self.received > self.skip_until {
+                if start < self.skip_until {
+                    data.advance((self.skip_until - start) as usize);
+                }
+                self.buffered = data;
+            }
+        }
+    }
 }
 
 pub struct FileReader {
@@ -107,6 +187,7 @@ impl BlobReader {
                 Ok(Some(data.split_to(n)))
             }
             BlobReader::File(reader) => reader.next_chunk(max).await,
+            BlobReader::Remote(reader) => reader.next_chunk(max).await,
         }
     }
 }

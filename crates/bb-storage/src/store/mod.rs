@@ -27,6 +27,8 @@ pub enum StoreError {
     TooLarge { digest: Digest, capacity: u64 },
     #[error("write of blob {digest}: {reason}")]
     BadWrite { digest: Digest, reason: String },
+    #[error("{context}: {status}")]
+    Remote { context: String, status: Box<tonic::Status> },
 }
 
 impl StoreError {
@@ -43,6 +45,9 @@ impl From<StoreError> for tonic::Status {
             StoreError::TooLarge { .. } => tonic::Status::resource_exhausted(error.to_string()),
             StoreError::BadWrite { .. } => tonic::Status::invalid_argument(error.to_string()),
             StoreError::Io { .. } => tonic::Status::internal(error.to_string()),
+            StoreError::Remote { context, status } => {
+                tonic::Status::new(status.code(), format!("{context}: {}", status.message()))
+            }
         }
     }
 }
