@@ -26,7 +26,7 @@ pub struct Blob {
 enum Body {
     Memory(Bytes),
     File { file: Arc<File>, check: Option<(Digest, Quarantine)> },
-    Remote { stream: Streaming<ReadResponse>, digest: Digest },
+    Remote { stream: Box<Streaming<ReadResponse>>, digest: Digest },
 }
 
 impl Blob {
@@ -41,7 +41,7 @@ impl Blob {
 
     /// A ByteStream download of `digest`, checked as it arrives.
     pub(crate) fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
-        Blob { size: digest.size(), body: Body::Remote { stream, digest } }
+        Blob { size: digest.size(), body: Body::Remote { stream: Box::new(stream), digest } }
     }
 
     pub fn size(&self) -> u64 {
@@ -105,7 +105,7 @@ pub enum BlobReader {
 /// Reads a ByteStream download, checking it against its digest: the chunk
 /// that completes the blob is only returned once the whole blob matched.
 pub struct StreamReader {
-    stream: Streaming<ReadResponse>,
+    stream: Box<Streaming<ReadResponse>>,
     hasher: Option<Hasher>,
     digest: Digest,
     received: u64,
