@@ -1,0 +1,6 @@
+//! bb-scheduler: the farm's head. Clients send it actions over REv2
+//! Execution; workers long-poll it for work over Buildbarn's OperationQueue.
+
+pub mod config;
+pub mod platform;
+pub mod queue;

@@ -1,0 +1,179 @@
+//! A task: one action to run, shared by every client that asked for it, and
+//! the long-running operation that reports on it.
+
+use crate::platform::Platform;
+use bb_proto::longrunning::{Operation, operation};
+use bb_proto::reapi;
+use bb_proto::reapi::execution_stage::Value as Stage;
+use bb_util::Digest;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub(crate) type TaskId = u64;
+
+/// What the worker running a task says it is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Started,
+    FetchingInputs,
+    Running,
+    UploadingOutputs,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Started => "started",
+            Phase::FetchingInputs => "fetching inputs",
+            Phase::Running => "running",
+            Phase::UploadingOutputs => "uploading outputs",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum TaskState {
+    Queued,
+    Executing { worker: String, since: Instant, started_at: SystemTime, phase: Phase },
+    Completed { at: Instant, completed_at: SystemTime, worker: Option<String> },
+}
+
+/// The request for a new task, after validation.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub instance_name: String,
+    pub action_digest: Digest,
+    /// With its timeout filled in.
+    pub action: reapi::Action,
+    pub platform: Platform,
+    pub priority: i32,
+    /// `tool_invocation_id` of the client, for fairness.
+    pub invocation: String,
+    pub skip_cache_lookup: bool,
+    /// Handed to the worker for ExecutedActionMetadata.auxiliary_metadata.
+    pub auxiliary_metadata: Vec<prost_types::Any>,
+}
+
+pub(crate) struct Task {
+    pub id: TaskId,
+    pub name: String,
+    pub request: NewTask,
+    pub queued_at: SystemTime,
+    pub queued_instant: Instant,
+    pub state: TaskState,
+    /// Times handed to a worker.
+    pub attempts: u32,
+    /// The operation was cancelled while a worker runs it: tell the worker.
+    pub cancelled: bool,
+    /// Open client streams (Execute, WaitExecution) on the operation.
+    pub watchers: usize,
+    /// Since when no client has watched the unfinished operation.
+    pub orphaned_since: Option<Instant>,
+    pub response: Option<reapi::ExecuteResponse>,
+    pub updates: watch::Sender<Arc<Operation>>,
+}
+
+impl Task {
+    pub fn new(id: TaskId, request: NewTask) -> Self {
+        let name = uuid::Uuid::new_v4().to_string();
+        let (updates, _) = watch::channel(Arc::new(Operation { name: name.clone(), ..Default::default() }));
+        let task = Task {
+            id,
+            name,
+            request,
+            queued_at: SystemTime::now(),
+            queued_instant: Instant::now(),
+            state: TaskState::Queued,
+            attempts: 0,
+            cancelled: false,
+            watchers: 0,
+            orphaned_since: None,
+            response: None,
+            updates,
+        };
+        task.publish();
+        task
+    }
+
+    pub fn is_completed(&self) -> bool {
+        matches!(self.state, TaskState::Completed { .. })
+    }
+
+    /// Whether an Execute for the same action may share this task.
+    pub fn is_shareable(&self) -> bool {
+        !self.request.action.do_not_cache && !self.is_completed() && !self.cancelled
+    }
+
+    pub fn worker(&self) -> Option<&str> {
+        match &self.state {
+            TaskState::Executing { worker, .. } => Some(worker),
+            TaskState::Completed { worker, .. } => worker.as_deref(),
+            TaskState::Queued => None,
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self.state {
+            TaskState::Queued => Stage::Queued,
+            TaskState::Executing { .. } => Stage::Executing,
+            TaskState::Completed { .. } => Stage::Completed,
+        }
+    }
+
+    /// The operation as clients see it now.
+    pub fn operation(&self) -> Operation {
+        let digest = self.request.action_digest;
+        let partial = reapi::ExecutedActionMetadata {
+            worker: self.worker().unwrap_or_default().to_string(),
+            queued_timestamp: Some(self.queued_at.into()),
+            worker_start_timestamp: match &self.state {
+                TaskState::Executing { started_at, .. } => Some((*started_at).into()),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        let metadata = reapi::ExecuteOperationMetadata {
+            stage: self.stage() as i32,
+            action_digest: Some(digest.to_proto()),
+            stdout_stream_name: String::new(),
+            stderr_stream_name: String::new(),
+            partial_execution_metadata: Some(partial),
+            digest_function: digest.function().to_proto(),
+        };
+        let result = self.response.as_ref().map(|response| {
+            operation::Result::Response(
+                prost_types::Any::from_msg(response).expect("encoding to a Vec cannot fail"),
+            )
+        });
+        Operation {
+            name: self.name.clone(),
+            metadata: Some(prost_types::Any::from_msg(&metadata).expect("encoding to a Vec cannot fail")),
+            done: result.is_some(),
+            result,
+        }
+    }
+
+    /// Sends the current state to every client stream.
+    pub fn publish(&self) {
+        self.updates.send_replace(Arc::new(self.operation()));
+    }
+
+    /// Ends the task with `response`.
+    pub fn complete(&mut self, response: reapi::ExecuteResponse) {
+        let worker = self.worker().map(str::to_string);
+        self.state = TaskState::Completed { at: Instant::now(), completed_at: SystemTime::now(), worker };
+        self.response = Some(response);
+        self.publish();
+    }
+}
+
+/// An ExecuteResponse for an action that did not run to completion.
+pub fn error_response(status: &tonic::Status) -> reapi::ExecuteResponse {
+    reapi::ExecuteResponse {
+        status: Some(bb_util::status::to_rpc(status)),
+        message: status.message().to_string(),
+        ..Default::default()
+    }
+}
