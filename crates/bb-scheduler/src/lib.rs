@@ -4,3 +4,7 @@
 pub mod config;
 pub mod platform;
 pub mod queue;
+pub mod server;
+pub mod service;
+pub mod status;
+pub mod storage;

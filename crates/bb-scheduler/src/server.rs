@@ -1,0 +1,109 @@
+//! Wiring: storage, the build queue, the client and worker APIs on their
+//! listeners, the status page.
+
+use crate::config::Config;
+use crate::queue::BuildQueue;
+use crate::service::{ExecutionService, OperationQueueService, OperationsService, SchedulerCapabilities};
+use crate::storage::StorageAccess;
+use anyhow::Context;
+use bb_proto::buildbarn::remoteworker::operation_queue_server::OperationQueueServer;
+use bb_proto::longrunning::operations_server::OperationsServer;
+use bb_proto::reapi::capabilities_server::CapabilitiesServer;
+use bb_proto::reapi::execution_server::ExecutionServer;
+use bb_storage::service::Instances;
+use bb_util::grpc::{ListenAddress, Listener};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// How often the queue looks for lost workers and abandoned operations.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A bound scheduler: listeners open, ready to serve.
+pub struct SchedulerServer {
+    pub queue: Arc<BuildQueue>,
+    storage: StorageAccess,
+    instances: Instances,
+    client: Vec<Listener>,
+    worker: Vec<Listener>,
+    http: Option<TcpListener>,
+}
+
+impl SchedulerServer {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let storage = match (&config.storage, &config.remote_storage) {
+            (Some(storage), _) => StorageAccess::Embedded(bb_storage::Storage::open(storage)?),
+            (None, Some(remote)) => StorageAccess::Remote(bb_util::grpc::channel(&remote.endpoint)?),
+            (None, None) => unreachable!("validate() requires one of them"),
+        };
+        let http = match config.http_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} for HTTP"))?,
+            ),
+            None => None,
+        };
+        Ok(SchedulerServer {
+            queue: BuildQueue::new(config.scheduler.clone()),
+            storage,
+            instances: Instances::new(&config.scheduler.instance_names),
+            client: bb_util::grpc::bind_all(&config.client_listen).await?,
+            worker: bb_util::grpc::bind_all(&config.worker_listen).await?,
+            http,
+        })
+    }
+
+    pub fn client_addresses(&self) -> Vec<ListenAddress> {
+        self.client.iter().filter_map(|l| l.local_address().ok()).collect()
+    }
+
+    pub fn worker_addresses(&self) -> Vec<ListenAddress> {
+        self.worker.iter().filter_map(|l| l.local_address().ok()).collect()
+    }
+
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let queue = self.queue;
+        queue.spawn_maintenance(MAINTENANCE_INTERVAL, shutdown.clone());
+
+        let execution = ExecutionService::new(queue.clone(), self.storage.clone(), self.instances.clone());
+        let capabilities = SchedulerCapabilities::new(self.storage.clone(), self.instances.clone());
+        let mut client_routes = match &self.storage {
+            StorageAccess::Embedded(storage) => storage.routes(),
+            StorageAccess::Remote(_) => Routes::default(),
+        };
+        client_routes = client_routes
+            .add_service(ExecutionServer::new(execution))
+            .add_service(CapabilitiesServer::new(capabilities))
+            .add_service(OperationsServer::new(OperationsService::new(queue.clone())));
+        let worker_routes = Routes::new(
+            OperationQueueServer::new(OperationQueueService::new(queue.clone()))
+                .max_decoding_message_size(64 << 20),
+        );
+
+        let client = tokio::spawn(bb_util::grpc::serve(client_routes, self.client, shutdown.clone()));
+        let worker = tokio::spawn(bb_util::grpc::serve(worker_routes, self.worker, shutdown.clone()));
+        let http = self.http.map(|listener| {
+            tokio::spawn(bb_util::metrics::serve_http(
+                crate::status::router(queue.clone()),
+                listener,
+                shutdown.clone(),
+            ))
+        });
+        client.await??;
+        worker.await??;
+        if let Some(http) = http {
+            http.await??;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! REv2 Execution: Execute and WaitExecution.
+//!
+//! Execute validates the request, answers from the Action Cache when it can,
+//! and otherwise joins or creates an operation in the build queue. Both calls
+//! then stream the operation: its state at once, every change, a keep-alive
+//! at `keepalive_interval`, and the end.
+
+use crate::platform::Platform;
+use crate::queue::{BuildQueue, NewTask, OperationWatch};
+use crate::storage::{Inline, StorageAccess};
+use bb_proto::longrunning::Operation;
+use bb_proto::reapi;
+use bb_proto::reapi::execution_server::Execution;
+use bb_storage::service::Instances;
+use bb_storage::service::request::required_digest;
+use bb_util::Digest;
+use futures::stream::BoxStream;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+/// The gRPC header in which clients send `RequestMetadata`.
+const REQUEST_METADATA_HEADER: &str = "build.bazel.remote.execution.v2.requestmetadata-bin";
+
+#[derive(Clone)]
+pub struct ExecutionService {
+    queue: Arc<BuildQueue>,
+    storage: StorageAccess,
+    instances: Instances,
+}
+
+impl ExecutionService {
+    pub fn new(queue: Arc<BuildQueue>, storage: StorageAccess, instances: Instances) -> Self {
+        ExecutionService { queue, storage, instances }
+    }
+
+    fn stream(&self, watch: OperationWatch) -> BoxStream<'static, Result<Operation, Status>> {
+        operation_stream(watch, self.queue.config().keepalive_interval.get())
+    }
+
+    /// The action's timeout: the default when unset; above the maximum is
+    /// INVALID_ARGUMENT, as REv2 requires.
+    fn timeout(&self, action: &reapi::Action, digest: &Digest) -> Result<prost_types::Duration, Status> {
+        let config = self.queue.config();
+        let Some(timeout) = &action.timeout else {
+            return prost_types::Duration::try_from(config.default_action_timeout.get())
+                .map_err(|e| Status::internal(e.to_string()));
+        };
+        let requested = Duration::try_from(*timeout).map_err(|_| {
+            Status::invalid_argument(format!("action {digest}: timeout {timeout:?} is negative or malformed"))
+        })?;
+        if requested.is_zero() {
+            return Err(Status::invalid_argument(format!("action {digest}: timeout is zero")));
+        }
+        if requested > config.maximum_action_timeout.get() {
+            return Err(Status::invalid_argument(format!(
+                "action {digest}: timeout {} exceeds this farm's maximum of {}",
+                humantime::format_duration(requested),
+                config.maximum_action_timeout
+            )));
+        }
+        Ok(*timeout)
+    }
+}
+
+/// RequestMetadata from the client's header, if it sent a valid one.
+fn request_metadata(metadata: &MetadataMap) -> Option<reapi::RequestMetadata> {
+    let value = metadata.get_bin(REQUEST_METADATA_HEADER)?.to_bytes().ok()?;
+    reapi::RequestMetadata::decode(value).ok()
+}
+
+/// Streams an operation until it is done.
+pub fn operation_stream(
+    watch: OperationWatch,
+    keepalive: Duration,
+) -> BoxStream<'static, Result<Operation, Status>> {
+    Box::pin(futures::stream::unfold(Some((watch, true)), move |state| async move {
+        let (mut watch, first) = state?;
+        if !first {
+            tokio::select! {
+                changed = watch.updates.changed() => changed.ok()?,
+                _ = tokio::time::sleep(keepalive) => {}
+            }
+        }
+        let operation = watch.updates.borrow_and_update().as_ref().clone();
+        let next = if operation.done { None } else { Some((watch, false)) };
+        Some((Ok(operation), next))
+    }))
+}
+
+#[tonic::async_trait]
+impl Execution for ExecutionService {
+    type ExecuteStream = BoxStream<'static, Result<Operation, Status>>;
+    type WaitExecutionStream = BoxStream<'static, Result<Operation, Status>>;
+
+    async fn execute(
+        &self,
+        request: Request<reapi::ExecuteRequest>,
+    ) -> Result<Response<Self::ExecuteStream>, Status> {
+        let metadata = request_metadata(request.metadata());
+        let request = request.into_inner();
+        let instance = request.instance_name.clone();
+        self.instances.check(&instance)?;
+        let action_digest =
+            required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
+
+        let mut action: reapi::Action = self.storage.message(&instance, &action_digest, "Action").await?;
+        // REv2.0 clients (Bazel 4) put the platform in the Command only.
+        let platform = match &action.platform {
+            Some(platform) if !platform.properties.is_empty() => Platform::from_action(Some(platform))?,
+            _ => {
+                let command_digest =
+                    Digest::from_required(action_digest.function(), action.command_digest.as_ref()).map_err(
+                        |e| Status::invalid_argument(format!("action {action_digest}: command_digest: {e}")),
+                    )?;
+                let command: reapi::Command =
+                    self.storage.message(&instance, &command_digest, "Command").await?;
+                Platform::from_action(command.platform.as_ref())?
+            }
+        };
+        action.timeout = Some(self.timeout(&action, &action_digest)?);
+
+        let auxiliary_metadata =
+            metadata.as_ref().and_then(|m| prost_types::Any::from_msg(m).ok()).into_iter().collect();
+        let task = NewTask {
+            instance_name: instance.clone(),
+            action_digest,
+            action,
+            platform,
+            priority: request.execution_policy.as_ref().map_or(0, |p| p.priority),
+            invocation: metadata.map(|m| m.tool_invocation_id).unwrap_or_default(),
+            skip_cache_lookup: request.skip_cache_lookup,
+            auxiliary_metadata,
+        };
+
+        if !request.skip_cache_lookup {
+            let inline = Inline {
+                stdout: request.inline_stdout,
+                stderr: request.inline_stderr,
+                files: request.inline_output_files.clone(),
+            };
+            if let Some(result) = self.storage.action_result(&instance, &action_digest, &inline).await? {
+                metrics::counter!("bb_scheduler_execute_cache_hits_total").increment(1);
+                let response = reapi::ExecuteResponse {
+                    result: Some(result),
+                    cached_result: true,
+                    status: Some(bb_util::status::rpc_ok()),
+                    ..Default::default()
+                };
+                return Ok(Response::new(self.stream(self.queue.cached(task, response))));
+            }
+        }
+        Ok(Response::new(self.stream(self.queue.execute(task))))
+    }
+
+    async fn wait_execution(
+        &self,
+        request: Request<reapi::WaitExecutionRequest>,
+    ) -> Result<Response<Self::WaitExecutionStream>, Status> {
+        let name = &request.get_ref().name;
+        match self.queue.attach(name) {
+            Some(watch) => Ok(Response::new(self.stream(watch))),
+            None => Err(Status::not_found(format!(
+                "operation {name:?} does not exist (finished operations are kept for {})",
+                self.queue.config().completed_retention
+            ))),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The status page: server-rendered HTML that works without JavaScript, the
+//! same data as JSON under `/api/` (for `bb status`), drain and undrain, and
+//! Prometheus `/metrics`.
+
+mod html;
+
+use crate::queue::BuildQueue;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+struct WorkerForm {
+    worker: String,
+}
+
+pub fn router(queue: Arc<BuildQueue>) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/operation/{name}", get(operation_page))
+        .route("/workers/drain", post(drain_form))
+        .route("/workers/undrain", post(undrain_form))
+        .route("/api/status", get(status_json))
+        .route("/api/operations/{name}", get(operation_json))
+        .route("/api/drain", post(drain_api))
+        .route("/api/undrain", post(undrain_api))
+        .with_state(queue)
+        .merge(bb_util::metrics::router())
+}
+
+async fn overview(State(queue): State<Arc<BuildQueue>>) -> Html<String> {
+    Html(html::overview(&queue.status()))
+}
+
+async fn operation_page(State(queue): State<Arc<BuildQueue>>, Path(name): Path<String>) -> Response {
+    match queue.operation_detail(&name) {
+        Some(detail) => Html(html::operation(&detail)).into_response(),
+        None => (StatusCode::NOT_FOUND, Html(html::not_found(&name))).into_response(),
+    }
+}
+
+async fn drain_form(State(queue): State<Arc<BuildQueue>>, Form(form): Form<WorkerForm>) -> Response {
+    set_drained_redirect(&queue, &form.worker, true)
+}
+
+async fn undrain_form(State(queue): State<Arc<BuildQueue>>, Form(form): Form<WorkerForm>) -> Response {
+    set_drained_redirect(&queue, &form.worker, false)
+}
+
+fn set_drained_redirect(queue: &BuildQueue, worker: &str, drained: bool) -> Response {
+    if queue.set_drained(worker, drained) {
+        Redirect::to("/").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, format!("no worker {worker:?}")).into_response()
+    }
+}
+
+async fn status_json(State(queue): State<Arc<BuildQueue>>) -> Json<crate::queue::QueueStatus> {
+    Json(queue.status())
+}
+
+async fn operation_json(State(queue): State<Arc<BuildQueue>>, Path(name): Path<String>) -> Response {
+    match queue.operation_detail(&name) {
+        Some(detail) => Json(detail).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no operation {name:?}")).into_response(),
+    }
+}
+
+async fn drain_api(State(queue): State<Arc<BuildQueue>>, Query(form): Query<WorkerForm>) -> Response {
+    set_drained_json(&queue, &form.worker, true)
+}
+
+async fn undrain_api(State(queue): State<Arc<BuildQueue>>, Query(form): Query<WorkerForm>) -> Response {
+    set_drained_json(&queue, &form.worker, false)
+}
+
+fn set_drained_json(queue: &BuildQueue, worker: &str, drained: bool) -> Response {
+    if queue.set_drained(worker, drained) {
+        Json(serde_json::json!({ "worker": worker, "drained": drained })).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, format!("no worker {worker:?}")).into_response()
+    }
+}
