@@ -16,7 +16,7 @@ use tonic_types::StatusExt;
 const LINUX: &[(&str, &str)] = &[("OSFamily", "linux")];
 
 async fn execute_error(farm: &TestFarm, request: reapi::ExecuteRequest) -> tonic::Status {
-    farm.execution().execute(request).await.err().expect("Execute must fail")
+    farm.execution().execute(request).await.expect_err("Execute must fail")
 }
 
 /// Uploads an Action with the given platform and timeout.
@@ -110,8 +110,7 @@ async fn garbage_operation_names() {
             .execution()
             .wait_execution(reapi::WaitExecutionRequest { name: name.into() })
             .await
-            .err()
-            .expect("unknown operation");
+            .expect_err("unknown operation");
         assert_eq!(err.code(), Code::NotFound, "{name:?}");
         let mut operations = OperationsClient::new(farm.client.clone());
         let err = operations.get_operation(GetOperationRequest { name: name.into() }).await.unwrap_err();
