@@ -16,7 +16,7 @@ mod task;
 mod worker;
 
 pub use status::{OperationDetail, OperationSummary, PlatformStatus, QueueStatus, WorkerStatus};
-pub use task::{NewTask, Phase, error_response};
+pub use task::{NewTask, OperationHeader, Phase, Progress, error_response};
 
 use crate::config::QueueConfig;
 use bb_proto::longrunning::Operation;
@@ -37,8 +37,17 @@ pub struct BuildQueue {
 /// as watched; dropping it (the client went away) may orphan it.
 pub struct OperationWatch {
     pub name: String,
-    pub updates: watch::Receiver<Arc<Operation>>,
+    pub header: OperationHeader,
+    pub updates: watch::Receiver<Progress>,
     _guard: WatchGuard,
+}
+
+impl OperationWatch {
+    /// The Operation message for the latest progress, marking it seen.
+    pub fn latest(&mut self) -> Operation {
+        let progress = self.updates.borrow_and_update().clone();
+        self.header.operation(&progress)
+    }
 }
 
 struct WatchGuard {
@@ -103,6 +112,7 @@ impl BuildQueue {
         task.orphaned_since = None;
         OperationWatch {
             name: task.name.clone(),
+            header: task.header(),
             updates: task.updates.subscribe(),
             _guard: WatchGuard { queue: self.clone(), task: id },
         }

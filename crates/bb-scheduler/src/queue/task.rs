@@ -56,6 +56,55 @@ pub struct NewTask {
     pub auxiliary_metadata: Vec<prost_types::Any>,
 }
 
+/// What clients are told of a task as it changes: small, cheap to send.
+/// The Operation message is built from it for each client message.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub stage: Stage,
+    pub worker: Option<String>,
+    pub started_at: Option<SystemTime>,
+    pub response: Option<Arc<reapi::ExecuteResponse>>,
+}
+
+/// The fixed facts of an operation.
+#[derive(Clone, Debug)]
+pub struct OperationHeader {
+    pub name: String,
+    pub action_digest: Digest,
+    pub queued_at: SystemTime,
+}
+
+impl OperationHeader {
+    /// The longrunning Operation clients see for `progress`.
+    pub fn operation(&self, progress: &Progress) -> Operation {
+        let partial = reapi::ExecutedActionMetadata {
+            worker: progress.worker.clone().unwrap_or_default(),
+            queued_timestamp: Some(self.queued_at.into()),
+            worker_start_timestamp: progress.started_at.map(Into::into),
+            ..Default::default()
+        };
+        let metadata = reapi::ExecuteOperationMetadata {
+            stage: progress.stage as i32,
+            action_digest: Some(self.action_digest.to_proto()),
+            stdout_stream_name: String::new(),
+            stderr_stream_name: String::new(),
+            partial_execution_metadata: Some(partial),
+            digest_function: self.action_digest.function().to_proto(),
+        };
+        let result = progress.response.as_ref().map(|response| {
+            operation::Result::Response(
+                prost_types::Any::from_msg(response.as_ref()).expect("encoding to a Vec cannot fail"),
+            )
+        });
+        Operation {
+            name: self.name.clone(),
+            metadata: Some(prost_types::Any::from_msg(&metadata).expect("encoding to a Vec cannot fail")),
+            done: result.is_some(),
+            result,
+        }
+    }
+}
+
 pub(crate) struct Task {
     pub id: TaskId,
     pub name: String,
@@ -71,14 +120,15 @@ pub(crate) struct Task {
     pub watchers: usize,
     /// Since when no client has watched the unfinished operation.
     pub orphaned_since: Option<Instant>,
-    pub response: Option<reapi::ExecuteResponse>,
-    pub updates: watch::Sender<Arc<Operation>>,
+    pub response: Option<Arc<reapi::ExecuteResponse>>,
+    pub updates: watch::Sender<Progress>,
 }
 
 impl Task {
     pub fn new(id: TaskId, request: NewTask) -> Self {
         let name = uuid::Uuid::new_v4().to_string();
-        let (updates, _) = watch::channel(Arc::new(Operation { name: name.clone(), ..Default::default() }));
+        let (updates, _) =
+            watch::channel(Progress { stage: Stage::Queued, worker: None, started_at: None, response: None });
         let task = Task {
             id,
             name,
@@ -122,49 +172,41 @@ impl Task {
         }
     }
 
-    /// The operation as clients see it now.
-    pub fn operation(&self) -> Operation {
-        let digest = self.request.action_digest;
-        let partial = reapi::ExecutedActionMetadata {
-            worker: self.worker().unwrap_or_default().to_string(),
-            queued_timestamp: Some(self.queued_at.into()),
-            worker_start_timestamp: match &self.state {
-                TaskState::Executing { started_at, .. } => Some((*started_at).into()),
+    pub fn header(&self) -> OperationHeader {
+        OperationHeader {
+            name: self.name.clone(),
+            action_digest: self.request.action_digest,
+            queued_at: self.queued_at,
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            stage: self.stage(),
+            worker: self.worker().map(str::to_string),
+            started_at: match &self.state {
+                TaskState::Executing { started_at, .. } => Some(*started_at),
                 _ => None,
             },
-            ..Default::default()
-        };
-        let metadata = reapi::ExecuteOperationMetadata {
-            stage: self.stage() as i32,
-            action_digest: Some(digest.to_proto()),
-            stdout_stream_name: String::new(),
-            stderr_stream_name: String::new(),
-            partial_execution_metadata: Some(partial),
-            digest_function: digest.function().to_proto(),
-        };
-        let result = self.response.as_ref().map(|response| {
-            operation::Result::Response(
-                prost_types::Any::from_msg(response).expect("encoding to a Vec cannot fail"),
-            )
-        });
-        Operation {
-            name: self.name.clone(),
-            metadata: Some(prost_types::Any::from_msg(&metadata).expect("encoding to a Vec cannot fail")),
-            done: result.is_some(),
-            result,
+            response: self.response.clone(),
         }
+    }
+
+    /// The operation as clients see it now.
+    pub fn operation(&self) -> Operation {
+        self.header().operation(&self.progress())
     }
 
     /// Sends the current state to every client stream.
     pub fn publish(&self) {
-        self.updates.send_replace(Arc::new(self.operation()));
+        self.updates.send_replace(self.progress());
     }
 
     /// Ends the task with `response`.
     pub fn complete(&mut self, response: reapi::ExecuteResponse) {
         let worker = self.worker().map(str::to_string);
         self.state = TaskState::Completed { at: Instant::now(), completed_at: SystemTime::now(), worker };
-        self.response = Some(response);
+        self.response = Some(Arc::new(response));
         self.publish();
     }
 }

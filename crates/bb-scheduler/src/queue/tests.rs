@@ -97,7 +97,8 @@ fn is_told_idle(response: &bb_proto::buildbarn::remoteworker::SynchronizeRespons
 }
 
 fn response_of(watch: &OperationWatch) -> Option<bb_proto::reapi::ExecuteResponse> {
-    let operation = watch.updates.borrow().clone();
+    let progress = watch.updates.borrow().clone();
+    let operation = watch.header.operation(&progress);
     match &operation.result {
         Some(operation::Result::Response(any)) => {
             Some(bb_proto::reapi::ExecuteResponse::decode(any.value.as_slice()).unwrap())

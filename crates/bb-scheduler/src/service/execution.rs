@@ -84,7 +84,7 @@ pub fn operation_stream(
                 _ = tokio::time::sleep(keepalive) => {}
             }
         }
-        let operation = watch.updates.borrow_and_update().as_ref().clone();
+        let operation = watch.latest();
         let next = if operation.done { None } else { Some((watch, false)) };
         Some((Ok(operation), next))
     }))

@@ -68,8 +68,8 @@ impl Operations for OperationsService {
             Some(t) => Duration::try_from(t).map_err(|_| Status::invalid_argument("timeout is negative"))?,
             None => DEFAULT_WAIT,
         };
-        let _ = tokio::time::timeout(wait, watch.updates.wait_for(|operation| operation.done)).await;
-        let operation = watch.updates.borrow().as_ref().clone();
-        Ok(Response::new(operation))
+        let _ =
+            tokio::time::timeout(wait, watch.updates.wait_for(|progress| progress.response.is_some())).await;
+        Ok(Response::new(watch.latest()))
     }
 }
