@@ -22,6 +22,9 @@ use tonic::transport::{Channel, Endpoint, Server};
 /// fill a fast link instead of waiting for window updates every 64 KiB.
 const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 32 << 20;
+/// How long in-flight calls may run on after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Largest HTTP/2 frame either side accepts: 1 MiB blob chunks then travel
 /// in a few frames instead of sixty-four 16 KiB ones.
 const MAX_FRAME: u32 = 1 << 20;
@@ -123,12 +126,14 @@ fn server_builder() -> Server {
 }
 
 /// Serves `routes` on every listener until `shutdown` fires, then lets
-/// in-flight calls finish. UNIX socket files are removed on the way out.
+/// in-flight calls finish (for at most `SHUTDOWN_GRACE`). UNIX socket files
+/// are removed on the way out.
 pub async fn serve(
     routes: Routes,
     listeners: Vec<Listener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let shutdown_for_deadline = shutdown.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         let routes = routes.clone();
@@ -152,10 +157,25 @@ pub async fn serve(
             }
         });
     }
-    while let Some(result) = tasks.join_next().await {
-        result??;
+    let finished = async {
+        while let Some(result) = tasks.join_next().await {
+            result??;
+        }
+        anyhow::Ok(())
+    };
+    // Streams such as Execute may outlive any reasonable wait: after the
+    // grace period the server stops regardless.
+    let deadline = async {
+        shutdown_for_deadline.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = finished => result,
+        () = deadline => {
+            tracing::warn!("calls still open {}s after shutdown began; closing them", SHUTDOWN_GRACE.as_secs());
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Opens a channel to `target`: `grpc://host:port`, `http://host:port`,
