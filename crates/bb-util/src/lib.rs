@@ -5,8 +5,14 @@ pub mod digest;
 pub mod grpc;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod resource_name;
 pub mod shutdown;
 pub mod status;
 
 pub use digest::{Digest, DigestError, DigestFunction};
+
+/// gRPC header in which bb-worker tells bb-runner an action's timeout, in
+/// milliseconds. The runner kills the action's process group when it
+/// passes, cleans up, and answers DEADLINE_EXCEEDED.
+pub const RUNNER_TIMEOUT_HEADER: &str = "bb-action-timeout-ms";

@@ -1,0 +1,279 @@
+//! buildbarn.runner.Runner: CheckReadiness and Run.
+
+use crate::cleanup;
+use crate::config::Config;
+use crate::process::{self, Launch};
+use bb_proto::buildbarn::resourceusage::PosixResourceUsage;
+use bb_proto::buildbarn::runner::runner_server::Runner;
+use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest, RunResponse};
+use bb_util::path::RelativePath;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct RunnerService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    /// The user actions run as.
+    action_uid: u32,
+    /// Actions running; held while starting one and while killing all of
+    /// the user's processes, so the two never overlap.
+    active: Mutex<usize>,
+}
+
+/// Cleans up after an action: awaited before the answer normally, and run
+/// in the background when the Run call is abandoned (dropped).
+struct AfterAction {
+    work: Option<(Arc<Inner>, PathBuf, Option<PathBuf>)>,
+}
+
+impl AfterAction {
+    fn work(work: (Arc<Inner>, PathBuf, Option<PathBuf>)) -> impl FnOnce() + Send + 'static {
+        move || {
+            let (inner, root, tmp) = work;
+            inner.clean_up(&root, tmp.as_deref());
+        }
+    }
+
+    async fn finish(mut self) {
+        if let Some(work) = self.work.take() {
+            let _ = tokio::task::spawn_blocking(Self::work(work)).await;
+        }
+    }
+}
+
+impl Drop for AfterAction {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn_blocking(Self::work(work))),
+                Err(_) => Self::work(work)(),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn clean_up(&self, input_root: &Path, temporary_directory: Option<&Path>) {
+        {
+            let mut active = self.active.lock();
+            *active -= 1;
+            if *active == 0 && self.config.kill_user_processes {
+                let killed = cleanup::kill_user_processes(self.action_uid);
+                if killed > 0 {
+                    tracing::info!("killed {killed} leftover processes of uid {}", self.action_uid);
+                }
+            }
+        }
+        if let Some(tmp) = temporary_directory
+            && let Err(e) = cleanup::empty_directory(tmp)
+        {
+            tracing::warn!("cannot empty {}: {e}", tmp.display());
+        }
+        // The worker owns the input root; what the action made there is ours.
+        if std::fs::metadata(input_root).is_ok_and(|m| m.uid() != self.action_uid) {
+            cleanup::hand_over(input_root, self.action_uid);
+        }
+    }
+
+    /// A path of a request, beneath the build directory, with no symlinks.
+    fn beneath(&self, path: &str, what: &'static str) -> Result<PathBuf, Status> {
+        let relative = RelativePath::parse(what, path)?;
+        Ok(relative.resolve_beneath(&self.config.build_directory, what)?)
+    }
+}
+
+impl RunnerService {
+    pub fn new(config: Config) -> Self {
+        let action_uid = config.run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |r| r.uid);
+        RunnerService { inner: Arc::new(Inner { config, action_uid, active: Mutex::new(0) }) }
+    }
+}
+
+fn posix_resource_usage(exit: &process::Exit) -> PosixResourceUsage {
+    let r = &exit.rusage;
+    let duration =
+        |t: libc::timeval| prost_types::Duration { seconds: t.tv_sec, nanos: (t.tv_usec * 1000) as i32 };
+    PosixResourceUsage {
+        user_time: Some(duration(r.ru_utime)),
+        system_time: Some(duration(r.ru_stime)),
+        // Linux reports kilobytes.
+        maximum_resident_set_size: r.ru_maxrss * 1024,
+        page_reclaims: r.ru_minflt,
+        page_faults: r.ru_majflt,
+        swaps: r.ru_nswap,
+        block_input_operations: r.ru_inblock,
+        block_output_operations: r.ru_oublock,
+        messages_sent: r.ru_msgsnd,
+        messages_received: r.ru_msgrcv,
+        signals_received: r.ru_nsignals,
+        voluntary_context_switches: r.ru_nvcsw,
+        involuntary_context_switches: r.ru_nivcsw,
+        termination_signal: exit
+            .signal
+            .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A command that could not be started ends like it would in a shell: a
+/// message on its stderr and exit code 127 (not found) or 126 (not runnable).
+fn shell_like_failure(stderr: &mut File, exit_code: i64, message: &str) -> Response<RunResponse> {
+    let _ = writeln!(stderr, "bb-runner: {message}");
+    Response::new(RunResponse { exit_code, resource_usage: vec![] })
+}
+
+#[tonic::async_trait]
+impl Runner for RunnerService {
+    async fn check_readiness(&self, request: Request<CheckReadinessRequest>) -> Result<Response<()>, Status> {
+        let build = &self.inner.config.build_directory;
+        if !build.is_dir() {
+            return Err(Status::unavailable(format!(
+                "build directory {} is not visible to the runner",
+                build.display()
+            )));
+        }
+        let path = self.inner.beneath(&request.get_ref().path, "path")?;
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(Status::unavailable(format!("{} is not visible to the runner", path.display())));
+        }
+        for required in &self.inner.config.readiness_paths {
+            if !required.exists() {
+                return Err(Status::unavailable(format!("required path {} is missing", required.display())));
+            }
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunResponse>, Status> {
+        let timeout = request
+            .metadata()
+            .get(bb_util::RUNNER_TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let request = request.into_inner();
+        let inner = &self.inner;
+        let Some(argv0) = request.arguments.first() else {
+            return Err(Status::invalid_argument("arguments are empty: there is no command to run"));
+        };
+        let input_root = inner.beneath(&request.input_root_directory, "input_root_directory")?;
+        if !input_root.is_dir() {
+            return Err(Status::invalid_argument(format!(
+                "input root {} is not a directory",
+                input_root.display()
+            )));
+        }
+        let working = RelativePath::parse("working_directory", &request.working_directory)?;
+        let working_directory = working.resolve_beneath(&input_root, "working_directory")?;
+        if !working_directory.is_dir() {
+            return Err(Status::invalid_argument(format!(
+                "working directory {working:?} does not exist in the input root"
+            )));
+        }
+        let temporary_directory = match request.temporary_directory.as_str() {
+            "" => None,
+            path => Some(inner.beneath(path, "temporary_directory")?),
+        };
+        let create = |path: &str, what: &'static str| -> Result<File, Status> {
+            let path = inner.beneath(path, what)?;
+            File::create(&path)
+                .map_err(|e| Status::invalid_argument(format!("cannot create {}: {e}", path.display())))
+        };
+        let stdout = create(&request.stdout_path, "stdout_path")?;
+        let mut stderr = create(&request.stderr_path, "stderr_path")?;
+
+        let chroot = inner.config.chroot_into_input_root;
+        let mut environment: HashMap<String, String> = request.environment_variables;
+        if let (Some(tmp), false) = (&temporary_directory, chroot) {
+            environment.insert("TMPDIR".into(), tmp.display().to_string());
+        }
+        let inside = Path::new("/").join(working.to_string());
+        let program = if chroot {
+            process::resolve_program(
+                argv0,
+                environment.get("PATH").map(String::as_str),
+                &inside,
+                Some(&input_root),
+            )
+        } else {
+            process::resolve_program(
+                argv0,
+                environment.get("PATH").map(String::as_str),
+                &working_directory,
+                None,
+            )
+        };
+        let Some(program) = program else {
+            let path = environment.get("PATH").map_or("(unset)", String::as_str);
+            return Ok(shell_like_failure(
+                &mut stderr,
+                127,
+                &format!("{argv0}: command not found (PATH={path})"),
+            ));
+        };
+
+        let launch = Launch {
+            program: program.clone(),
+            arguments: request.arguments.clone(),
+            environment,
+            working_directory: working_directory.clone(),
+            stdout,
+            stderr: stderr.try_clone().map_err(|e| Status::internal(e.to_string()))?,
+            chroot: chroot.then(|| (input_root.clone(), inside.clone())),
+            run_as: inner.config.run_as.map(|r| (r.uid, r.gid)),
+        };
+        let mut running = {
+            let mut active = inner.active.lock();
+            match process::start(launch) {
+                Ok(running) => {
+                    *active += 1;
+                    running
+                }
+                Err(e) => {
+                    drop(active);
+                    let message = format!("{}: cannot run: {e}", program.display());
+                    return Ok(shell_like_failure(&mut stderr, 126, &message));
+                }
+            }
+        };
+        // From here on, cleanup happens however this call ends.
+        let after = AfterAction { work: Some((inner.clone(), input_root, temporary_directory)) };
+        let exit = match timeout {
+            Some(limit) => tokio::time::timeout(limit, running.wait()).await.ok(),
+            None => Some(running.wait().await),
+        };
+        running.kill_group();
+        if exit.is_none() {
+            // Reap the killed command before answering.
+            let _ = running.wait().await;
+        }
+        after.finish().await;
+        let exit = match exit {
+            Some(exit) => exit.map_err(|e| Status::internal(format!("waiting for the action: {e}")))?,
+            None => {
+                let limit = timeout.unwrap_or_default();
+                return Err(Status::deadline_exceeded(format!(
+                    "the action ran longer than its timeout of {}; its processes were killed",
+                    humantime_like(limit)
+                )));
+            }
+        };
+        let usage = posix_resource_usage(&exit);
+        let any = prost_types::Any::from_msg(&usage).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RunResponse { exit_code: exit.exit_code, resource_usage: vec![any] }))
+    }
+}
+
+fn humantime_like(duration: Duration) -> String {
+    format!("{:.3}s", duration.as_secs_f64())
+}
