@@ -1,0 +1,88 @@
+//! bb-worker's configuration; `default-config.toml` documents every key.
+
+use bb_proto::reapi;
+use bb_util::config::{ByteSize, HumanDuration};
+use bb_util::logging::LogConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub scheduler: String,
+    pub storage: String,
+    pub runner: String,
+    pub build_directory: PathBuf,
+    pub cache_directory: PathBuf,
+    pub cache_max_size: ByteSize,
+    pub cache_max_files: u64,
+    #[serde(default = "default_downloads")]
+    pub max_parallel_downloads: usize,
+    #[serde(default)]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub instance_name_prefix: String,
+    #[serde(default)]
+    pub platform: Vec<Property>,
+    pub shutdown_grace: HumanDuration,
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Property {
+    pub name: String,
+    pub value: String,
+}
+
+fn default_downloads() -> usize {
+    16
+}
+
+impl Config {
+    pub fn slots(&self) -> usize {
+        if self.concurrency > 0 {
+            self.concurrency
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    pub fn worker_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "worker".into())
+    }
+
+    pub fn platform(&self) -> reapi::Platform {
+        reapi::Platform {
+            properties: self
+                .platform
+                .iter()
+                .map(|p| reapi::platform::Property { name: p.name.clone(), value: p.value.clone() })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_parses() {
+        let config: Config = bb_util::config::parse(DEFAULT_CONFIG, "default").unwrap();
+        assert!(config.slots() >= 1);
+        assert_eq!(config.platform().properties[0].name, "OSFamily");
+        assert!(!config.worker_name().is_empty());
+    }
+}

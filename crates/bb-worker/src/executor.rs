@@ -1,0 +1,284 @@
+//! One action, start to end: its build directory, inputs, the run, outputs,
+//! the ActionResult and, when it succeeded, the Action Cache entry.
+
+use crate::file_cache::FileCache;
+use crate::inputs::{DirectoryCache, InputTree};
+use crate::outputs;
+use crate::storage::{Source, StorageClient};
+use crate::tree::hash_file;
+use bb_proto::buildbarn::remoteworker::desired_state;
+use bb_proto::buildbarn::runner::RunRequest;
+use bb_proto::buildbarn::runner::runner_client::RunnerClient;
+use bb_proto::reapi;
+use bb_util::{Digest, DigestFunction};
+use prost::Message;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// What a running action is doing, as reported to the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Started,
+    FetchingInputs,
+    Running,
+    UploadingOutputs,
+}
+
+/// How much longer than the action's timeout the worker waits for the
+/// runner's answer before giving up on it.
+const RUNNER_GRACE: Duration = Duration::from_secs(60);
+
+pub struct Executor {
+    /// Reported as ExecutedActionMetadata.worker.
+    pub name: String,
+    pub build_directory: PathBuf,
+    pub instance_name_prefix: String,
+    pub storage: StorageClient,
+    pub runner: RunnerClient<Channel>,
+    pub file_cache: Arc<FileCache>,
+    pub directory_cache: DirectoryCache,
+}
+
+/// Removes an action's build directory however the action ends.
+struct BuildDirectory {
+    path: PathBuf,
+}
+
+impl Drop for BuildDirectory {
+    fn drop(&mut self) {
+        let path = self.path.clone();
+        let remove = move || {
+            // The runner may still be handing over what an abandoned action left.
+            for attempt in 0..20 {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                    Err(e) if attempt == 19 => {
+                        tracing::warn!("cannot remove build directory {}: {e}", path.display())
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+fn now() -> Option<prost_types::Timestamp> {
+    Some(SystemTime::now().into())
+}
+
+fn join_instance(prefix: &str, suffix: &str) -> String {
+    match (prefix.is_empty(), suffix.is_empty()) {
+        (true, _) => suffix.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}/{suffix}"),
+    }
+}
+
+fn make_directory(path: &Path) -> Result<(), Status> {
+    std::fs::create_dir(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)))
+        .map_err(|e| Status::internal(format!("creating {}: {e}", path.display())))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(e.to_string()))?
+}
+
+impl Executor {
+    /// Runs the action and says how it went; never fails (failures are in
+    /// the response's status).
+    pub async fn execute(
+        &self,
+        task: desired_state::Executing,
+        phase: &watch::Sender<Phase>,
+    ) -> reapi::ExecuteResponse {
+        let mut metadata = reapi::ExecutedActionMetadata {
+            worker: self.name.clone(),
+            queued_timestamp: task.queued_timestamp,
+            worker_start_timestamp: now(),
+            ..Default::default()
+        };
+        let (result, status) = match self.run(&task, phase, &mut metadata).await {
+            Ok((result, status)) => (Some(result), status),
+            Err(status) => (None, status),
+        };
+        if !status.message().is_empty() {
+            tracing::info!(
+                "action {:?} ended with {:?}: {}",
+                task.action_digest.as_ref().map(|d| &d.hash),
+                status.code(),
+                status.message()
+            );
+        }
+        reapi::ExecuteResponse {
+            result,
+            cached_result: false,
+            status: Some(bb_util::status::to_rpc(&status)),
+            server_logs: Default::default(),
+            message: if status.code() == tonic::Code::Ok {
+                String::new()
+            } else {
+                status.message().to_string()
+            },
+        }
+    }
+
+    async fn run(
+        &self,
+        task: &desired_state::Executing,
+        phase: &watch::Sender<Phase>,
+        metadata: &mut reapi::ExecutedActionMetadata,
+    ) -> Result<(reapi::ActionResult, Status), Status> {
+        let instance = join_instance(&self.instance_name_prefix, &task.instance_name_suffix);
+        let action =
+            task.action.as_ref().ok_or_else(|| Status::invalid_argument("the scheduler sent no Action"))?;
+        let hash = task.action_digest.as_ref().map_or("", |d| d.hash.as_str());
+        let function = DigestFunction::resolve(task.digest_function, hash)?;
+        let action_digest = Digest::from_required(function, task.action_digest.as_ref())?;
+        let command_digest = Digest::from_required(function, action.command_digest.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("action {action_digest}: command_digest: {e}")))?;
+        let root_digest =
+            Digest::from_required(function, action.input_root_digest.as_ref()).map_err(|e| {
+                Status::invalid_argument(format!("action {action_digest}: input_root_digest: {e}"))
+            })?;
+
+        // Fetching inputs.
+        phase.send_replace(Phase::FetchingInputs);
+        metadata.input_fetch_start_timestamp = now();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let directory = BuildDirectory { path: self.build_directory.join(&id) };
+        let root = directory.path.join("root");
+        for path in [&directory.path, &root, &directory.path.join("tmp")] {
+            make_directory(path)?;
+        }
+        let command_bytes = self.storage.read_small(&instance, &[command_digest], "Command").await?;
+        let command = reapi::Command::decode(command_bytes[&command_digest].clone()).map_err(|e| {
+            Status::invalid_argument(format!("Command {command_digest} does not decode: {e}"))
+        })?;
+        if command.arguments.is_empty() {
+            return Err(Status::invalid_argument(format!("Command {command_digest} has no arguments")));
+        }
+        let tree =
+            Arc::new(InputTree::fetch(&self.storage, &instance, &root_digest, &self.directory_cache).await?);
+        self.materialize(&tree, &root, &instance).await?;
+        {
+            let (command, root) = (command.clone(), root.clone());
+            blocking(move || outputs::prepare(&command, &root)).await?;
+        }
+        metadata.input_fetch_completed_timestamp = now();
+
+        // Running.
+        phase.send_replace(Phase::Running);
+        metadata.execution_start_timestamp = now();
+        let timeout =
+            action.timeout.and_then(|t| Duration::try_from(t).ok()).unwrap_or(Duration::from_secs(3600));
+        let mut request = tonic::Request::new(RunRequest {
+            arguments: command.arguments.clone(),
+            environment_variables: command
+                .environment_variables
+                .iter()
+                .map(|v| (v.name.clone(), v.value.clone()))
+                .collect(),
+            working_directory: command.working_directory.clone(),
+            stdout_path: format!("{id}/stdout"),
+            stderr_path: format!("{id}/stderr"),
+            input_root_directory: format!("{id}/root"),
+            temporary_directory: format!("{id}/tmp"),
+            server_logs_directory: String::new(),
+        });
+        request.metadata_mut().insert(
+            bb_util::RUNNER_TIMEOUT_HEADER,
+            timeout.as_millis().to_string().parse().expect("digits are a valid header value"),
+        );
+        request.set_timeout(timeout + RUNNER_GRACE);
+        let run = self.runner.clone().run(request).await;
+        metadata.execution_completed_timestamp = now();
+        let (exit_code, status) = match run {
+            Ok(response) => {
+                let response = response.into_inner();
+                metadata.auxiliary_metadata.extend(response.resource_usage);
+                (response.exit_code as i32, Status::ok(""))
+            }
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => (0, status),
+            Err(status) => {
+                return Err(Status::new(
+                    status.code(),
+                    format!("the runner failed to run the action: {}", status.message()),
+                ));
+            }
+        };
+
+        // Uploading outputs, also after a timeout: what exists is kept.
+        phase.send_replace(Phase::UploadingOutputs);
+        metadata.output_upload_start_timestamp = now();
+        let collected = {
+            let (command, root) = (command.clone(), root.clone());
+            blocking(move || outputs::collect(&command, &root, function)).await?
+        };
+        let mut result = collected.result;
+        let mut uploads = collected.uploads;
+        for (name, field) in [("stdout", &mut result.stdout_digest), ("stderr", &mut result.stderr_digest)] {
+            let path = directory.path.join(name);
+            let digest = blocking(move || {
+                hash_file(&path, function)
+                    .map_err(|e| Status::internal(format!("{name}: {e}")))
+                    .map(|d| (d, path))
+            })
+            .await;
+            if let Ok((digest, path)) = digest {
+                *field = Some(digest.to_proto());
+                uploads.push((digest, Source::File(path)));
+            }
+        }
+        self.storage.upload(&instance, uploads).await?;
+        metadata.output_upload_completed_timestamp = now();
+        metadata.worker_completed_timestamp = now();
+        result.exit_code = exit_code;
+        result.execution_metadata = Some(metadata.clone());
+
+        if exit_code == 0 && status.code() == tonic::Code::Ok && !action.do_not_cache {
+            self.storage.update_action_result(&instance, &action_digest, &result).await?;
+        }
+        Ok((result, status))
+    }
+
+    /// Makes sure the cache holds every input file, then lays the tree out.
+    /// A file evicted between the two (a cache too small for the tree) is
+    /// fetched again once.
+    async fn materialize(&self, tree: &Arc<InputTree>, root: &Path, instance: &str) -> Result<(), Status> {
+        let keys = tree.keys();
+        for attempt in 0..2 {
+            self.file_cache.ensure(&keys, &self.storage, instance).await?;
+            let (tree, root, cache) = (tree.clone(), root.to_path_buf(), self.file_cache.clone());
+            let laid_out = tokio::task::spawn_blocking(move || {
+                let result = tree.materialize(&root, &cache);
+                if result.is_err() {
+                    // Start the next attempt from an empty root.
+                    let _ = std::fs::remove_dir_all(&root).and_then(|()| std::fs::create_dir(&root));
+                    let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777));
+                }
+                result
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+            match laid_out {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => continue,
+                Err(e) => return Err(Status::internal(format!("laying out the input root: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The file cache: input files downloaded once and hardlinked into every
+//! action that needs them.
+//!
+//! Files are keyed by digest and executable bit (a hardlink shares its mode,
+//! so the two variants are separate files), read-only (0444, or 0555) and
+//! owned by the worker's user, in a directory only that user can enter. The
+//! cache is bounded by size and by count, least recently used first out, and
+//! emptied at start (nothing from an earlier run is trusted). A blob wanted
+//! by several actions at once is downloaded once.
+
+use crate::storage::{SMALL_BLOB, StorageClient};
+use bb_util::Digest;
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Notify, Semaphore};
+use tonic::Status;
+
+/// A cached file: which blob, and whether it is executable.
+pub type Key = (Digest, bool);
+
+pub struct FileCache {
+    directory: PathBuf,
+    max_size: u64,
+    max_files: u64,
+    state: Mutex<State>,
+    downloads: Semaphore,
+    /// Blobs downloaded since start (for metrics and tests).
+    downloaded: AtomicU64,
+}
+
+struct State {
+    files: LruCache<Key, u64>,
+    total: u64,
+    /// Downloads in progress; waiters are woken when they end.
+    in_flight: HashMap<Key, Arc<Notify>>,
+}
+
+fn file_name(key: &Key) -> String {
+    let (digest, executable) = key;
+    format!(
+        "{}-{}-{}{}",
+        digest.function(),
+        digest.hash_hex(),
+        digest.size(),
+        if *executable { "-x" } else { "" }
+    )
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Status + '_ {
+    move |e| Status::internal(format!("file cache {}: {e}", path.display()))
+}
+
+impl FileCache {
+    /// Creates the cache directory afresh (mode 0700).
+    pub fn open(
+        directory: &Path,
+        max_size: u64,
+        max_files: u64,
+        parallel_downloads: usize,
+    ) -> std::io::Result<Self> {
+        if directory.exists() {
+            std::fs::remove_dir_all(directory)?;
+        }
+        std::fs::create_dir_all(directory)?;
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))?;
+        Ok(FileCache {
+            directory: directory.to_path_buf(),
+            max_size,
+            max_files,
+            state: Mutex::new(State { files: LruCache::unbounded(), total: 0, in_flight: HashMap::new() }),
+            downloads: Semaphore::new(parallel_downloads.max(1)),
+            downloaded: AtomicU64::new(0),
+        })
+    }
+
+    pub fn path(&self, key: &Key) -> PathBuf {
+        self.directory.join(file_name(key))
+    }
+
+    /// Blobs downloaded since start.
+    pub fn downloads(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Makes sure every key is in the cache, downloading what is missing:
+    /// small blobs in batches, large ones streamed, each at most once even
+    /// when several actions want it.
+    pub async fn ensure(&self, keys: &[Key], storage: &StorageClient, instance: &str) -> Result<(), Status> {
+        let mut fetch = Vec::new();
+        let mut wait = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for key in keys {
+                if state.files.get(key).is_some() {
+                    continue;
+                }
+                match state.in_flight.get(key) {
+                    Some(notify) => wait.push((*key, notify.clone())),
+                    None => {
+                        state.in_flight.insert(*key, Arc::new(Notify::new()));
+                        fetch.push(*key);
+                    }
+                }
+            }
+        }
+        let mut waiting = Vec::with_capacity(wait.len());
+        for (key, notify) in wait {
+            waiting.push((key, Box::pin(notify.notified_owned())));
+        }
+        // Register interest before anything can finish.
+        for (_, notified) in &mut waiting {
+            notified.as_mut().enable();
+        }
+        let fetched = self.fetch(&fetch, storage, instance).await;
+        self.finish(&fetch, fetched.as_ref().ok());
+        fetched?;
+        for (key, notified) in waiting {
+            // The download may have ended between our check and `enable`.
+            if !self.contains(&key) {
+                notified.await;
+            }
+            if !self.contains(&key) {
+                return Err(Status::unavailable(format!(
+                    "input {} could not be downloaded by a concurrent action",
+                    key.0
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn contains(&self, key: &Key) -> bool {
+        self.state.lock().files.contains(key)
+    }
+
+    /// Records downloaded files (when `done`), evicts beyond the bounds, and
+    /// wakes whoever waited for these keys.
+    fn finish(&self, keys: &[Key], done: Option<&()>) {
+        let mut evicted = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for key in keys {
+                if done.is_some() {
+                    state.files.put(*key, key.0.size());
+                    state.total += key.0.size();
+                }
+                if let Some(notify) = state.in_flight.remove(key) {
+                    notify.notify_waiters();
+                }
+            }
+            while state.total > self.max_size || state.files.len() as u64 > self.max_files {
+                let Some((key, size)) = state.files.pop_lru() else { break };
+                state.total -= size;
+                evicted.push(key);
+            }
+        }
+        for key in evicted {
+            let _ = std::fs::remove_file(self.path(&key));
+        }
+    }
+
+    async fn fetch(&self, keys: &[Key], storage: &StorageClient, instance: &str) -> Result<(), Status> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (small, large): (Vec<Key>, Vec<Key>) = keys.iter().partition(|(d, _)| d.size() <= SMALL_BLOB);
+        let large_downloads =
+            futures::future::try_join_all(large.iter().map(|key| self.fetch_large(key, storage, instance)));
+        let small_downloads = async {
+            if small.is_empty() {
+                return Ok(());
+            }
+            let digests: Vec<Digest> = small.iter().map(|(d, _)| *d).collect();
+            let blobs = storage.read_small(instance, &digests, "input file").await?;
+            let files: Vec<(PathBuf, bool, bytes::Bytes)> =
+                small.iter().map(|key| (self.path(key), key.1, blobs[&key.0].clone())).collect();
+            let directory = self.directory.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), Status> {
+                for (path, executable, data) in files {
+                    write_atomically(&directory, &path, &data, executable)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        };
+        tokio::try_join!(large_downloads, small_downloads)?;
+        self.downloaded.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        metrics::counter!("bb_worker_file_cache_downloads_total").increment(keys.len() as u64);
+        Ok(())
+    }
+
+    async fn fetch_large(&self, key: &Key, storage: &StorageClient, instance: &str) -> Result<(), Status> {
+        let _permit = self.downloads.acquire().await.map_err(|e| Status::internal(e.to_string()))?;
+        let temporary = self.directory.join(format!(".download-{}", uuid::Uuid::new_v4().simple()));
+        let result = storage.read_to_file(instance, &key.0, &temporary, "input file").await;
+        if result.is_ok() {
+            let target = self.path(key);
+            let mode = if key.1 { 0o555 } else { 0o444 };
+            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+                .map_err(io_error(&temporary))?;
+            std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
+        } else {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        result
+    }
+}
+
+/// Writes a cache file under a temporary name, sets its mode, renames it in.
+fn write_atomically(directory: &Path, path: &Path, data: &[u8], executable: bool) -> Result<(), Status> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = directory.join(format!(".write-{}", uuid::Uuid::new_v4().simple()));
+    let mode = if executable { 0o555 } else { 0o444 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)
+        .map_err(io_error(&temporary))?;
+    std::io::Write::write_all(&mut file, data).map_err(io_error(&temporary))?;
+    // The umask may have cut the mode.
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+        .map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io_error(path))
+}

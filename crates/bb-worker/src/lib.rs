@@ -1,0 +1,135 @@
+//! bb-worker: takes actions from the scheduler, lays out their inputs from a
+//! hardlink file cache, has bb-runner run them, and ships the results.
+
+pub mod config;
+pub mod executor;
+pub mod file_cache;
+pub mod inputs;
+pub mod outputs;
+pub mod slot;
+pub mod storage;
+pub mod tree;
+
+use anyhow::Context;
+use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
+use bb_proto::buildbarn::runner::CheckReadinessRequest;
+use bb_proto::buildbarn::runner::runner_client::RunnerClient;
+use config::Config;
+use executor::Executor;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Directory messages kept in memory.
+const DIRECTORY_CACHE_ENTRIES: usize = 100_000;
+
+pub struct Worker {
+    config: Config,
+    executor: Arc<Executor>,
+}
+
+impl Worker {
+    /// Prepares the build directory (emptied) and the file cache (emptied,
+    /// private to this user), and the clients.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let build = &config.build_directory;
+        if build.exists() {
+            for entry in std::fs::read_dir(build)? {
+                let path = entry?.path();
+                if let Err(e) = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path)) {
+                    tracing::warn!("cannot remove stale {}: {e}", path.display());
+                }
+            }
+        }
+        std::fs::create_dir_all(build).with_context(|| format!("cannot create {}", build.display()))?;
+        // The runner's user must be able to pass through; nobody needs to list it.
+        std::fs::set_permissions(build, std::fs::Permissions::from_mode(0o711))?;
+        let file_cache = file_cache::FileCache::open(
+            &config.cache_directory,
+            config.cache_max_size.bytes(),
+            config.cache_max_files,
+            config.max_parallel_downloads,
+        )
+        .with_context(|| format!("cannot create the file cache in {}", config.cache_directory.display()))?;
+        let executor = Executor {
+            name: config.worker_name(),
+            build_directory: build.canonicalize()?,
+            instance_name_prefix: config.instance_name_prefix.clone(),
+            storage: storage::StorageClient::new(bb_util::grpc::channel(&config.storage)?),
+            runner: RunnerClient::new(bb_util::grpc::channel(&config.runner)?),
+            file_cache: Arc::new(file_cache),
+            directory_cache: inputs::DirectoryCache::new(DIRECTORY_CACHE_ENTRIES),
+        };
+        Ok(Worker { config, executor: Arc::new(executor) })
+    }
+
+    pub fn file_cache(&self) -> Arc<file_cache::FileCache> {
+        self.executor.file_cache.clone()
+    }
+
+    /// Waits for the runner, then runs the slots. `draining` stops taking
+    /// work; running actions get `shutdown_grace` to finish, then are handed
+    /// back to the scheduler.
+    pub async fn run(self, draining: CancellationToken) -> anyhow::Result<()> {
+        let mut runner = self.executor.runner.clone();
+        let mut warned = false;
+        loop {
+            match runner.check_readiness(CheckReadinessRequest { path: String::new() }).await {
+                Ok(_) => break,
+                Err(status) => {
+                    if !warned {
+                        tracing::warn!(
+                            "waiting for the runner at {}: {}",
+                            self.config.runner,
+                            status.message()
+                        );
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = draining.cancelled() => return Ok(()),
+                    }
+                }
+            }
+        }
+        let stopping = CancellationToken::new();
+        let grace = self.config.shutdown_grace.get();
+        tokio::spawn({
+            let (draining, stopping) = (draining.clone(), stopping.clone());
+            async move {
+                draining.cancelled().await;
+                tokio::time::sleep(grace).await;
+                stopping.cancel();
+            }
+        });
+        let scheduler = OperationQueueClient::new(bb_util::grpc::channel(&self.config.scheduler)?);
+        let slots = self.config.slots();
+        tracing::info!(
+            "worker {} with {slots} slots, scheduler {}",
+            self.executor.name,
+            self.config.scheduler
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..slots {
+            let slot = slot::Slot {
+                executor: self.executor.clone(),
+                scheduler: scheduler.clone(),
+                worker_id: [
+                    ("host".to_string(), self.executor.name.clone()),
+                    ("slot".to_string(), index.to_string()),
+                ]
+                .into(),
+                platform: self.config.platform(),
+                instance_name_prefix: self.config.instance_name_prefix.clone(),
+                draining: draining.clone(),
+                stopping: stopping.clone(),
+            };
+            tasks.spawn(slot.run());
+        }
+        while let Some(result) = tasks.join_next().await {
+            result?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! One worker slot: a loop of Synchronize calls to the scheduler. Idle, it
+//! asks for work; executing, it reports each phase and whenever the
+//! scheduler asked to hear back, and stops the action if told to; done, it
+//! reports the result and receives its next action in the same call.
+
+use crate::executor::{Executor, Phase};
+use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
+use bb_proto::buildbarn::remoteworker::{
+    CurrentState, SynchronizeRequest, SynchronizeResponse, current_state, desired_state,
+};
+use bb_proto::reapi;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct Slot {
+    pub executor: Arc<Executor>,
+    pub scheduler: OperationQueueClient<Channel>,
+    pub worker_id: HashMap<String, String>,
+    pub platform: reapi::Platform,
+    pub instance_name_prefix: String,
+    /// Fired on SIGTERM: take no new work.
+    pub draining: CancellationToken,
+    /// Fired when the shutdown grace has passed: hand running actions back.
+    pub stopping: CancellationToken,
+}
+
+/// When the scheduler wants to hear back, as an instant.
+fn next_report(response: &SynchronizeResponse) -> Instant {
+    let wait = response
+        .next_synchronization_at
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + wait.min(Duration::from_secs(60))
+}
+
+fn executing(
+    digest: &reapi::Digest,
+    state: current_state::executing::ExecutionState,
+) -> current_state::WorkerState {
+    current_state::WorkerState::Executing(current_state::Executing {
+        action_digest: Some(digest.clone()),
+        execution_state: Some(state),
+    })
+}
+
+fn phase_state(phase: Phase) -> current_state::executing::ExecutionState {
+    use current_state::executing::ExecutionState;
+    match phase {
+        Phase::Started => ExecutionState::Started(()),
+        Phase::FetchingInputs => ExecutionState::FetchingInputs(()),
+        Phase::Running => ExecutionState::Running(()),
+        Phase::UploadingOutputs => ExecutionState::UploadingOutputs(()),
+    }
+}
+
+impl Slot {
+    async fn synchronize(
+        &mut self,
+        state: current_state::WorkerState,
+    ) -> Result<SynchronizeResponse, tonic::Status> {
+        let request = SynchronizeRequest {
+            worker_id: self.worker_id.clone(),
+            instance_name_prefix: self.instance_name_prefix.clone(),
+            platform: Some(self.platform.clone()),
+            size_class: 0,
+            current_state: Some(CurrentState { worker_state: Some(state) }),
+            prefer_being_idle: self.draining.is_cancelled(),
+        };
+        self.scheduler.synchronize(request).await.map(|r| r.into_inner())
+    }
+
+    /// Runs until drained (and idle) or stopped.
+    pub async fn run(mut self) {
+        let mut state = current_state::WorkerState::Idle(());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let idle = matches!(state, current_state::WorkerState::Idle(()));
+            if (self.draining.is_cancelled() && idle) || self.stopping.is_cancelled() {
+                return;
+            }
+            let response = match self.synchronize(state.clone()).await {
+                Ok(response) => response,
+                Err(status) if status.code() == tonic::Code::FailedPrecondition && !idle => {
+                    // The scheduler no longer expects this report (e.g. it
+                    // restarted): drop it and start afresh.
+                    tracing::warn!("scheduler refused a report: {}", status.message());
+                    state = current_state::WorkerState::Idle(());
+                    continue;
+                }
+                Err(status) => {
+                    tracing::warn!(
+                        "cannot reach the scheduler: {}; retrying in {backoff:?}",
+                        status.message()
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stopping.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            state = match response.desired_state.clone().and_then(|d| d.worker_state) {
+                Some(desired_state::WorkerState::Executing(task)) => {
+                    self.execute(task, next_report(&response)).await
+                }
+                _ => current_state::WorkerState::Idle(()),
+            };
+        }
+    }
+
+    /// Runs one action while keeping the scheduler informed; returns the
+    /// state to report next (the result, or idle if the action was stopped).
+    async fn execute(
+        &mut self,
+        task: desired_state::Executing,
+        mut report_at: Instant,
+    ) -> current_state::WorkerState {
+        let digest = task.action_digest.clone().unwrap_or_default();
+        let (phase_sender, mut phases) = watch::channel(Phase::Started);
+        let executor = self.executor.clone();
+        let execution = async move { executor.execute(task, &phase_sender).await };
+        tokio::pin!(execution);
+        loop {
+            tokio::select! {
+                response = &mut execution => {
+                    return executing(&digest, current_state::executing::ExecutionState::Completed(response));
+                }
+                changed = phases.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                }
+                _ = tokio::time::sleep_until(report_at) => {}
+                _ = self.stopping.cancelled() => {
+                    tracing::warn!("shutdown grace passed: handing action {} back to the scheduler", digest.hash);
+                    return current_state::WorkerState::Idle(());
+                }
+            }
+            let phase = *phases.borrow_and_update();
+            match self.synchronize(executing(&digest, phase_state(phase))).await {
+                Ok(response) => {
+                    let stop = matches!(
+                        response.desired_state.as_ref().and_then(|d| d.worker_state.as_ref()),
+                        Some(desired_state::WorkerState::Idle(()))
+                    );
+                    if stop {
+                        tracing::info!("scheduler cancelled action {}", digest.hash);
+                        return current_state::WorkerState::Idle(());
+                    }
+                    report_at = next_report(&response);
+                }
+                Err(status) => {
+                    tracing::warn!("progress report failed: {}", status.message());
+                    report_at = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+}
