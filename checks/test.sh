@@ -14,6 +14,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
+step "privilege separation (root only)"
+checks/privileged.sh
 step "release build"
 cargo build --release --workspace
 step "Bazel, cache-only, against a standalone bb-storage"

@@ -56,17 +56,22 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Status + '_ {
 }
 
 impl FileCache {
-    /// Creates the cache directory afresh (mode 0700).
+    /// Opens the cache directory, emptied and private to this user (0700).
     pub fn open(
         directory: &Path,
         max_size: u64,
         max_files: u64,
         parallel_downloads: usize,
     ) -> std::io::Result<Self> {
+        // The directory itself is kept: the system may provide it, owned
+        // by the worker's user. What is inside is not trusted.
         if directory.exists() {
-            std::fs::remove_dir_all(directory)?;
+            for entry in std::fs::read_dir(directory)? {
+                std::fs::remove_file(entry?.path())?;
+            }
+        } else {
+            std::fs::create_dir_all(directory)?;
         }
-        std::fs::create_dir_all(directory)?;
         std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))?;
         Ok(FileCache {
             directory: directory.to_path_buf(),

@@ -17,8 +17,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// Client-side helpers: upload trees, execute, read results.
+pub struct Client {
+    pub channel: Channel,
+}
+
 pub struct Farm {
-    pub client: Channel,
+    pub client: Client,
     pub dir: tempfile::TempDir,
     pub file_cache: Arc<bb_worker::file_cache::FileCache>,
     shutdown: CancellationToken,
@@ -99,16 +104,27 @@ shutdown_grace = "5s"
         let worker = bb_worker::Worker::new(worker_config).unwrap();
         let file_cache = worker.file_cache();
         tokio::spawn(worker.run(shutdown.clone()));
-        Farm { client: bb_util::grpc::channel(&client_address).unwrap(), dir, file_cache, shutdown }
+        let client = Client { channel: bb_util::grpc::channel(&client_address).unwrap() };
+        Farm { client, dir, file_cache, shutdown }
     }
 
     pub fn build_directory(&self) -> PathBuf {
         self.dir.path().join("build")
     }
+}
 
+impl std::ops::Deref for Farm {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
     pub async fn upload(&self, blobs: Vec<Bytes>) {
         let mut cas =
-            ContentAddressableStorageClient::new(self.client.clone()).max_decoding_message_size(64 << 20);
+            ContentAddressableStorageClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
         let mut batch = Vec::new();
         let mut size = 0;
         for data in blobs {
@@ -137,7 +153,7 @@ shutdown_grace = "5s"
 
     pub async fn read(&self, digest: &reapi::Digest) -> Bytes {
         let mut cas =
-            ContentAddressableStorageClient::new(self.client.clone()).max_decoding_message_size(64 << 20);
+            ContentAddressableStorageClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
         let response = cas
             .batch_read_blobs(reapi::BatchReadBlobsRequest {
                 digests: vec![digest.clone()],
@@ -164,7 +180,7 @@ shutdown_grace = "5s"
             ..Default::default()
         };
         let mut stream =
-            ExecutionClient::new(self.client.clone()).execute(request).await.unwrap().into_inner();
+            ExecutionClient::new(self.channel.clone()).execute(request).await.unwrap().into_inner();
         let mut last = None;
         while let Some(op) =
             tokio::time::timeout(Duration::from_secs(60), stream.message()).await.unwrap().unwrap()

@@ -1,0 +1,346 @@
+//! Privilege separation, as deployed: the worker runs as user `bb-worker`,
+//! the runner as `bb-runner` with an empty bounding set, both the real
+//! binaries. Needs root (to create the users and switch to them), so these
+//! tests are ignored by a plain `cargo test`; checks/privileged.sh runs them
+//! as root and reports them as skipped otherwise.
+
+mod common;
+
+use bb_proto::reapi;
+use common::{TestAction, Tree, code};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+const WORKER_USER: &str = "bb-worker";
+const RUNNER_USER: &str = "bb-runner";
+
+fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var("BB_BIN_DIR").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_BIN_EXE_bb-worker")).parent().unwrap().display().to_string()
+    });
+    let path = Path::new(&dir).join(name);
+    assert!(path.exists(), "{} is missing: cargo build -p bb-runner -p bb-worker", path.display());
+    path
+}
+
+fn sh(command: &str) {
+    let status = Command::new("sh").arg("-c").arg(command).status().unwrap();
+    assert!(status.success(), "{command} failed");
+}
+
+/// Creates the users, once: bb-runner, and bb-worker in bb-runner's group
+/// (for the runner's socket).
+fn ensure_users() {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(nix::unistd::geteuid().is_root(), "privileged tests need root");
+    if Command::new("getent").args(["passwd", RUNNER_USER]).output().unwrap().stdout.is_empty() {
+        sh(&format!("useradd --system --no-create-home --shell /usr/sbin/nologin {RUNNER_USER}"));
+    }
+    if Command::new("getent").args(["passwd", WORKER_USER]).output().unwrap().stdout.is_empty() {
+        sh(&format!(
+            "useradd --system --no-create-home --shell /usr/sbin/nologin -G {RUNNER_USER} {WORKER_USER}"
+        ));
+    }
+}
+
+/// Starts a binary as `user`, with no capabilities at all, as systemd's
+/// `User=` with an empty `CapabilityBoundingSet=` would.
+fn spawn_as(user: &str, binary: &Path, config: &Path, log: &Path) -> Child {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            user,
+            "--regid",
+            user,
+            "--init-groups",
+            "--bounding-set",
+            "-all",
+            "--inh-caps",
+            "-all",
+            "--",
+        ])
+        .arg(binary)
+        .arg("--config")
+        .arg(config)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// One privileged farm at a time: each runner kills every process of the
+/// bb-runner user after its actions (kill_user_processes), which would
+/// include another test's runner.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct PrivilegedFarm {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    client: common::Client,
+    base: tempfile::TempDir,
+    metrics: String,
+    children: Vec<Child>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for PrivilegedFarm {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.shutdown.cancel();
+    }
+}
+
+impl PrivilegedFarm {
+    async fn start() -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
+        ensure_users();
+        let base = tempfile::Builder::new().prefix("bb-privileged").tempdir().unwrap();
+        sh(&format!("chmod 755 {}", base.path().display()));
+        let shutdown = CancellationToken::new();
+        let scheduler_config: bb_scheduler::config::Config = bb_util::config::parse(
+            r#"
+client_listen = ["127.0.0.1:0"]
+worker_listen = ["127.0.0.1:0"]
+[scheduler]
+default_action_timeout = "60s"
+maximum_action_timeout = "1h"
+keepalive_interval = "10s"
+client_disconnect_grace = "5s"
+completed_retention = "60s"
+worker_timeout = "30s"
+executing_sync_interval = "1s"
+idle_sync_wait = "5s"
+max_attempts = 2
+unmatched_platform_timeout = "60s"
+[storage.cas]
+backend = "memory"
+max_size = "512MiB"
+[storage.action_cache]
+[storage.action_cache.store]
+backend = "memory"
+max_size = "16MiB"
+"#,
+            "scheduler",
+        )
+        .unwrap();
+        let scheduler = bb_scheduler::server::SchedulerServer::bind(&scheduler_config).await.unwrap();
+        let client_address = scheduler.client_addresses()[0].to_string();
+        let worker_address = scheduler.worker_addresses()[0].to_string();
+        tokio::spawn(scheduler.run(shutdown.clone()));
+
+        let dir = base.path();
+        let (build, cache, run) = (dir.join("build"), dir.join("cache"), dir.join("run"));
+        // The worker owns the build directory; the socket lives in a
+        // directory of the runner's group.
+        sh(&format!("install -d -o {WORKER_USER} -g {WORKER_USER} -m 0755 {}", build.display()));
+        sh(&format!("install -d -o {WORKER_USER} -g {WORKER_USER} -m 0700 {}", cache.display()));
+        sh(&format!("install -d -o {RUNNER_USER} -g {RUNNER_USER} -m 0750 {}", run.display()));
+        let socket = run.join("runner.sock");
+        std::fs::write(
+            dir.join("runner.toml"),
+            format!(
+                "listen = \"unix:{}\"\nbuild_directory = \"{}\"\nkill_user_processes = true\n",
+                socket.display(),
+                build.display()
+            ),
+        )
+        .unwrap();
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(
+            dir.join("worker.toml"),
+            format!(
+                r#"
+scheduler = "{worker_address}"
+storage = "{client_address}"
+runner = "unix:{}"
+build_directory = "{}"
+cache_directory = "{}"
+cache_max_size = "1GiB"
+cache_max_files = 100000
+concurrency = 1
+name = "privileged-worker"
+platform = [{{ name = "OSFamily", value = "linux" }}]
+shutdown_grace = "5s"
+http_listen = "127.0.0.1:{metrics_port}"
+"#,
+                socket.display(),
+                build.display(),
+                cache.display()
+            ),
+        )
+        .unwrap();
+        let runner =
+            spawn_as(RUNNER_USER, &binary("bb-runner"), &dir.join("runner.toml"), &dir.join("runner.log"));
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let worker =
+            spawn_as(WORKER_USER, &binary("bb-worker"), &dir.join("worker.toml"), &dir.join("worker.log"));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", metrics_port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        PrivilegedFarm {
+            _turn: turn,
+            client: common::Client { channel: bb_util::grpc::channel(&client_address).unwrap() },
+            base,
+            metrics: format!("127.0.0.1:{metrics_port}"),
+            children: vec![runner, worker],
+            shutdown,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.base.path().join(name)
+    }
+
+    async fn run(&self, action: TestAction) -> reapi::ExecuteResponse {
+        self.client.run(action).await
+    }
+
+    async fn stdout(&self, result: &reapi::ActionResult) -> String {
+        String::from_utf8_lossy(&self.client.read(result.stdout_digest.as_ref().unwrap()).await).into_owned()
+    }
+
+    async fn downloads(&self) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("bb_worker_file_cache_downloads_total "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    fn logs(&self) -> String {
+        let read = |name| std::fs::read_to_string(self.path(name)).unwrap_or_default();
+        format!("runner log:\n{}\nworker log:\n{}", read("runner.log"), read("worker.log"))
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ"))
+}
+
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn inputs_are_protected_and_actions_hold_no_capabilities() {
+    let farm = PrivilegedFarm::start().await;
+    let cache = farm.path("cache");
+    let script = format!(
+        "id -un; grep -E '^Cap(Eff|Prm|Bnd|Amb|Inh)' /proc/self/status; \
+         if echo tampered >> input.txt; then echo APPEND-OK; else echo APPEND-DENIED; fi; \
+         if chmod 0666 input.txt; then echo CHMOD-OK; else echo CHMOD-DENIED; fi; \
+         if ls {} >/dev/null 2>&1; then echo LIST-OK; else echo LIST-DENIED; fi; \
+         mkdir -p out/private && echo secret > out/private/f && chmod 0600 out/private/f && chmod 0700 out/private; \
+         sleep 1000 & echo \"bg=$!\"",
+        cache.display()
+    );
+    let mut action = TestAction::shell(&script);
+    action.inputs = Tree::default().file("input.txt", "original contents\n");
+    action.output_directories = vec!["out".into()];
+    let response = farm.run(action).await;
+    assert_eq!(code(&response), Code::Ok, "{:?}\n{}", response.status, farm.logs());
+    let result = response.result.unwrap();
+    let stdout = farm.stdout(&result).await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], RUNNER_USER, "the action runs as the runner's user");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = lines.iter().find(|l| l.starts_with(cap)).unwrap_or_else(|| panic!("{cap} in {stdout}"));
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    assert!(stdout.contains("APPEND-DENIED") && !stdout.contains("APPEND-OK"), "{stdout}");
+    assert!(stdout.contains("CHMOD-DENIED"), "{stdout}");
+    assert!(stdout.contains("LIST-DENIED"), "{stdout}");
+
+    // The cached copy is intact, byte for byte.
+    let digest = bb_util::Digest::of(bb_util::DigestFunction::Sha256, b"original contents\n");
+    let cached = cache.join(format!("sha256-{}-{}", digest.hash_hex(), digest.size()));
+    assert_eq!(std::fs::read(&cached).unwrap(), b"original contents\n");
+
+    // An output the action made private was still collected.
+    assert_eq!(result.output_directories.len(), 1);
+
+    // The background sleep did not outlive the action.
+    let pid: i32 = stdout.lines().find_map(|l| l.strip_prefix("bg=")).unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!alive(pid), "background process {pid} survived");
+    // And the build directory is gone.
+    let left: Vec<_> = std::fs::read_dir(farm.path("build")).unwrap().collect();
+    assert!(left.is_empty(), "build directory left behind: {left:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn timeouts_kill_the_process_group() {
+    let farm = PrivilegedFarm::start().await;
+    let mut action = TestAction::shell("echo partial; sleep 1000 & echo \"bg=$!\"; wait");
+    action.timeout = Some(Duration::from_secs(1));
+    let response = farm.run(action).await;
+    assert_eq!(code(&response), Code::DeadlineExceeded, "{:?}\n{}", response.status, farm.logs());
+    let stdout = farm.stdout(response.result.as_ref().unwrap()).await;
+    assert!(stdout.starts_with("partial\n"), "{stdout}");
+    let pid: i32 = stdout.lines().find_map(|l| l.strip_prefix("bg=")).unwrap().parse().unwrap();
+    assert!(!alive(pid), "the group's sleep {pid} survived the timeout");
+}
+
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn many_inputs_come_from_the_cache_the_second_time() {
+    let farm = PrivilegedFarm::start().await;
+    let mut tree = Tree::default();
+    for i in 0..5000 {
+        tree = tree.file(&format!("a{}/b{}/f{i}", i % 13, i % 5), &format!("{i}\n"));
+    }
+    let mut action = TestAction::shell("find . -type f | wc -l");
+    action.inputs = tree;
+    let before = farm.downloads().await;
+    let response = farm.run(action.clone()).await;
+    assert_eq!(farm.stdout(response.result.as_ref().unwrap()).await.trim(), "5000", "{}", farm.logs());
+    let first = farm.downloads().await - before;
+    assert_eq!(first, 5000);
+    action.arguments[2] = "cat a7/b2/f7".into();
+    let response = farm.run(action).await;
+    assert_eq!(farm.stdout(response.result.as_ref().unwrap()).await, "7\n");
+    assert_eq!(farm.downloads().await - before, first, "no downloads the second time");
+}
+
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn hostile_input_roots_change_nothing_outside() {
+    let farm = PrivilegedFarm::start().await;
+    std::fs::write(farm.path("sentinel"), "untouched").unwrap();
+    let listing = |farm: &PrivilegedFarm| {
+        let mut names: Vec<String> = std::fs::read_dir(farm.base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&farm);
+    for tree in [
+        Tree::default().file("../escape", "x"),
+        Tree::default().file("a/../../escape", "x"),
+        Tree::default().symlink("out", "/tmp"),
+        Tree::default().symlink("out", "../../../sentinel"),
+    ] {
+        let mut action = TestAction::shell("echo pwned > out/x; echo pwned > ../../../sentinel");
+        action.inputs = tree;
+        let response = farm.run(action).await;
+        assert_eq!(code(&response), Code::InvalidArgument, "{:?}", response.status);
+    }
+    assert_eq!(std::fs::read_to_string(farm.path("sentinel")).unwrap(), "untouched");
+    assert_eq!(listing(&farm), before);
+}
