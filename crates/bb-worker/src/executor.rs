@@ -76,6 +76,36 @@ fn now() -> Option<prost_types::Timestamp> {
     Some(SystemTime::now().into())
 }
 
+/// Seconds between two timestamps of ExecutedActionMetadata.
+fn seconds(from: &Option<prost_types::Timestamp>, to: &Option<prost_types::Timestamp>) -> Option<f64> {
+    let (from, to) = (SystemTime::try_from((*from)?).ok()?, SystemTime::try_from((*to)?).ok()?);
+    to.duration_since(from).ok().map(|d| d.as_secs_f64())
+}
+
+fn record_metrics(
+    metadata: &reapi::ExecutedActionMetadata,
+    status: &Status,
+    result: Option<&reapi::ActionResult>,
+) {
+    let outcome = match (status.code(), result.map(|r| r.exit_code)) {
+        (tonic::Code::Ok, Some(0)) => "success",
+        (tonic::Code::Ok, _) => "nonzero_exit",
+        (tonic::Code::DeadlineExceeded, _) => "timeout",
+        _ => "error",
+    };
+    metrics::counter!("bb_worker_actions_total", "outcome" => outcome).increment(1);
+    let m = metadata;
+    for (phase, from, to) in [
+        ("fetch_inputs", &m.input_fetch_start_timestamp, &m.input_fetch_completed_timestamp),
+        ("execute", &m.execution_start_timestamp, &m.execution_completed_timestamp),
+        ("upload_outputs", &m.output_upload_start_timestamp, &m.output_upload_completed_timestamp),
+    ] {
+        if let Some(seconds) = seconds(from, to) {
+            metrics::histogram!("bb_worker_phase_duration_seconds", "phase" => phase).record(seconds);
+        }
+    }
+}
+
 fn join_instance(prefix: &str, suffix: &str) -> String {
     match (prefix.is_empty(), suffix.is_empty()) {
         (true, _) => suffix.to_string(),
@@ -114,6 +144,7 @@ impl Executor {
             Ok((result, status)) => (Some(result), status),
             Err(status) => (None, status),
         };
+        record_metrics(&metadata, &status, result.as_ref());
         if !status.message().is_empty() {
             tracing::info!(
                 "action {:?} ended with {:?}: {}",

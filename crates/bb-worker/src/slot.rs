@@ -141,6 +141,11 @@ impl Slot {
                 _ = tokio::time::sleep_until(report_at) => {}
                 _ = self.stopping.cancelled() => {
                     tracing::warn!("shutdown grace passed: handing action {} back to the scheduler", digest.hash);
+                    // Saying "idle" while holding an action hands it back:
+                    // the scheduler queues it for another worker at once.
+                    if let Err(status) = self.synchronize(current_state::WorkerState::Idle(())).await {
+                        tracing::warn!("could not hand the action back: {}", status.message());
+                    }
                     return current_state::WorkerState::Idle(());
                 }
             }

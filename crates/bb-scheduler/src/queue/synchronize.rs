@@ -154,6 +154,17 @@ impl BuildQueue {
         if let Some(id) = state.take_task_for(&key) {
             return Ok(Step::Respond(Box::new(self.assignment(&state, &key, id))));
         }
+        // A worker on its way out gets its answer at once.
+        if state.workers.get(&key).is_some_and(|w| w.prefers_idle) {
+            return Ok(Step::Respond(Box::new(if was_idle {
+                SynchronizeResponse {
+                    next_synchronization_at: at(self.config.idle_sync_wait.get()),
+                    desired_state: None,
+                }
+            } else {
+                idle(self.config.idle_sync_wait.get())
+            })));
+        }
         let (sender, receiver) = oneshot::channel();
         let waiter = state.next_waiter_id();
         state.waiters.push_back(Waiter { id: waiter, worker: key.clone(), sender });

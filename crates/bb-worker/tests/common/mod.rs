@@ -26,6 +26,9 @@ pub struct Farm {
     pub client: Client,
     pub dir: tempfile::TempDir,
     pub file_cache: Arc<bb_worker::file_cache::FileCache>,
+    /// The worker's SIGTERM.
+    pub worker_drain: CancellationToken,
+    pub worker: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
 }
 
@@ -37,6 +40,10 @@ impl Drop for Farm {
 
 impl Farm {
     pub async fn start(slots: usize) -> Farm {
+        Self::start_with_grace(slots, "5s").await
+    }
+
+    pub async fn start_with_grace(slots: usize, shutdown_grace: &str) -> Farm {
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
         let scheduler_config: bb_scheduler::config::Config = bb_util::config::parse(
@@ -92,7 +99,7 @@ cache_max_files = 100000
 concurrency = {slots}
 name = "test-worker"
 platform = [{{ name = "OSFamily", value = "linux" }}]
-shutdown_grace = "5s"
+shutdown_grace = "{shutdown_grace}"
 "#,
                 socket.display(),
                 build.display(),
@@ -103,9 +110,10 @@ shutdown_grace = "5s"
         .unwrap();
         let worker = bb_worker::Worker::new(worker_config).unwrap();
         let file_cache = worker.file_cache();
-        tokio::spawn(worker.run(shutdown.clone()));
+        let worker_drain = shutdown.child_token();
+        let worker = tokio::spawn(worker.run(worker_drain.clone()));
         let client = Client { channel: bb_util::grpc::channel(&client_address).unwrap() };
-        Farm { client, dir, file_cache, shutdown }
+        Farm { client, dir, file_cache, worker_drain, worker, shutdown }
     }
 
     pub fn build_directory(&self) -> PathBuf {
