@@ -23,3 +23,39 @@ pub async fn serve(config: config::Config, shutdown: CancellationToken) -> anyho
     let routes = Routes::new(RunnerServer::new(service::RunnerService::new(config)));
     bb_util::grpc::serve(routes, listeners, shutdown).await
 }
+
+/// Everything `bb-runner` does once its config is loaded: logging, dropping
+/// capabilities (before any other thread exists: they are per thread), then
+/// serving until SIGTERM or SIGINT.
+pub fn run(config: config::Config) -> anyhow::Result<()> {
+    bb_util::logging::init(&config.log);
+    let keep = config.capabilities().map_err(anyhow::Error::msg)?;
+    let held = capabilities::drop_all_but(&keep)?;
+    tracing::info!(
+        "capabilities kept: {} (bounding set: {}); actions start with no_new_privs",
+        capabilities::names(&held.effective),
+        capabilities::names(&held.bounding)
+    );
+    if held.bounding_kept {
+        tracing::warn!(
+            "the bounding set could not be emptied (no CAP_SETPCAP): start bb-runner as root or with an empty \
+             CapabilityBoundingSet so actions cannot regain capabilities"
+        );
+    }
+    if !keep.is_subset(&held.effective) {
+        anyhow::bail!(
+            "keep_capabilities asks for {} but the runner only has {}",
+            capabilities::names(&keep),
+            capabilities::names(&held.effective)
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let shutdown = bb_util::shutdown::on_signals()?;
+        tracing::info!(
+            "runner API on {}, build directory {}",
+            config.listen,
+            config.build_directory.display()
+        );
+        serve(config, shutdown).await
+    })
+}

@@ -107,3 +107,21 @@ impl SchedulerServer {
         Ok(())
     }
 }
+
+/// Everything `bb-scheduler` does once its config is loaded: logging, then
+/// serving until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    bb_util::logging::init(&config.log);
+    let shutdown = bb_util::shutdown::on_signals()?;
+    let server = SchedulerServer::bind(&config).await?;
+    for address in server.client_addresses() {
+        tracing::info!("client API (REv2) on {address}");
+    }
+    for address in server.worker_addresses() {
+        tracing::info!("worker API on {address}");
+    }
+    if let Some(address) = server.http_address() {
+        tracing::info!("status page on http://{address}/");
+    }
+    server.run(shutdown).await
+}

@@ -1,9 +1,8 @@
 //! bb-storage: the farm's storage as a program of its own.
 
-use bb_storage::StorageServer;
 use bb_storage::config::{Config, DEFAULT_CONFIG};
+use bb_util::cli::ConfigFlags;
 use clap::Parser;
-use std::path::PathBuf;
 
 /// Serves the REv2 CAS, Action Cache, ByteStream and Capabilities APIs.
 ///
@@ -12,30 +11,12 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(version)]
 struct Flags {
-    /// TOML configuration file (see --print-default-config).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Print the embedded default configuration, with every key explained, and exit.
-    #[arg(long)]
-    print_default_config: bool,
+    #[command(flatten)]
+    config: ConfigFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    if flags.print_default_config {
-        print!("{DEFAULT_CONFIG}");
-        return Ok(());
-    }
-    let config: Config = bb_util::config::load_or_default(flags.config.as_deref(), DEFAULT_CONFIG)?;
-    bb_util::logging::init(&config.log);
-    let shutdown = bb_util::shutdown::on_signals()?;
-    let server = StorageServer::bind(&config).await?;
-    for address in server.grpc_addresses() {
-        tracing::info!("storage API (gRPC) on {address}");
-    }
-    if let Some(address) = server.http_address() {
-        tracing::info!("metrics on http://{address}/metrics");
-    }
-    server.run(shutdown).await
+    let Some(config) = Flags::parse().config.load::<Config>(DEFAULT_CONFIG)? else { return Ok(()) };
+    bb_storage::server::run(config).await
 }

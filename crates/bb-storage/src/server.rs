@@ -148,3 +148,18 @@ impl StorageServer {
         Ok(())
     }
 }
+
+/// Everything `bb-storage` does once its config is loaded: logging, then
+/// serving until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    bb_util::logging::init(&config.log);
+    let shutdown = bb_util::shutdown::on_signals()?;
+    let server = StorageServer::bind(&config).await?;
+    for address in server.grpc_addresses() {
+        tracing::info!("storage API (gRPC) on {address}");
+    }
+    if let Some(address) = server.http_address() {
+        tracing::info!("metrics on http://{address}/metrics");
+    }
+    server.run(shutdown).await
+}

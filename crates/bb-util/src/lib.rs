@@ -1,5 +1,6 @@
 //! What every program of the farm shares.
 
+pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod grpc;

@@ -133,3 +133,16 @@ impl Worker {
         Ok(())
     }
 }
+
+/// Everything `bb-worker` does once its config is loaded: logging, metrics,
+/// then working until SIGTERM or SIGINT (and the shutdown grace after it).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    bb_util::logging::init(&config.log);
+    let draining = bb_util::shutdown::on_signals()?;
+    if let Some(address) = config.http_listen {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        tracing::info!("metrics on http://{address}/metrics");
+        tokio::spawn(bb_util::metrics::serve_http(bb_util::metrics::router(), listener, draining.clone()));
+    }
+    Worker::new(config)?.run(draining).await
+}
