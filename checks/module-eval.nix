@@ -1,0 +1,149 @@
+# Evaluates nixos-modules/ with the real module system (nixpkgs' lib alone)
+# and checks what the modules produce. Evaluates to true, or throws naming
+# the first failed assertion.
+#
+#   nix-instantiate --eval --strict checks/module-eval.nix --arg lib 'import /path/to/nixpkgs/lib'
+#
+# NixOS itself is not needed: the few NixOS options the modules set are
+# declared here, freeform, and `pkgs` is a small test stand-in.
+{ lib }:
+let
+  inherit (lib) mkOption types;
+
+  # Test stand-in: a store path that is never built.
+  fakePackage = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+  };
+
+  # Test stand-in for the one piece of pkgs the modules use besides their
+  # packages: pkgs.formats.toml, with the same value type nixpkgs declares.
+  tomlStandIn = _: {
+    type =
+      let
+        valueType = types.nullOr (types.oneOf [
+          types.bool
+          types.int
+          types.float
+          types.str
+          types.path
+          (types.attrsOf valueType)
+          (types.listOf valueType)
+        ]) // { description = "TOML value"; };
+      in
+      types.attrsOf valueType;
+    generate = name: _value: "/nix/store/00000000000000000000000000000000-${name}";
+  };
+
+  pkgs = {
+    formats.toml = tomlStandIn;
+    bb-scheduler = fakePackage "bb-scheduler";
+    bb-storage = fakePackage "bb-storage";
+    bb-worker = fakePackage "bb-worker";
+    bb-runner = fakePackage "bb-runner";
+  };
+
+  # The NixOS options the modules set, declared freeform.
+  nixosOptions = {
+    options = {
+      users = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
+      systemd = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
+      networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
+      networking.hostName = mkOption { type = types.str; default = "host1"; };
+    };
+  };
+
+  evaluate = modules:
+    (lib.evalModules {
+      modules = [ nixosOptions ../nixos-modules { _module.args.pkgs = pkgs; } ] ++ modules;
+    }).config;
+
+  scheduler = evaluate [{ services.buildbarn.scheduler = { enable = true; openFirewall = true; }; }];
+  remote = evaluate [{ services.buildbarn.scheduler = { enable = true; remoteStorage = "grpc://storage:8981"; }; }];
+  storage = evaluate [{ services.buildbarn.storage.enable = true; }];
+  worker = evaluate [{
+    services.buildbarn.worker = {
+      enable = true;
+      schedulerEndpoint = "grpc://scheduler:8983";
+      storageEndpoint = "grpc://scheduler:8980";
+    };
+  }];
+  networked = evaluate [{
+    services.buildbarn.worker.enable = true;
+    services.buildbarn.runner.allowNetwork = true;
+  }];
+  chrooted = evaluate [{
+    services.buildbarn.worker.enable = true;
+    services.buildbarn.runner.chrootIntoInputRoot = true;
+  }];
+
+  runAs = evaluate [{
+    services.buildbarn.worker.enable = true;
+    services.buildbarn.runner.runAs = { uid = 2001; gid = 2001; };
+  }];
+
+  runnerUnit = worker.systemd.services.bb-runner.serviceConfig;
+  workerUnit = worker.systemd.services.bb-worker;
+  schedulerUnit = scheduler.systemd.services.bb-scheduler.serviceConfig;
+  fails = config: !(builtins.tryEval (builtins.deepSeq config true)).success;
+
+  checks = [
+    # Users: one per role, the worker also in the runner's group for the socket.
+    { name = "scheduler user"; ok = scheduler.users.users.bb-scheduler.isSystemUser; }
+    { name = "storage user"; ok = storage.users.users.bb-storage.isSystemUser; }
+    { name = "worker user"; ok = worker.users.users.bb-worker.isSystemUser; }
+    { name = "runner user, enabled with the worker"; ok = worker.users.users.bb-runner.isSystemUser; }
+    { name = "worker shares the runner's socket group"; ok = worker.users.users.bb-worker.extraGroups == [ "bb-runner" ]; }
+    { name = "no worker users without a worker"; ok = !(scheduler.users.users ? bb-worker); }
+
+    # ExecStart with the rendered config, and what the config says.
+    {
+      name = "scheduler ExecStart";
+      ok = schedulerUnit.ExecStart
+        == "/nix/store/00000000000000000000000000000000-bb-scheduler/bin/bb-scheduler --config /nix/store/00000000000000000000000000000000-bb-scheduler.toml";
+    }
+    { name = "scheduler listens on the standard ports"; ok = scheduler.services.buildbarn.scheduler.settings.client_listen == [ "[::]:8980" ] && scheduler.services.buildbarn.scheduler.settings.worker_listen == [ "[::]:8983" ]; }
+    { name = "scheduler embeds storage under its state"; ok = scheduler.services.buildbarn.scheduler.settings.storage.cas.path == "/var/lib/bb-scheduler/cas"; }
+    { name = "scheduler defaults match the program's"; ok = scheduler.services.buildbarn.scheduler.settings.scheduler.max_attempts == 3 && scheduler.services.buildbarn.scheduler.settings.scheduler.client_disconnect_grace == "60s"; }
+    { name = "remote storage replaces embedded storage"; ok = remote.services.buildbarn.scheduler.settings.remote_storage.endpoint == "grpc://storage:8981" && !(remote.services.buildbarn.scheduler.settings ? storage); }
+    { name = "storage ExecStart"; ok = lib.hasSuffix "bb-storage.toml" storage.systemd.services.bb-storage.serviceConfig.ExecStart; }
+    { name = "worker endpoints"; ok = worker.services.buildbarn.worker.settings.scheduler == "grpc://scheduler:8983" && worker.services.buildbarn.worker.settings.storage == "grpc://scheduler:8980"; }
+    { name = "worker talks to the runner's socket"; ok = worker.services.buildbarn.worker.settings.runner == "unix:/run/bb-runner/runner.sock" && worker.services.buildbarn.runner.settings.listen == "unix:/run/bb-runner/runner.sock"; }
+    { name = "worker name is the host name"; ok = worker.services.buildbarn.worker.settings.name == "host1"; }
+    { name = "runner and worker share the build directory"; ok = worker.services.buildbarn.runner.settings.build_directory == worker.services.buildbarn.worker.settings.build_directory; }
+
+    # The runner: least privilege, spelled out.
+    { name = "runner bounding set empty"; ok = runnerUnit.CapabilityBoundingSet == [ ]; }
+    { name = "runner ambient set empty"; ok = runnerUnit.AmbientCapabilities == [ ]; }
+    { name = "runner keeps no capability"; ok = worker.services.buildbarn.runner.settings.keep_capabilities == [ ]; }
+    { name = "runner no new privileges"; ok = runnerUnit.NoNewPrivileges; }
+    { name = "runner read-only system"; ok = runnerUnit.ProtectSystem == "strict"; }
+    { name = "runner writes only the build directory"; ok = runnerUnit.ReadWritePaths == [ "/var/lib/bb-worker/build" ]; }
+    { name = "runner private /tmp, no /home"; ok = runnerUnit.PrivateTmp && runnerUnit.ProtectHome; }
+    { name = "runner without network"; ok = runnerUnit.RestrictAddressFamilies == [ "AF_UNIX" ]; }
+    { name = "runner with network when allowed"; ok = networked.systemd.services.bb-runner.serviceConfig.RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ]; }
+    { name = "runner runs as bb-runner"; ok = runnerUnit.User == "bb-runner"; }
+    { name = "chroot adds exactly CAP_SYS_CHROOT"; ok = chrooted.systemd.services.bb-runner.serviceConfig.CapabilityBoundingSet == [ "CAP_SYS_CHROOT" ] && chrooted.services.buildbarn.runner.settings.keep_capabilities == [ "CAP_SYS_CHROOT" ] && chrooted.services.buildbarn.runner.settings.chroot_into_input_root; }
+    { name = "run-as adds exactly CAP_SETUID and CAP_SETGID"; ok = runAs.systemd.services.bb-runner.serviceConfig.AmbientCapabilities == [ "CAP_SETUID" "CAP_SETGID" ] && runAs.services.buildbarn.runner.settings.run_as == { uid = 2001; gid = 2001; }; }
+    { name = "runner kills leftovers of its user"; ok = worker.services.buildbarn.runner.settings.kill_user_processes; }
+
+    # The worker: after the runner, restarted with it, no capabilities.
+    { name = "worker waits for the runner"; ok = builtins.elem "bb-runner.service" workerUnit.after && builtins.elem "bb-runner.service" workerUnit.requires; }
+    { name = "worker holds no capability"; ok = workerUnit.serviceConfig.CapabilityBoundingSet == "" && workerUnit.serviceConfig.NoNewPrivileges; }
+    { name = "file cache private to bb-worker"; ok = builtins.elem "d /var/lib/bb-worker/cache 0700 bb-worker bb-worker -" worker.systemd.tmpfiles.rules; }
+    { name = "scheduler holds no capability"; ok = schedulerUnit.CapabilityBoundingSet == "" && schedulerUnit.NoNewPrivileges; }
+
+    # Firewall.
+    { name = "scheduler ports opened on request"; ok = scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 7982 ]; }
+    { name = "nothing opened by default"; ok = worker.networking.firewall.allowedTCPPorts == [ ] && remote.networking.firewall.allowedTCPPorts == [ ]; }
+
+    # Wrong types are rejected.
+    { name = "a port must be a number"; ok = fails (evaluate [{ services.buildbarn.scheduler = { enable = true; clientPort = "eighty"; }; }]).services.buildbarn.scheduler.clientPort; }
+    { name = "allowNetwork must be a boolean"; ok = fails (evaluate [{ services.buildbarn.runner = { enable = true; allowNetwork = "yes"; }; }]).services.buildbarn.runner.allowNetwork; }
+    { name = "settings must be TOML values"; ok = fails (evaluate [{ services.buildbarn.storage = { enable = true; settings.log.level = x: x; }; }]).services.buildbarn.storage.settings; }
+  ];
+
+  failed = builtins.filter (check: !check.ok) checks;
+in
+if failed == [ ] then true else throw "module-eval: failed: ${lib.concatMapStringsSep ", " (check: check.name) failed}"

@@ -1,0 +1,137 @@
+# services.buildbarn.runner: the only process of the farm that runs foreign
+# code, so the most restricted one: user bb-runner, no capabilities beyond
+# what its settings need, no new privileges, a read-only system but for the
+# worker's build directory, and no network unless allowNetwork is set.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.buildbarn.runner;
+  worker = config.services.buildbarn.worker;
+  toml = pkgs.formats.toml { };
+  inherit (lib) mkDefault mkEnableOption mkIf mkOption optionals types;
+  # What the enabled options need, and nothing else.
+  capabilities =
+    (optionals cfg.chrootIntoInputRoot [ "CAP_SYS_CHROOT" ])
+    ++ (optionals (cfg.runAs != null) [ "CAP_SETUID" "CAP_SETGID" ]);
+in
+{
+  options.services.buildbarn.runner = {
+    enable = mkEnableOption "bb-runner, which runs actions for the local bb-worker";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.bb-runner;
+      defaultText = lib.literalExpression "pkgs.bb-runner";
+      description = "The package providing bin/bb-runner.";
+    };
+
+    socket = mkOption {
+      type = types.path;
+      default = "/run/bb-runner/runner.sock";
+      description = "The UNIX socket the worker connects to; shared by worker and runner only.";
+    };
+
+    buildDirectory = mkOption {
+      type = types.path;
+      default = worker.buildDirectory;
+      defaultText = lib.literalExpression "config.services.buildbarn.worker.buildDirectory";
+      description = "The worker's build directory: the only place the runner (and actions) may write.";
+    };
+
+    chrootIntoInputRoot = mkOption {
+      type = types.bool;
+      default = false;
+      description = "chroot each action into its input root; gives the runner CAP_SYS_CHROOT.";
+    };
+
+    runAs = mkOption {
+      type = types.nullOr (types.submodule {
+        options = {
+          uid = mkOption { type = types.ints.unsigned; description = "User ID actions run as."; };
+          gid = mkOption { type = types.ints.unsigned; description = "Group ID actions run as."; };
+        };
+      });
+      default = null;
+      example = { uid = 2001; gid = 2001; };
+      description = "Run actions as this user and group; gives the runner CAP_SETUID and CAP_SETGID.";
+    };
+
+    allowNetwork = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Let actions use the network (IPv4 and IPv6 sockets). Otherwise only UNIX sockets.";
+    };
+
+    settings = mkOption {
+      inherit (toml) type;
+      default = { };
+      description = ''
+        bb-runner's configuration (TOML), merged over defaults that match the
+        program's own (see `bb-runner --print-default-config`). Use the
+        typed options above for chroot and run-as: they also grant the unit
+        the capabilities these need.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.buildbarn.runner.settings = {
+      listen = mkDefault "unix:${cfg.socket}";
+      build_directory = mkDefault cfg.buildDirectory;
+      keep_capabilities = mkDefault capabilities;
+      chroot_into_input_root = mkDefault cfg.chrootIntoInputRoot;
+      run_as = mkIf (cfg.runAs != null) { inherit (cfg.runAs) uid gid; };
+      # bb-runner is a dedicated user: whatever it runs after an action is
+      # left over from the action.
+      kill_user_processes = mkDefault true;
+      readiness_paths = mkDefault [ ];
+      log = {
+        format = mkDefault "text";
+        level = mkDefault "info";
+      };
+    };
+
+    users.users.bb-runner = {
+      isSystemUser = true;
+      group = "bb-runner";
+      description = "Buildbarn runner (runs actions)";
+    };
+    users.groups.bb-runner = { };
+
+    systemd.services.bb-runner = {
+      description = "Buildbarn runner (bb-runner)";
+      wantedBy = [ "multi-user.target" ];
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/bb-runner --config ${toml.generate "bb-runner.toml" cfg.settings}";
+        User = "bb-runner";
+        Group = "bb-runner";
+        RuntimeDirectory = "bb-runner";
+        RuntimeDirectoryMode = "0750";
+        Restart = "always";
+        RestartSec = "1s";
+        # Everything the unit started goes when it stops.
+        KillMode = "control-group";
+
+        CapabilityBoundingSet = capabilities;
+        AmbientCapabilities = capabilities;
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ReadWritePaths = [ cfg.buildDirectory ];
+        PrivateTmp = true;
+        ProtectHome = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        RestrictAddressFamilies = [ "AF_UNIX" ] ++ optionals cfg.allowNetwork [ "AF_INET" "AF_INET6" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        SystemCallArchitectures = "native";
+      };
+    };
+  };
+}

@@ -1,0 +1,167 @@
+# services.buildbarn.scheduler: the build queue and the clients' REv2
+# endpoint (with embedded storage unless settings say otherwise).
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.buildbarn.scheduler;
+  toml = pkgs.formats.toml { };
+  inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+in
+{
+  options.services.buildbarn.scheduler = {
+    enable = mkEnableOption "bb-scheduler, the build farm's queue and REv2 endpoint";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.bb-scheduler;
+      defaultText = lib.literalExpression "pkgs.bb-scheduler";
+      description = "The package providing bin/bb-scheduler.";
+    };
+
+    clientPort = mkOption {
+      type = types.port;
+      default = 8980;
+      description = "Port of the client API (REv2 Execution, Capabilities, Operations and embedded storage).";
+    };
+
+    workerPort = mkOption {
+      type = types.port;
+      default = 8983;
+      description = "Port of the worker API (buildbarn.remoteworker.OperationQueue).";
+    };
+
+    httpPort = mkOption {
+      type = types.port;
+      default = 7982;
+      description = "Port of the status page and Prometheus /metrics.";
+    };
+
+    remoteStorage = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "grpc://storage.example.org:8981";
+      description = ''
+        Endpoint of a standalone bb-storage. When null (the default) the
+        scheduler embeds storage under /var/lib/bb-scheduler and serves it
+        on the client port.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the client, worker and HTTP ports in the firewall.";
+    };
+
+    settings = mkOption {
+      inherit (toml) type;
+      default = { };
+      description = ''
+        bb-scheduler's configuration (TOML), merged over defaults that match
+        the program's own (see `bb-scheduler --print-default-config`), with
+        state under /var/lib/bb-scheduler.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.buildbarn.scheduler.settings = {
+      client_listen = mkDefault [ "[::]:${toString cfg.clientPort}" ];
+      worker_listen = mkDefault [ "[::]:${toString cfg.workerPort}" ];
+      http_listen = mkDefault "[::]:${toString cfg.httpPort}";
+      log = {
+        format = mkDefault "text";
+        level = mkDefault "info";
+      };
+      scheduler = {
+        instance_names = mkDefault [ ];
+        platform_matching = mkDefault "subset";
+        default_action_timeout = mkDefault "30m";
+        maximum_action_timeout = mkDefault "3h";
+        keepalive_interval = mkDefault "30s";
+        client_disconnect_grace = mkDefault "60s";
+        completed_retention = mkDefault "60s";
+        worker_timeout = mkDefault "60s";
+        executing_sync_interval = mkDefault "10s";
+        idle_sync_wait = mkDefault "30s";
+        max_attempts = mkDefault 3;
+        unmatched_platform_timeout = mkDefault "60s";
+      };
+      remote_storage = mkIf (cfg.remoteStorage != null) { endpoint = cfg.remoteStorage; };
+      storage = mkIf (cfg.remoteStorage == null) {
+        instance_names = mkDefault [ ];
+        max_message_size = mkDefault "16MiB";
+        max_batch_size = mkDefault "4MiB";
+        cas = {
+          backend = mkDefault "disk";
+          path = mkDefault "/var/lib/bb-scheduler/cas";
+          max_size = mkDefault "10GiB";
+          sync_writes = mkDefault true;
+        };
+        action_cache = {
+          allow_updates = mkDefault true;
+          completeness_check = mkDefault true;
+          max_inline_size = mkDefault "1MiB";
+          store = {
+            backend = mkDefault "disk";
+            path = mkDefault "/var/lib/bb-scheduler/ac";
+            max_size = mkDefault "1GiB";
+            sync_writes = mkDefault true;
+          };
+        };
+      };
+    };
+
+    users.users.bb-scheduler = {
+      isSystemUser = true;
+      group = "bb-scheduler";
+      description = "Buildbarn scheduler";
+    };
+    users.groups.bb-scheduler = { };
+
+    systemd.services.bb-scheduler = {
+      description = "Buildbarn scheduler (bb-scheduler)";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/bb-scheduler --config ${toml.generate "bb-scheduler.toml" cfg.settings}";
+        User = "bb-scheduler";
+        Group = "bb-scheduler";
+        StateDirectory = "bb-scheduler";
+        StateDirectoryMode = "0700";
+        WorkingDirectory = "/var/lib/bb-scheduler";
+        Restart = "on-failure";
+        # Clients re-attach with WaitExecution; give them time to notice.
+        TimeoutStopSec = "20s";
+        LimitNOFILE = 65536;
+
+        # Only network service and its own state.
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [ "@system-service" "~@privileged" ];
+        UMask = "0077";
+      };
+    };
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.clientPort cfg.workerPort cfg.httpPort ];
+  };
+}

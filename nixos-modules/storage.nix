@@ -1,0 +1,131 @@
+# services.buildbarn.storage: a standalone bb-storage (CAS, Action Cache,
+# ByteStream), for farms whose storage scales apart from the scheduler.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.buildbarn.storage;
+  toml = pkgs.formats.toml { };
+  inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+in
+{
+  options.services.buildbarn.storage = {
+    enable = mkEnableOption "bb-storage, the build farm's CAS and Action Cache";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.bb-storage;
+      defaultText = lib.literalExpression "pkgs.bb-storage";
+      description = "The package providing bin/bb-storage.";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8981;
+      description = "Port of the gRPC storage API.";
+    };
+
+    httpPort = mkOption {
+      type = types.port;
+      default = 7981;
+      description = "Port of Prometheus /metrics.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the gRPC and metrics ports in the firewall.";
+    };
+
+    settings = mkOption {
+      inherit (toml) type;
+      default = { };
+      description = ''
+        bb-storage's configuration (TOML), merged over defaults that match the
+        program's own (see `bb-storage --print-default-config`), with the
+        stores under /var/lib/bb-storage.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.buildbarn.storage.settings = {
+      grpc_listen = mkDefault [ "[::]:${toString cfg.port}" ];
+      http_listen = mkDefault "[::]:${toString cfg.httpPort}";
+      log = {
+        format = mkDefault "text";
+        level = mkDefault "info";
+      };
+      storage = {
+        instance_names = mkDefault [ ];
+        max_message_size = mkDefault "16MiB";
+        max_batch_size = mkDefault "4MiB";
+        cas = {
+          backend = mkDefault "disk";
+          path = mkDefault "/var/lib/bb-storage/cas";
+          max_size = mkDefault "10GiB";
+          sync_writes = mkDefault true;
+        };
+        action_cache = {
+          allow_updates = mkDefault true;
+          completeness_check = mkDefault true;
+          max_inline_size = mkDefault "1MiB";
+          store = {
+            backend = mkDefault "disk";
+            path = mkDefault "/var/lib/bb-storage/ac";
+            max_size = mkDefault "1GiB";
+            sync_writes = mkDefault true;
+          };
+        };
+      };
+    };
+
+    users.users.bb-storage = {
+      isSystemUser = true;
+      group = "bb-storage";
+      description = "Buildbarn storage";
+    };
+    users.groups.bb-storage = { };
+
+    systemd.services.bb-storage = {
+      description = "Buildbarn storage (bb-storage)";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/bb-storage --config ${toml.generate "bb-storage.toml" cfg.settings}";
+        User = "bb-storage";
+        Group = "bb-storage";
+        StateDirectory = "bb-storage";
+        StateDirectoryMode = "0700";
+        WorkingDirectory = "/var/lib/bb-storage";
+        Restart = "on-failure";
+        LimitNOFILE = 65536;
+
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [ "@system-service" "~@privileged" ];
+        UMask = "0077";
+      };
+    };
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port cfg.httpPort ];
+  };
+}
