@@ -20,4 +20,6 @@ step "release build"
 cargo build --release --workspace
 step "Bazel, cache-only, against a standalone bb-storage"
 checks/bazel/cache-only.sh
+step "Bazel through bb farm (remote execution)"
+checks/bazel/remote-execution.sh
 log "all checks passed"

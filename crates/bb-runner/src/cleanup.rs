@@ -7,14 +7,18 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-/// Kills every process of `uid` but this one, also those that left the
-/// action's process group (daemons, `setsid`). Repeats while processes keep
-/// appearing (a fork racing the kill), a bounded number of times.
+/// Kills every process of `uid` but runners (this one, and others sharing
+/// the user), also those that left the action's process group (daemons,
+/// `setsid`). Repeats while processes keep appearing (a fork racing the
+/// kill), a bounded number of times.
 pub fn kill_user_processes(uid: u32) -> usize {
     let me = std::process::id() as i32;
+    let runner = std::env::current_exe().ok();
+    let is_runner = |pid: i32| runner.is_some() && fs::read_link(format!("/proc/{pid}/exe")).ok() == runner;
     let mut killed = 0;
     for _ in 0..10 {
-        let victims: Vec<i32> = processes_of(uid).into_iter().filter(|pid| *pid != me).collect();
+        let victims: Vec<i32> =
+            processes_of(uid).into_iter().filter(|pid| *pid != me && !is_runner(*pid)).collect();
         if victims.is_empty() {
             break;
         }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read { path: String, source: std::io::Error },
     #[error("config {origin}: {message}")]
     Parse { origin: String, message: String },

@@ -84,7 +84,20 @@ impl Slot {
             if (self.draining.is_cancelled() && idle) || self.stopping.is_cancelled() {
                 return;
             }
-            let response = match self.synchronize(state.clone()).await {
+            // A slot waiting for work stops waiting when draining starts; a
+            // report still in flight is sent again, now preferring to be idle
+            // (the scheduler answers those at once).
+            let draining = self.draining.clone();
+            let call = tokio::select! {
+                call = self.synchronize(state.clone()) => call,
+                _ = draining.cancelled(), if !self.draining.is_cancelled() => {
+                    if idle {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let response = match call {
                 Ok(response) => response,
                 Err(status) if status.code() == tonic::Code::FailedPrecondition && !idle => {
                     // The scheduler no longer expects this report (e.g. it

@@ -73,7 +73,7 @@ fn spawn_as(user: &str, binary: &Path, config: &Path, log: &Path) -> Child {
 
 /// One privileged farm at a time: each runner kills every process of the
 /// bb-runner user after its actions (kill_user_processes), which would
-/// include another test's runner.
+/// include another test's actions.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct PrivilegedFarm {

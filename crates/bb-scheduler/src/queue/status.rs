@@ -2,12 +2,12 @@
 
 use super::BuildQueue;
 use super::task::{Task, TaskState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueueStatus {
     pub platforms: Vec<PlatformStatus>,
     pub workers: Vec<WorkerStatus>,
@@ -15,7 +15,7 @@ pub struct QueueStatus {
     pub operations: Vec<OperationSummary>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlatformStatus {
     pub instance_name: String,
     pub platform: String,
@@ -25,7 +25,7 @@ pub struct PlatformStatus {
     pub workers: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub id: String,
     pub labels: BTreeMap<String, String>,
@@ -40,7 +40,7 @@ pub struct WorkerStatus {
     pub completed_actions: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OperationSummary {
     pub name: String,
     pub instance_name: String,
@@ -57,7 +57,7 @@ pub struct OperationSummary {
     pub status: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OperationDetail {
     #[serde(flatten)]
     pub summary: OperationSummary,

@@ -1,0 +1,389 @@
+//! `bb farm`: a complete farm on this machine, in the foreground.
+//!
+//! The scheduler (with embedded storage) runs in this process; each worker
+//! and its runner are processes of their own (this same binary, `bb worker`
+//! and `bb runner`). As root, with users `bb-worker` and `bb-runner` present,
+//! they run as those users with no capabilities, as a NixOS host would run
+//! them; otherwise as the current user, with a warning.
+
+use bb_util::config::ByteSize;
+use clap::Args;
+use nix::unistd::{Gid, Uid, User};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct FarmArgs {
+    /// Directory for the farm's state: storage, file caches, build
+    /// directories, logs. Created if missing.
+    #[arg(long, value_name = "DIR", default_value = "bb-farm")]
+    pub state_dir: PathBuf,
+    /// Worker processes, each with its own runner.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Actions each worker runs at once (default: one per CPU core).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Port of the client API (REv2: Execution, CAS, Action Cache).
+    #[arg(long, default_value_t = 8980)]
+    pub port: u16,
+    /// Port of the status page and /metrics.
+    #[arg(long, default_value_t = 7982)]
+    pub http_port: u16,
+    /// Port of the worker API (on 127.0.0.1: the workers are local).
+    #[arg(long, default_value_t = 8983)]
+    pub worker_port: u16,
+    /// Address the client API and status page listen on.
+    #[arg(long, default_value = "::")]
+    pub listen: IpAddr,
+    /// Size of the CAS.
+    #[arg(long, default_value = "10GiB")]
+    pub storage_size: ByteSize,
+    /// Size of each worker's file cache.
+    #[arg(long, default_value = "10GiB")]
+    pub cache_size: ByteSize,
+}
+
+/// Who the worker and runner processes run as.
+enum Identity {
+    /// As the user running `bb farm`: actions are not separated from the worker.
+    Current,
+    /// As `bb-worker` and `bb-runner`, with no capabilities.
+    Separate { worker: Box<User>, runner: Box<User> },
+}
+
+fn identity() -> Identity {
+    if !Uid::effective().is_root() {
+        eprintln!(
+            "bb farm: warning: not running as root, so actions run as your user, like the worker: they could \
+             change the worker's cached inputs. Run as root with users bb-worker and bb-runner to separate them."
+        );
+        return Identity::Current;
+    }
+    match (User::from_name("bb-worker"), User::from_name("bb-runner")) {
+        (Ok(Some(worker)), Ok(Some(runner))) => {
+            Identity::Separate { worker: Box::new(worker), runner: Box::new(runner) }
+        }
+        _ => {
+            eprintln!(
+                "bb farm: warning: users bb-worker and bb-runner do not exist, so actions run as root, like the \
+                 worker. Create them to separate the two:\n  useradd --system --no-create-home --shell /usr/sbin/nologin bb-worker\n  \
+                 useradd --system --no-create-home --shell /usr/sbin/nologin bb-runner"
+            );
+            Identity::Current
+        }
+    }
+}
+
+/// Who one child process runs as: user, group, supplementary groups.
+type RunAs = Option<(Uid, Gid, Vec<Gid>)>;
+
+fn make_directory(path: &Path, mode: u32, owner: Option<&User>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    if let Some(user) = owner {
+        nix::unistd::chown(path, Some(user.uid), Some(user.gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Starts `bb <role> --config <config>` with its stderr in `log`.
+fn spawn(role: &str, config: &Path, log: &Path, run_as: RunAs) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe);
+    command
+        .arg(role)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true);
+    let groups: Vec<libc::gid_t> =
+        run_as.as_ref().map(|(_, _, g)| g.iter().map(|g| g.as_raw()).collect()).unwrap_or_default();
+    let ids = run_as.as_ref().map(|(u, g, _)| (u.as_raw(), g.as_raw()));
+    // SAFETY: only raw system calls on data prepared above.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some((uid, gid)) = ids {
+                // Empty the bounding set while still root, as systemd's
+                // empty CapabilityBoundingSet does, then become the user.
+                for cap in 0..64 {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                }
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Gone with the farm, even if it is killed.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| anyhow::anyhow!("cannot start bb {role}: {e}"))
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+struct WorkerProcesses {
+    name: String,
+    directory: PathBuf,
+    runner: Child,
+    worker: Child,
+}
+
+fn scheduler_config(args: &FarmArgs) -> anyhow::Result<bb_scheduler::config::Config> {
+    let state = args.state_dir.canonicalize()?;
+    let listen = |port: u16| std::net::SocketAddr::new(args.listen, port).to_string();
+    let text = format!(
+        r#"
+client_listen = ["{client}"]
+worker_listen = ["127.0.0.1:{worker_port}"]
+http_listen = "{http}"
+[log]
+level = "info"
+[scheduler]
+default_action_timeout = "30m"
+maximum_action_timeout = "3h"
+keepalive_interval = "30s"
+client_disconnect_grace = "60s"
+completed_retention = "60s"
+worker_timeout = "60s"
+executing_sync_interval = "10s"
+idle_sync_wait = "30s"
+max_attempts = 3
+unmatched_platform_timeout = "60s"
+[storage.cas]
+backend = "disk"
+path = "{state}/storage/cas"
+max_size = "{storage_size}"
+[storage.action_cache]
+[storage.action_cache.store]
+backend = "disk"
+path = "{state}/storage/ac"
+max_size = "1GiB"
+"#,
+        client = listen(args.port),
+        worker_port = args.worker_port,
+        http = listen(args.http_port),
+        state = state.display(),
+        storage_size = args.storage_size,
+    );
+    Ok(bb_util::config::parse(&text, "bb farm")?)
+}
+
+/// Prepares one worker's directories and configs, and starts its runner
+/// and then the worker.
+async fn start_worker(
+    args: &FarmArgs,
+    index: usize,
+    identity: &Identity,
+    hostname: &str,
+) -> anyhow::Result<WorkerProcesses> {
+    let directory = args.state_dir.canonicalize()?.join(format!("worker-{index}"));
+    let (worker_user, runner_user) = match identity {
+        Identity::Separate { worker, runner } => (Some(worker.as_ref()), Some(runner.as_ref())),
+        Identity::Current => (None, None),
+    };
+    make_directory(&directory, 0o755, None)?;
+    let (build, cache, run) = (directory.join("build"), directory.join("cache"), directory.join("run"));
+    // What earlier runs left behind (maybe files of the runner's user).
+    if build.exists() {
+        std::fs::remove_dir_all(&build)?;
+    }
+    make_directory(&build, 0o711, worker_user)?;
+    make_directory(&cache, 0o700, worker_user)?;
+    make_directory(&run, 0o750, runner_user)?;
+    let socket = run.join("runner.sock");
+    let _ = std::fs::remove_file(&socket);
+    let name = if args.workers == 1 { hostname.to_string() } else { format!("{hostname}-{index}") };
+    let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    // A dedicated runner user may have all its processes killed after each
+    // action (runners excepted).
+    let kill_user_processes = runner_user.is_some();
+    let runner_config = directory.join("runner.toml");
+    std::fs::write(
+        &runner_config,
+        format!(
+            "listen = \"unix:{}\"\nbuild_directory = \"{}\"\nkill_user_processes = {kill_user_processes}\n",
+            socket.display(),
+            build.display()
+        ),
+    )?;
+    let worker_config = directory.join("worker.toml");
+    std::fs::write(
+        &worker_config,
+        format!(
+            r#"scheduler = "grpc://127.0.0.1:{worker_port}"
+storage = "grpc://127.0.0.1:{port}"
+runner = "unix:{socket}"
+build_directory = "{build}"
+cache_directory = "{cache}"
+cache_max_size = "{cache_size}"
+cache_max_files = 1000000
+concurrency = {slots}
+name = "{name}"
+platform = [{{ name = "OSFamily", value = "linux" }}]
+shutdown_grace = "10s"
+"#,
+            worker_port = args.worker_port,
+            port = args.port,
+            socket = socket.display(),
+            build = build.display(),
+            cache = cache.display(),
+            cache_size = args.cache_size,
+        ),
+    )?;
+    let runner_as: RunAs = runner_user.map(|u| (u.uid, u.gid, vec![u.gid]));
+    // The worker joins the runner's group, for the socket.
+    let worker_as: RunAs =
+        worker_user.map(|u| (u.uid, u.gid, vec![u.gid, runner_user.map_or(u.gid, |r| r.gid)]));
+    let runner = spawn("runner", &runner_config, &directory.join("runner.log"), runner_as)?;
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let worker = spawn("worker", &worker_config, &directory.join("worker.log"), worker_as)?;
+    Ok(WorkerProcesses { name, directory, runner, worker })
+}
+
+/// Waits until the scheduler lists `slots` worker slots, or a while.
+async fn wait_for_workers(queue: &bb_scheduler::queue::BuildQueue, slots: usize) -> usize {
+    for _ in 0..100 {
+        let registered = queue.status().workers.len();
+        if registered >= slots {
+            return registered;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    queue.status().workers.len()
+}
+
+/// The worker's and runner's users must be able to reach the state
+/// directory: every directory above it must let others pass.
+fn check_reachable(state: &Path) -> anyhow::Result<()> {
+    for ancestor in state.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            anyhow::bail!(
+                "{} (mode {:o}) keeps users bb-worker and bb-runner out of the state directory {}; \
+                 choose a --state-dir they can reach, or `chmod o+x {}`",
+                ancestor.display(),
+                mode & 0o777,
+                state.display(),
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
+    if args.workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    bb_util::logging::init(&bb_util::logging::LogConfig { format: Default::default(), level: "warn".into() });
+    let identity = identity();
+    make_directory(&args.state_dir, 0o755, None)?;
+    if let Identity::Separate { .. } = identity {
+        check_reachable(&args.state_dir.canonicalize()?)?;
+    }
+    let shutdown = bb_util::shutdown::on_signals()?;
+    let config = scheduler_config(&args)?;
+    let server = bb_scheduler::server::SchedulerServer::bind(&config).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#} (is another farm running? choose other ports with --port, --http-port, --worker-port)"
+        )
+    })?;
+    let queue = server.queue.clone();
+    let scheduler_stop = CancellationToken::new();
+    let mut scheduler = tokio::spawn(server.run(scheduler_stop.clone()));
+
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let mut workers = Vec::new();
+    for index in 0..args.workers {
+        workers.push(start_worker(&args, index, &identity, &hostname).await?);
+    }
+    let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let registered = wait_for_workers(&queue, slots * args.workers).await;
+
+    let host = if args.listen.is_unspecified() { "localhost".to_string() } else { args.listen.to_string() };
+    let endpoint = format!("grpc://{host}:{}", args.port);
+    let separation = match &identity {
+        Identity::Separate { .. } => "actions run as bb-runner, apart from the worker (bb-worker)",
+        Identity::Current => "actions run as the same user as the worker",
+    };
+    println!("bb farm is up: {} worker(s), {registered} slots registered; {separation}.", args.workers);
+    println!(
+        "  endpoint     {endpoint}  (REv2 Execution, CAS, Action Cache; instance name: any, \"\" included)"
+    );
+    println!("  status page  http://{host}:{}/", args.http_port);
+    println!("  state        {}", args.state_dir.canonicalize()?.display());
+    for worker in &workers {
+        println!("  worker {}: logs in {}", worker.name, worker.directory.display());
+    }
+    println!("Build with Bazel through the farm:");
+    println!(
+        "  bazel build --remote_executor={endpoint} --remote_default_exec_properties=OSFamily=linux \
+         --spawn_strategy=remote --remote_timeout=600 --jobs={} //...",
+        (slots * args.workers * 2).max(8)
+    );
+    println!("Or run one command on it:  bb exec -- echo hello");
+    println!("Ctrl-C stops the farm.");
+
+    // Run until a signal, or until a part of the farm dies.
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        result = &mut scheduler => failure = Some(format!("the scheduler stopped: {result:?}")),
+        (name, role, status) = async {
+            let mut waits = Vec::new();
+            for worker in &mut workers {
+                let name = worker.name.clone();
+                waits.push(Box::pin(async move {
+                    tokio::select! {
+                        status = worker.worker.wait() => (name, "worker", status),
+                        status = worker.runner.wait() => (name, "runner", status),
+                    }
+                }));
+            }
+            futures::future::select_all(waits).await.0
+        } => failure = Some(format!("the {role} of worker {name} exited ({status:?}); see its log")),
+    }
+
+    eprintln!("bb farm: stopping");
+    for worker in &workers {
+        terminate(&worker.worker);
+    }
+    for worker in &mut workers {
+        // Running actions get the worker's shutdown grace.
+        let _ = tokio::time::timeout(Duration::from_secs(15), worker.worker.wait()).await;
+        terminate(&worker.runner);
+        let _ = tokio::time::timeout(Duration::from_secs(5), worker.runner.wait()).await;
+    }
+    scheduler_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), scheduler).await;
+    match failure {
+        Some(failure) => anyhow::bail!(failure),
+        None => Ok(()),
+    }
+}

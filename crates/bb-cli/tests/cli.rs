@@ -1,0 +1,161 @@
+//! The `bb` binary end to end: a `bb farm` on spare ports, driven with
+//! `bb exec`, `bb status`, `bb drain`, `bb cas` and `bb ac`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BB: &str = env!("CARGO_BIN_EXE_bb");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Farm {
+    child: Child,
+    endpoint: String,
+    status: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn start_farm() -> Farm {
+    let dir = tempfile::tempdir().unwrap();
+    // As root the farm's users must reach the state directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (port, http, worker) = (free_port(), free_port(), free_port());
+    let child = Command::new(BB)
+        .args(["farm", "--slots", "2", "--listen", "127.0.0.1"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--http-port",
+            &http.to_string(),
+            "--worker-port",
+            &worker.to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(std::fs::File::create(dir.path().join("farm.out")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("farm.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let farm = Farm {
+        child,
+        endpoint: format!("grpc://127.0.0.1:{port}"),
+        status: format!("http://127.0.0.1:{http}"),
+        dir,
+    };
+    for _ in 0..200 {
+        if std::fs::read_to_string(farm.dir.path().join("farm.out")).unwrap_or_default().contains("Ctrl-C") {
+            return farm;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "bb farm did not come up: {}",
+        std::fs::read_to_string(farm.dir.path().join("farm.err")).unwrap_or_default()
+    );
+}
+
+impl Farm {
+    fn bb(&self, args: &[&str], cwd: &Path) -> Output {
+        Command::new(BB)
+            .args(args)
+            .env("BB_ENDPOINT", &self.endpoint)
+            .env("BB_STATUS", &self.status)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn exec_with_inputs_outputs_and_the_cache() {
+    let farm = start_farm();
+    let work = farm.dir.path().join("work");
+    std::fs::create_dir_all(work.join("input/sub")).unwrap();
+    std::fs::write(work.join("input/sub/data.txt"), "some input\n").unwrap();
+    let script = "cat sub/data.txt; echo to-stderr >&2; mkdir -p out/d; tr a-z A-Z < sub/data.txt > out/d/upper.txt; exit 7";
+    let args = ["exec", "-v", "--input", "input", "--output", "out", "--", "sh", "-c", script];
+    let output = farm.bb(&args, &work);
+    assert_eq!(output.status.code(), Some(7), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "some input\n");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("to-stderr") && stderr.contains("cached=false"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(work.join("out/d/upper.txt")).unwrap(), "SOME INPUT\n");
+
+    // A success is cached; the second run says so.
+    let ok = ["exec", "--", "sh", "-c", "echo cached output"];
+    assert_eq!(farm.bb(&ok, &work).status.code(), Some(0));
+    let again = farm.bb(&ok, &work);
+    assert_eq!(text(&again.stdout), "cached output\n");
+    assert!(text(&again.stderr).contains("served from the cache"), "{}", text(&again.stderr));
+
+    // Errors are one line.
+    let unreachable =
+        Command::new(BB).args(["exec", "--endpoint", "grpc://127.0.0.1:1", "--", "true"]).output().unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    let message = text(&unreachable.stderr);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+}
+
+#[test]
+fn status_drain_cas_and_ac() {
+    let farm = start_farm();
+    let dir = farm.dir.path();
+    let status = farm.bb(&["status"], dir);
+    let shown = text(&status.stdout);
+    assert!(status.status.success() && shown.contains("slot=0") && shown.contains("slot=1"), "{shown}");
+
+    let host = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("host="))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let drained = farm.bb(&["drain", &host], dir);
+    assert!(drained.status.success(), "{}", text(&drained.stderr));
+    assert!(text(&farm.bb(&["status", "--json"], dir).stdout).contains("\"drained\":true"));
+    assert!(farm.bb(&["undrain", &host], dir).status.success());
+    let unknown = farm.bb(&["drain", "no-such-worker"], dir);
+    assert!(!unknown.status.success() && text(&unknown.stderr).contains("no worker"));
+
+    std::fs::write(dir.join("blob.txt"), "a blob\n").unwrap();
+    let put = farm.bb(&["cas", "put", "blob.txt"], dir);
+    let digest = text(&put.stdout).trim().to_string();
+    assert!(digest.ends_with("/7"), "{digest}");
+    let got = farm.bb(&["cas", "get", &digest], dir);
+    assert_eq!(text(&got.stdout), "a blob\n", "{}", text(&got.stderr));
+    let missing = farm.bb(&["cas", "get", &format!("{}/7", "0".repeat(64))], dir);
+    assert!(
+        !missing.status.success() && text(&missing.stderr).contains("not found")
+            || text(&missing.stderr).contains("missing")
+    );
+    let bad = farm.bb(&["cas", "get", "not-a-digest"], dir);
+    assert!(text(&bad.stderr).contains("not a digest"), "{}", text(&bad.stderr));
+
+    let run = farm.bb(&["exec", "-v", "--", "sh", "-c", "echo for the cache"], dir);
+    let action =
+        text(&run.stderr).split("action=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let result = farm.bb(&["ac", "get", &action], dir);
+    assert!(text(&result.stdout).contains("exit code: 0"), "{}", text(&result.stdout));
+}
