@@ -22,4 +22,6 @@ step "Bazel, cache-only, against a standalone bb-storage"
 checks/bazel/cache-only.sh
 step "Bazel through bb farm (remote execution)"
 checks/bazel/remote-execution.sh
+step "multi-host farm in network namespaces (root only)"
+checks/multihost.sh
 log "all checks passed"

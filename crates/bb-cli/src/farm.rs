@@ -213,8 +213,9 @@ async fn start_worker(
     let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     // A dedicated runner user may have all its processes killed after each
-    // action (runners excepted).
-    let kill_user_processes = runner_user.is_some();
+    // action, unless several runners (whose actions would be killed too)
+    // share it. Process groups are killed in any case.
+    let kill_user_processes = runner_user.is_some() && args.workers == 1;
     let runner_config = directory.join("runner.toml");
     std::fs::write(
         &runner_config,
