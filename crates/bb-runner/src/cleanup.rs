@@ -9,46 +9,38 @@ use std::path::Path;
 
 /// Kills every process of `uid` but runners (this one, and others sharing
 /// the user), also those that left the action's process group (daemons,
-/// `setsid`). Repeats while processes keep appearing (a fork racing the
+/// `setsid`). Repeats while new processes keep appearing (a fork racing the
 /// kill), a bounded number of times.
 pub fn kill_user_processes(uid: u32) -> usize {
     let me = std::process::id() as i32;
     let runner = std::env::current_exe().ok();
     let is_runner = |pid: i32| runner.is_some() && fs::read_link(format!("/proc/{pid}/exe")).ok() == runner;
-    let mut killed = 0;
+    let mut killed = std::collections::HashSet::new();
     for _ in 0..10 {
-        let victims: Vec<i32> =
-            processes_of(uid).into_iter().filter(|pid| *pid != me && !is_runner(*pid)).collect();
+        let victims: Vec<i32> = processes_of(uid)
+            .into_iter()
+            .filter(|pid| *pid != me && !killed.contains(pid) && !is_runner(*pid))
+            .collect();
         if victims.is_empty() {
             break;
         }
         for pid in victims {
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed.insert(pid);
         }
     }
-    killed
+    killed.len()
 }
 
-/// Pids whose real user ID is `uid`, from /proc.
+/// Pids of processes running as `uid`. The owner of /proc/<pid> is the
+/// process's effective user: one stat per process, no file to read.
 fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let status = fs::read_to_string(entry.path().join("status")).ok()?;
-            let real_uid: u32 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()?;
-            // Zombies are already dead; their parent reaps them.
-            let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
-            (real_uid == uid && !zombie).then_some(pid)
+            (entry.metadata().ok()?.uid() == uid).then_some(pid)
         })
         .collect()
 }

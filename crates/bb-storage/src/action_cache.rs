@@ -3,6 +3,9 @@
 //!
 //! Entries live in a `BlobStore` that does not check contents, under a key
 //! that is the SHA-256 of (instance name, digest function, action digest).
+//! Each entry carries the SHA-256 of its ActionResult, so an entry damaged
+//! on disk (a crash before it was flushed, say) is treated as absent,
+//! never served.
 //! A result is only handed out when everything it references (output files,
 //! the files inside output trees, stdout, stderr) is still in the CAS, so a
 //! client never gets a result it cannot download.
@@ -44,15 +47,10 @@ impl ActionCache {
         let Some(blob) = self.store.get(&Self::key(instance_name, action)).await? else {
             return Ok(None);
         };
-        let bytes = blob.into_bytes().await?;
-        let result = match reapi::ActionResult::decode(bytes) {
-            Ok(result) => result,
-            Err(e) => {
-                tracing::error!(
-                    "action cache entry for {action} does not decode ({e}); treating it as absent"
-                );
-                return Ok(None);
-            }
+        let entry = blob.into_bytes().await?;
+        let Some(result) = open_entry(&entry) else {
+            tracing::error!("action cache entry for {action} is damaged; treating it as absent");
+            return Ok(None);
         };
         if self.completeness_check && !self.is_complete(action.function(), &result).await? {
             metrics::counter!("bb_storage_action_cache_incomplete_total").increment(1);
@@ -70,7 +68,7 @@ impl ActionCache {
     ) -> Result<(), Status> {
         referenced_digests(action.function(), result, &[])?;
         let key = Self::key(instance_name, action);
-        self.store.put(&key, Bytes::from(result.encode_to_vec())).await?;
+        self.store.put(&key, seal_entry(result)).await?;
         Ok(())
     }
 
@@ -93,6 +91,23 @@ impl ActionCache {
         let digests = referenced_digests(function, result, &trees)?;
         Ok(self.content.find_missing(&digests).await?.is_empty())
     }
+}
+
+/// An entry: the SHA-256 of the encoded ActionResult, then the encoding.
+fn seal_entry(result: &reapi::ActionResult) -> Bytes {
+    let encoded = result.encode_to_vec();
+    let mut entry = Digest::of(DigestFunction::Sha256, &encoded).hash().to_vec();
+    entry.extend_from_slice(&encoded);
+    Bytes::from(entry)
+}
+
+/// The ActionResult of an intact entry.
+fn open_entry(entry: &Bytes) -> Option<reapi::ActionResult> {
+    let (checksum, encoded) = entry.split_at_checked(32)?;
+    if Digest::of(DigestFunction::Sha256, encoded).hash() != checksum {
+        return None;
+    }
+    reapi::ActionResult::decode(encoded).ok()
 }
 
 /// Every blob an ActionResult depends on (with the files of the given output
@@ -199,6 +214,19 @@ mod tests {
         assert_eq!(ac.get("", &action).await.unwrap(), None);
         stored(&content, b"file in tree").await;
         assert_eq!(ac.get("", &action).await.unwrap(), Some(result));
+    }
+
+    #[test]
+    fn damaged_entries_are_not_results() {
+        let result = reapi::ActionResult { exit_code: 7, ..Default::default() };
+        let entry = seal_entry(&result);
+        assert_eq!(open_entry(&entry), Some(result));
+        let truncated = entry.slice(..entry.len() - 1);
+        assert_eq!(open_entry(&truncated), None);
+        let mut flipped = entry.to_vec();
+        flipped[33] ^= 1;
+        assert_eq!(open_entry(&Bytes::from(flipped)), None);
+        assert_eq!(open_entry(&Bytes::from_static(b"short")), None);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! One worker slot: a loop of Synchronize calls to the scheduler. Idle, it
-//! asks for work; executing, it reports each phase and whenever the
-//! scheduler asked to hear back, and stops the action if told to; done, it
-//! reports the result and receives its next action in the same call.
+//! asks for work; executing, it reports each phase that lasts more than a
+//! moment and whenever the scheduler asked to hear back, and stops the
+//! action if told to; done, it reports the result and receives its next
+//! action in the same call.
 
 use crate::executor::{Executor, Phase};
 use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
@@ -16,6 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+/// How long a new phase lasts before it is reported to the scheduler.
+const PHASE_REPORT_DELAY: Duration = Duration::from_millis(20);
 
 pub struct Slot {
     pub executor: Arc<Executor>,
@@ -147,9 +151,13 @@ impl Slot {
                     return executing(&digest, current_state::executing::ExecutionState::Completed(response));
                 }
                 changed = phases.changed() => {
-                    if changed.is_err() {
-                        continue;
+                    // A phase is reported once it has lasted a little: the
+                    // phases of a quick action cost no round trips, its
+                    // completion says everything.
+                    if changed.is_ok() {
+                        report_at = report_at.min(Instant::now() + PHASE_REPORT_DELAY);
                     }
+                    continue;
                 }
                 _ = tokio::time::sleep_until(report_at) => {}
                 _ = self.stopping.cancelled() => {

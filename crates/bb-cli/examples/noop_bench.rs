@@ -1,0 +1,165 @@
+//! End-to-end latency of a no-op action through a running farm, as a client
+//! sees it: FindMissingBlobs, upload of the Command and Action, Execute, the
+//! operation read to its end. Every action is `/bin/true` with a unique
+//! argument, so neither the Action Cache nor deduplication answers.
+//!
+//!     cargo run --release -p bb-cli --example noop_bench -- --endpoint grpc://127.0.0.1:8980
+//!
+//! checks/bench/noop.sh starts a `bb farm` and runs this against it. The
+//! floor is spawning the process itself, measured here the same way.
+
+use bb_proto::reapi;
+use bb_util::{Digest, DigestFunction};
+use bb_worker::storage::{Source, StorageClient};
+use bytes::Bytes;
+use clap::Parser;
+use prost::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Flags {
+    #[arg(long, default_value = "grpc://127.0.0.1:8980")]
+    endpoint: String,
+    /// Sequential actions for the latency figures.
+    #[arg(long, default_value_t = 500)]
+    actions: usize,
+    /// Concurrent clients for the throughput figure.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Actions for the throughput figure.
+    #[arg(long, default_value_t = 2000)]
+    throughput_actions: usize,
+}
+
+struct Client {
+    storage: StorageClient,
+    execution: reapi::execution_client::ExecutionClient<tonic::transport::Channel>,
+    salt: u64,
+}
+
+impl Client {
+    fn new(endpoint: &str) -> anyhow::Result<Self> {
+        let channel = bb_util::grpc::channel(endpoint)?;
+        Ok(Client {
+            storage: StorageClient::new(channel.clone()),
+            execution: reapi::execution_client::ExecutionClient::new(channel),
+            salt: uuid::Uuid::new_v4().as_u64_pair().0,
+        })
+    }
+
+    /// One unique no-op action, end to end.
+    async fn run(&mut self, i: usize) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let platform = reapi::Platform {
+            properties: vec![reapi::platform::Property { name: "OSFamily".into(), value: "linux".into() }],
+        };
+        let command = reapi::Command {
+            arguments: vec!["/bin/true".into(), format!("{}-{i}", self.salt)],
+            platform: Some(platform.clone()),
+            ..Default::default()
+        };
+        let command = Bytes::from(command.encode_to_vec());
+        let command_digest = Digest::of(DigestFunction::Sha256, &command);
+        let empty = Digest::empty(DigestFunction::Sha256);
+        let action = reapi::Action {
+            command_digest: Some(command_digest.to_proto()),
+            input_root_digest: Some(empty.to_proto()),
+            platform: Some(platform),
+            ..Default::default()
+        };
+        let action = Bytes::from(action.encode_to_vec());
+        let action_digest = Digest::of(DigestFunction::Sha256, &action);
+        self.storage
+            .upload(
+                "",
+                vec![(command_digest, Source::Bytes(command)), (action_digest, Source::Bytes(action))],
+            )
+            .await?;
+        let request =
+            reapi::ExecuteRequest { action_digest: Some(action_digest.to_proto()), ..Default::default() };
+        let mut stream = self.execution.execute(request).await?.into_inner();
+        let mut done = false;
+        while let Some(operation) = stream.message().await? {
+            if let Some(bb_proto::longrunning::operation::Result::Response(any)) = &operation.result {
+                let response = reapi::ExecuteResponse::decode(any.value.as_slice())?;
+                anyhow::ensure!(!response.cached_result, "a cache hit: the action was not unique");
+                let exit = response.result.as_ref().map(|r| r.exit_code);
+                anyhow::ensure!(
+                    exit == Some(0),
+                    "the no-op failed: exit {exit:?}, status {:?}",
+                    response.status
+                );
+                done = true;
+            }
+        }
+        anyhow::ensure!(done, "the operation ended without a result");
+        Ok(start.elapsed())
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+
+    // The floor: spawning /bin/true and waiting for it, from here.
+    let mut spawns: Vec<Duration> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            std::process::Command::new("/bin/true").status().expect("spawn /bin/true");
+            start.elapsed()
+        })
+        .collect();
+    spawns.sort();
+    let spawn = percentile(&spawns, 0.5);
+
+    let mut client = Client::new(&flags.endpoint)?;
+    for i in 0..20 {
+        client.run(usize::MAX - i).await?; // warm up connections and caches
+    }
+    let mut latencies = Vec::with_capacity(flags.actions);
+    for i in 0..flags.actions {
+        latencies.push(client.run(i).await?);
+    }
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    println!("spawning /bin/true locally (the floor): p50 {spawn:.2} ms");
+    println!(
+        "{} sequential no-op actions through the farm: p50 {p50:.2} ms, p99 {p99:.2} ms ({:.1}x the spawn)",
+        flags.actions,
+        p50 / spawn
+    );
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..flags.clients {
+        let (next, endpoint, total) = (next.clone(), flags.endpoint.clone(), flags.throughput_actions);
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::new(&endpoint)?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(());
+                }
+                client.run(1_000_000 + i).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "{} no-op actions from {} concurrent clients: {:.0} actions/s",
+        flags.throughput_actions,
+        flags.clients,
+        flags.throughput_actions as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
