@@ -98,7 +98,13 @@
         let
           built = build pkgs;
           inherit (built) craneLib common cargoArtifacts;
-          vmTest = file: import file { inherit pkgs; module = self.nixosModules.default; };
+          # The VM tests get the modules and packages explicitly: the pkgs that
+          # runNixOSTest gives its nodes is read-only, so no overlay.
+          vmTest = file: import file {
+            inherit pkgs;
+            module = ./nixos-modules;
+            packages = self.packages.${pkgs.stdenv.hostPlatform.system};
+          };
         in
         {
           clippy = craneLib.cargoClippy (common // {

@@ -1,0 +1,51 @@
+# What the VM tests share: the roles of the hosts, and the start of every
+# test script (all services up, both workers registered).
+{ module, packages }:
+{
+  scheduler = { pkgs, ... }: {
+    imports = [ module ];
+    services.buildbarn.scheduler = {
+      enable = true;
+      package = packages.bb-scheduler;
+      openFirewall = true;
+      # Notice lost workers quickly.
+      settings.scheduler.worker_timeout = "10s";
+      settings.scheduler.executing_sync_interval = "2s";
+      settings.scheduler.idle_sync_wait = "5s";
+    };
+    environment.systemPackages = [ pkgs.curl pkgs.jq ];
+  };
+
+  worker = { ... }: {
+    imports = [ module ];
+    services.buildbarn.worker = {
+      enable = true;
+      package = packages.bb-worker;
+      schedulerEndpoint = "grpc://scheduler:8983";
+      storageEndpoint = "grpc://scheduler:8980";
+      settings.concurrency = 2;
+      # Stopped mid-action, a worker hands its action back after this.
+      settings.shutdown_grace = "2s";
+    };
+    services.buildbarn.runner.package = packages.bb-runner;
+    virtualisation.memorySize = 1024;
+  };
+
+  client = { pkgs, ... }: {
+    environment.systemPackages = [ packages.bb pkgs.curl ];
+  };
+
+  startScript = ''
+    start_all()
+    scheduler.wait_for_unit("bb-scheduler.service")
+    scheduler.wait_for_open_port(8980)
+    for worker in (worker1, worker2):
+        worker.wait_for_unit("bb-runner.service")
+        worker.wait_for_unit("bb-worker.service")
+    scheduler.wait_until_succeeds(
+        "curl -sf http://localhost:7982/api/status | jq -e '[.workers[].labels.host] | unique | length == 2'"
+    )
+    # Actions run on NixOS workers: their tools are in the system profile.
+    bb = "--endpoint grpc://scheduler:8980 --env PATH=/run/current-system/sw/bin"
+  '';
+}
