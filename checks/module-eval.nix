@@ -22,15 +22,16 @@ let
   tomlStandIn = _: {
     type =
       let
-        valueType = types.nullOr (types.oneOf [
-          types.bool
-          types.int
-          types.float
-          types.str
-          types.path
-          (types.attrsOf valueType)
-          (types.listOf valueType)
-        ]) // { description = "TOML value"; };
+        valueType = types.nullOr
+          (types.oneOf [
+            types.bool
+            types.int
+            types.float
+            types.str
+            types.path
+            (types.attrsOf valueType)
+            (types.listOf valueType)
+          ]) // { description = "TOML value"; };
       in
       types.attrsOf valueType;
     generate = name: _value: "/nix/store/00000000000000000000000000000000-${name}";

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, unit and in-process integration tests, then the
-# end-to-end checks against the release binaries. Needs Bazel
-# (apt-get install -y bazel-bootstrap); .ci/run installs what it needs.
+# end-to-end checks against the release binaries. Needs Bazel, Nix, deadnix
+# and nixpkgs-fmt; .ci/run installs them, and a check whose tool is missing
+# fails with the command that installs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . checks/lib.sh
@@ -12,6 +13,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "Nix: parse, deadnix, nixpkgs-fmt, flake.lock (and module evaluation with NIXPKGS_LIB)"
+checks/nix.sh
 step "cargo test --workspace"
 cargo test --workspace
 step "privilege separation (root only)"
