@@ -4,6 +4,7 @@
 let
   cfg = config.services.buildbarn.scheduler;
   toml = pkgs.formats.toml { };
+  storageDefaults = import ./storage-defaults.nix { inherit lib; };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
@@ -87,28 +88,7 @@ in
         unmatched_platform_timeout = mkDefault "60s";
       };
       remote_storage = mkIf (cfg.remoteStorage != null) { endpoint = cfg.remoteStorage; };
-      storage = mkIf (cfg.remoteStorage == null) {
-        instance_names = mkDefault [ ];
-        max_message_size = mkDefault "16MiB";
-        max_batch_size = mkDefault "4MiB";
-        cas = {
-          backend = mkDefault "disk";
-          path = mkDefault "/var/lib/bb-scheduler/cas";
-          max_size = mkDefault "10GiB";
-          sync_writes = mkDefault true;
-        };
-        action_cache = {
-          allow_updates = mkDefault true;
-          completeness_check = mkDefault true;
-          max_inline_size = mkDefault "1MiB";
-          store = {
-            backend = mkDefault "disk";
-            path = mkDefault "/var/lib/bb-scheduler/ac";
-            max_size = mkDefault "1GiB";
-            sync_writes = mkDefault true;
-          };
-        };
-      };
+      storage = mkIf (cfg.remoteStorage == null) (storageDefaults "/var/lib/bb-scheduler");
     };
 
     users.users.bb-scheduler = {

@@ -4,6 +4,7 @@
 let
   cfg = config.services.buildbarn.storage;
   toml = pkgs.formats.toml { };
+  storageDefaults = import ./storage-defaults.nix { inherit lib; };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
@@ -54,28 +55,7 @@ in
         format = mkDefault "text";
         level = mkDefault "info";
       };
-      storage = {
-        instance_names = mkDefault [ ];
-        max_message_size = mkDefault "16MiB";
-        max_batch_size = mkDefault "4MiB";
-        cas = {
-          backend = mkDefault "disk";
-          path = mkDefault "/var/lib/bb-storage/cas";
-          max_size = mkDefault "10GiB";
-          sync_writes = mkDefault true;
-        };
-        action_cache = {
-          allow_updates = mkDefault true;
-          completeness_check = mkDefault true;
-          max_inline_size = mkDefault "1MiB";
-          store = {
-            backend = mkDefault "disk";
-            path = mkDefault "/var/lib/bb-storage/ac";
-            max_size = mkDefault "1GiB";
-            sync_writes = mkDefault true;
-          };
-        };
-      };
+      storage = storageDefaults "/var/lib/bb-storage";
     };
 
     users.users.bb-storage = {

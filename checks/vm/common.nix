@@ -1,21 +1,10 @@
-# What the VM tests share: the roles of the hosts, and the start of every
-# test script (all services up, both workers registered).
-{ module, packages }:
-{
-  scheduler = { pkgs, ... }: {
-    imports = [ module ];
-    services.buildbarn.scheduler = {
-      enable = true;
-      package = packages.bb-scheduler;
-      openFirewall = true;
-      # Notice lost workers quickly.
-      settings.scheduler.worker_timeout = "10s";
-      settings.scheduler.executing_sync_interval = "2s";
-      settings.scheduler.idle_sync_wait = "5s";
-    };
-    environment.systemPackages = [ pkgs.curl pkgs.jq ];
-  };
-
+# The farm and worker-loss VM tests: a scheduler host, two worker hosts and
+# a client host. Given a test's name and script, makes the test; the script
+# starts once all services are up and both workers registered, with `bb`
+# holding the arguments bb exec needs on the client.
+{ pkgs, module, packages }:
+{ name, script }:
+let
   worker = { ... }: {
     imports = [ module ];
     services.buildbarn.worker = {
@@ -30,12 +19,31 @@
     services.buildbarn.runner.package = packages.bb-runner;
     virtualisation.memorySize = 1024;
   };
-
-  client = { pkgs, ... }: {
-    environment.systemPackages = [ packages.bb pkgs.curl ];
+in
+pkgs.testers.runNixOSTest {
+  inherit name;
+  nodes = {
+    scheduler = { pkgs, ... }: {
+      imports = [ module ];
+      services.buildbarn.scheduler = {
+        enable = true;
+        package = packages.bb-scheduler;
+        openFirewall = true;
+        # Notice lost workers quickly.
+        settings.scheduler.worker_timeout = "10s";
+        settings.scheduler.executing_sync_interval = "2s";
+        settings.scheduler.idle_sync_wait = "5s";
+      };
+      environment.systemPackages = [ pkgs.curl pkgs.jq ];
+    };
+    worker1 = worker;
+    worker2 = worker;
+    client = { pkgs, ... }: {
+      environment.systemPackages = [ packages.bb pkgs.curl ];
+    };
   };
 
-  startScript = ''
+  testScript = ''
     start_all()
     scheduler.wait_for_unit("bb-scheduler.service")
     scheduler.wait_for_open_port(8980)
@@ -47,5 +55,7 @@
     )
     # Actions run on NixOS workers: their tools are in the system profile.
     bb = "--endpoint grpc://scheduler:8980 --env PATH=/run/current-system/sw/bin"
+
+    ${script}
   '';
 }

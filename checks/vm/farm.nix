@@ -2,20 +2,9 @@
 # actions with `bb exec`: both workers run some, outputs come back, a second
 # run is a cache hit, and the scheduler's status page lists both workers.
 { pkgs, module, packages }:
-let
-  common = import ./common.nix { inherit module packages; };
-in
-pkgs.testers.runNixOSTest {
+import ./common.nix { inherit pkgs module packages; } {
   name = "buildbarn-farm";
-  nodes = {
-    scheduler = common.scheduler;
-    worker1 = common.worker;
-    worker2 = common.worker;
-    client = common.client;
-  };
-  testScript = ''
-    ${common.startScript}
-
+  script = ''
     with subtest("both workers run actions"):
         hosts = set()
         for i in range(24):

@@ -2,20 +2,9 @@
 # handed back to the scheduler, runs on the other worker, and the client
 # sees success.
 { pkgs, module, packages }:
-let
-  common = import ./common.nix { inherit module packages; };
-in
-pkgs.testers.runNixOSTest {
+import ./common.nix { inherit pkgs module packages; } {
   name = "buildbarn-worker-loss";
-  nodes = {
-    scheduler = common.scheduler;
-    worker1 = common.worker;
-    worker2 = common.worker;
-    client = common.client;
-  };
-  testScript = ''
-    ${common.startScript}
-
+  script = ''
     client.execute(
         f"(bb exec {bb} -v -- sh -c 'sleep 15; echo finished' >/tmp/long.out 2>/tmp/long.err; echo $? >/tmp/long.rc) &"
     )
