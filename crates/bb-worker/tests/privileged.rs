@@ -102,36 +102,7 @@ impl PrivilegedFarm {
         let base = tempfile::Builder::new().prefix("bb-privileged").tempdir().unwrap();
         sh(&format!("chmod 755 {}", base.path().display()));
         let shutdown = CancellationToken::new();
-        let scheduler_config: bb_scheduler::config::Config = bb_util::config::parse(
-            r#"
-client_listen = ["127.0.0.1:0"]
-worker_listen = ["127.0.0.1:0"]
-[scheduler]
-default_action_timeout = "60s"
-maximum_action_timeout = "1h"
-keepalive_interval = "10s"
-client_disconnect_grace = "5s"
-completed_retention = "60s"
-worker_timeout = "30s"
-executing_sync_interval = "1s"
-idle_sync_wait = "5s"
-max_attempts = 2
-unmatched_platform_timeout = "60s"
-[storage.cas]
-backend = "memory"
-max_size = "512MiB"
-[storage.action_cache]
-[storage.action_cache.store]
-backend = "memory"
-max_size = "16MiB"
-"#,
-            "scheduler",
-        )
-        .unwrap();
-        let scheduler = bb_scheduler::server::SchedulerServer::bind(&scheduler_config).await.unwrap();
-        let client_address = scheduler.client_addresses()[0].to_string();
-        let worker_address = scheduler.worker_addresses()[0].to_string();
-        tokio::spawn(scheduler.run(shutdown.clone()));
+        let (client_address, worker_address) = common::start_scheduler(&shutdown).await;
 
         let dir = base.path();
         let (build, cache, run) = (dir.join("build"), dir.join("cache"), dir.join("run"));

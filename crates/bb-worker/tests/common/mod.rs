@@ -38,16 +38,11 @@ impl Drop for Farm {
     }
 }
 
-impl Farm {
-    pub async fn start(slots: usize) -> Farm {
-        Self::start_with_grace(slots, "5s").await
-    }
-
-    pub async fn start_with_grace(slots: usize, shutdown_grace: &str) -> Farm {
-        let dir = tempfile::tempdir().unwrap();
-        let shutdown = CancellationToken::new();
-        let scheduler_config: bb_scheduler::config::Config = bb_util::config::parse(
-            r#"
+/// A scheduler with embedded memory storage on loopback ports of its own,
+/// serving until `shutdown`; returns its client and worker addresses.
+pub async fn start_scheduler(shutdown: &CancellationToken) -> (String, String) {
+    let scheduler_config: bb_scheduler::config::Config = bb_util::config::parse(
+        r#"
 client_listen = ["127.0.0.1:0"]
 worker_listen = ["127.0.0.1:0"]
 [scheduler]
@@ -69,13 +64,25 @@ max_size = "512MiB"
 backend = "memory"
 max_size = "16MiB"
 "#,
-            "test",
-        )
-        .unwrap();
-        let scheduler = bb_scheduler::server::SchedulerServer::bind(&scheduler_config).await.unwrap();
-        let client_address = scheduler.client_addresses()[0].to_string();
-        let worker_address = scheduler.worker_addresses()[0].to_string();
-        tokio::spawn(scheduler.run(shutdown.clone()));
+        "test",
+    )
+    .unwrap();
+    let scheduler = bb_scheduler::server::SchedulerServer::bind(&scheduler_config).await.unwrap();
+    let addresses =
+        (scheduler.client_addresses()[0].to_string(), scheduler.worker_addresses()[0].to_string());
+    tokio::spawn(scheduler.run(shutdown.clone()));
+    addresses
+}
+
+impl Farm {
+    pub async fn start(slots: usize) -> Farm {
+        Self::start_with_grace(slots, "5s").await
+    }
+
+    pub async fn start_with_grace(slots: usize, shutdown_grace: &str) -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let (client_address, worker_address) = start_scheduler(&shutdown).await;
 
         let build = dir.path().join("build");
         let socket = dir.path().join("runner.sock");
