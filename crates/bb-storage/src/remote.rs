@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 /// Blobs up to this size are read and written with batch calls.
 const BATCH_BLOB_LIMIT: u64 = 1 << 20;
 /// Digests per FindMissingBlobs call.
-const FIND_MISSING_CHUNK: usize = 20_000;
+const FIND_MISSING_CHUNK: usize = 10_000;
 /// Bytes per WriteRequest.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -146,32 +146,37 @@ impl BlobStore for GrpcStore {
     }
 
     async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
-        let mut missing = Vec::new();
-        // One call per digest function, in bounded chunks.
-        for function in DigestFunction::ALL {
-            let of_function: Vec<&Digest> = digests.iter().filter(|d| d.function() == function).collect();
-            for chunk in of_function.chunks(FIND_MISSING_CHUNK) {
-                let request = reapi::FindMissingBlobsRequest {
-                    instance_name: self.instance_name.clone(),
-                    blob_digests: chunk.iter().map(|d| d.to_proto()).collect(),
-                    digest_function: function.to_proto(),
-                };
-                let response = self
-                    .cas
-                    .clone()
-                    .find_missing_blobs(request)
-                    .await
-                    .map_err(|s| remote_error("FindMissingBlobs", s))?;
-                for d in response.into_inner().missing_blob_digests {
-                    let d = Digest::from_proto(function, &d).map_err(|e| {
-                        remote_error("FindMissingBlobs", tonic::Status::internal(e.to_string()))
-                    })?;
-                    missing.push(d);
-                }
+        find_missing_blobs(&self.cas, &self.instance_name, digests)
+            .await
+            .map_err(|s| remote_error("FindMissingBlobs", s))
+    }
+}
+
+/// FindMissingBlobs on a remote CAS, for digests of any functions: one call
+/// per digest function, in chunks small enough for any server's message limit.
+pub async fn find_missing_blobs(
+    cas: &ContentAddressableStorageClient<Channel>,
+    instance_name: &str,
+    digests: &[Digest],
+) -> Result<Vec<Digest>, tonic::Status> {
+    let mut missing = Vec::new();
+    for function in DigestFunction::ALL {
+        let of_function: Vec<&Digest> = digests.iter().filter(|d| d.function() == function).collect();
+        for chunk in of_function.chunks(FIND_MISSING_CHUNK) {
+            let request = reapi::FindMissingBlobsRequest {
+                instance_name: instance_name.to_string(),
+                blob_digests: chunk.iter().map(|d| d.to_proto()).collect(),
+                digest_function: function.to_proto(),
+            };
+            let response = cas.clone().find_missing_blobs(request).await?;
+            for d in response.into_inner().missing_blob_digests {
+                let d = Digest::from_proto(function, &d)
+                    .map_err(|e| tonic::Status::internal(format!("the CAS answered a bad digest: {e}")))?;
+                missing.push(d);
             }
         }
-        Ok(missing)
     }
+    Ok(missing)
 }
 
 struct GrpcWriter {

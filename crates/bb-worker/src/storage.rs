@@ -184,31 +184,9 @@ impl StorageClient {
     }
 
     pub async fn find_missing(&self, instance: &str, digests: &[Digest]) -> Result<Vec<Digest>, Status> {
-        let mut missing = Vec::new();
-        let mut by_function: HashMap<bb_util::DigestFunction, Vec<&Digest>> = HashMap::new();
-        for d in digests {
-            by_function.entry(d.function()).or_default().push(d);
-        }
-        for (function, digests) in by_function {
-            for chunk in digests.chunks(10_000) {
-                let request = reapi::FindMissingBlobsRequest {
-                    instance_name: instance.to_string(),
-                    blob_digests: chunk.iter().map(|d| d.to_proto()).collect(),
-                    digest_function: function.to_proto(),
-                };
-                let response = self
-                    .cas
-                    .clone()
-                    .find_missing_blobs(request)
-                    .await
-                    .map_err(with_context("FindMissingBlobs".into()))?;
-                for d in response.into_inner().missing_blob_digests {
-                    missing
-                        .push(Digest::from_proto(function, &d).map_err(|e| Status::internal(e.to_string()))?);
-                }
-            }
-        }
-        Ok(missing)
+        bb_storage::remote::find_missing_blobs(&self.cas, instance, digests)
+            .await
+            .map_err(with_context("FindMissingBlobs".into()))
     }
 
     async fn write_stream(&self, instance: &str, digest: &Digest, source: Source) -> Result<(), Status> {
