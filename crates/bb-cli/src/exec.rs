@@ -84,8 +84,12 @@ fn prepare(args: &ExecArgs) -> anyhow::Result<Prepared> {
     let mut uploads = Vec::new();
     let root_digest = match &args.input {
         Some(directory) => {
+            let handle = std::sync::Arc::new(
+                bb_util::dir::Directory::open(directory)
+                    .map_err(|e| anyhow::anyhow!("input {}: {e}", directory.display()))?,
+            );
             let built = TreeBuilder::new(function, &mut uploads)
-                .build(directory)
+                .build(&handle, &bb_util::path::RelativePath::default())
                 .map_err(|s| anyhow::anyhow!("input {}: {}", directory.display(), s.message()))?;
             for (digest, encoded) in built.directories {
                 uploads.push((digest, Source::Bytes(encoded)));
@@ -262,7 +266,7 @@ async fn fetch(
     let digest = Digest::from_proto(DigestFunction::Sha256, digest)?;
     if digest.size() <= SMALL_BLOB {
         let mut blobs = storage
-            .read_small(&args.instance, &[digest], what)
+            .read_blobs(&args.instance, &[digest], what)
             .await
             .map_err(|s| remote::explain(&args.endpoint, what, &s))?;
         return Ok(blobs.remove(&digest).unwrap_or_default());

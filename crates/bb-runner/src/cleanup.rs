@@ -1,11 +1,11 @@
 //! What the runner does after every action: kill what it left running,
 //! empty its temporary directory, and hand its outputs over to the worker.
 
+use bb_util::dir::{Directory, Kind};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
 /// Kills every process of `uid` but runners (this one, and others sharing
 /// the user), also those that left the action's process group (daemons,
@@ -45,58 +45,28 @@ fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
-/// Removes everything inside `directory`, keeping the directory. Does not
-/// follow symlinks; makes directories the action locked (chmod 0) writable
-/// again on the way.
-pub fn empty_directory(directory: &Path) -> std::io::Result<()> {
-    for entry in fs::read_dir(directory)? {
-        let path = entry?.path();
-        let metadata = fs::symlink_metadata(&path)?;
-        if metadata.is_dir() {
-            unlock_tree(&path);
-            fs::remove_dir_all(&path)?;
-        } else {
-            fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
-}
-
-/// Gives the owner full access to every directory under `root` it owns.
-fn unlock_tree(root: &Path) {
-    let Ok(metadata) = fs::symlink_metadata(root) else { return };
-    if !metadata.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(root, fs::Permissions::from_mode(metadata.mode() & 0o7777 | 0o700));
-    if let Ok(entries) = fs::read_dir(root) {
-        for entry in entries.flatten() {
-            unlock_tree(&entry.path());
-        }
-    }
-}
-
 /// Makes what the action created under `root` (entries owned by `uid`)
 /// readable by the worker, and its directories writable, so the worker can
 /// upload the outputs and remove the build directory. Input files, owned by
-/// the worker, are left alone; symlinks are not followed.
-pub fn hand_over(root: &Path, uid: u32) {
-    let Ok(entries) = fs::read_dir(root) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(metadata) = fs::symlink_metadata(&path) else { continue };
-        if metadata.file_type().is_symlink() {
-            continue;
+/// the worker, are left alone. Everything is reached through directory
+/// handles: a symlink the action left is never followed.
+pub fn hand_over(root: &Directory, uid: u32) {
+    let Ok(names) = root.entries() else { return };
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let Ok(metadata) = root.metadata(name) else { continue };
+        let wanted = match metadata.kind {
+            Kind::Directory => metadata.mode | 0o777,
+            Kind::File => metadata.mode | 0o644,
+            Kind::Symlink | Kind::Other => continue,
+        };
+        if metadata.uid == uid && wanted != metadata.mode {
+            let _ = root.set_entry_mode(name, wanted);
         }
-        let mode = metadata.mode() & 0o7777;
-        if metadata.uid() == uid {
-            let wanted = if metadata.is_dir() { mode | 0o777 } else { mode | 0o644 };
-            if wanted != mode {
-                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(wanted));
-            }
-        }
-        if metadata.is_dir() {
-            hand_over(&path, uid);
+        if metadata.kind == Kind::Directory
+            && let Ok(child) = root.open_child(name)
+        {
+            hand_over(&child, uid);
         }
     }
 }
@@ -104,33 +74,29 @@ pub fn hand_over(root: &Path, uid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn empties_even_locked_directories() {
+    fn hands_over_own_entries_only_and_never_follows_links() {
         let dir = tempfile::tempdir().unwrap();
-        let locked = dir.path().join("locked/inner");
-        fs::create_dir_all(&locked).unwrap();
-        fs::write(locked.join("f"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
-        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
-        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o500)).unwrap();
-        empty_directory(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(Path::new("/etc/passwd").exists(), "the symlink was not followed");
-    }
-
-    #[test]
-    fn hands_over_own_entries_only() {
-        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o750)).unwrap();
         let uid = nix::unistd::geteuid().as_raw();
-        fs::create_dir(dir.path().join("d")).unwrap();
-        fs::write(dir.path().join("d/secret"), "x").unwrap();
-        fs::set_permissions(dir.path().join("d/secret"), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::set_permissions(dir.path().join("d"), fs::Permissions::from_mode(0o700)).unwrap();
-        hand_over(dir.path(), uid);
-        assert_eq!(fs::metadata(dir.path().join("d")).unwrap().mode() & 0o777, 0o777);
-        assert_eq!(fs::metadata(dir.path().join("d/secret")).unwrap().mode() & 0o777, 0o644);
+        fs::write(root.join("d/secret"), "x").unwrap();
+        fs::set_permissions(root.join("d/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(root.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let handle = Directory::open(&root).unwrap();
+        hand_over(&handle, uid);
+        let mode = |p: &std::path::Path| fs::symlink_metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&root.join("d")), 0o777);
+        assert_eq!(mode(&root.join("d/secret")), 0o644);
+        assert_eq!(mode(&outside), 0o750, "the symlink's target was left alone");
         // Someone else's files are not ours to change.
-        hand_over(dir.path(), uid + 1);
+        fs::set_permissions(root.join("d/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+        hand_over(&handle, uid + 1);
+        assert_eq!(mode(&root.join("d/secret")), 0o600);
     }
 }

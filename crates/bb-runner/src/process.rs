@@ -1,11 +1,13 @@
 //! Starting an action's command in a process group of its own, waiting for
 //! it with its resource usage, and killing the group.
 
+use bb_util::dir::Directory;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,12 +20,13 @@ pub struct Launch {
     /// argv, argv[0] included, passed on exactly.
     pub arguments: Vec<String>,
     pub environment: HashMap<String, String>,
-    /// The working directory, as the runner sees it.
-    pub working_directory: PathBuf,
+    /// The working directory, entered through its handle.
+    pub working_directory: Directory,
     pub stdout: File,
     pub stderr: File,
-    /// chroot into this directory, then enter `chroot_working_directory`.
-    pub chroot: Option<(PathBuf, PathBuf)>,
+    /// chroot into this directory (entered through its handle), then enter
+    /// the path inside it.
+    pub chroot: Option<(Directory, PathBuf)>,
     /// Switch to this user and group.
     pub run_as: Option<(u32, u32)>,
 }
@@ -91,25 +94,30 @@ pub fn start(launch: Launch) -> std::io::Result<Running> {
         .args(rest)
         .env_clear()
         .envs(&launch.environment)
-        .current_dir(&launch.working_directory)
         .stdin(Stdio::null())
         .stdout(launch.stdout)
         .stderr(launch.stderr)
         .process_group(0);
     // Prepared here: the child may only make async-signal-safe calls.
     let chroot = match &launch.chroot {
-        Some((root, inside)) => {
-            Some((cstring(root.as_os_str().as_bytes())?, cstring(inside.as_os_str().as_bytes())?))
-        }
+        Some((root, inside)) => Some((root.as_fd().as_raw_fd(), cstring(inside.as_os_str().as_bytes())?)),
         None => None,
     };
+    let working_directory = launch.working_directory.as_fd().as_raw_fd();
     let run_as = launch.run_as;
-    // SAFETY: the closure only makes raw system calls on data prepared above.
+    // SAFETY: the closure only makes raw system calls on data prepared
+    // above; the handles it uses live in `launch` until after the spawn.
     unsafe {
         command.pre_exec(move || {
-            if let Some((root, inside)) = &chroot
-                && (libc::chroot(root.as_ptr()) != 0 || libc::chdir(inside.as_ptr()) != 0)
-            {
+            let entered = match &chroot {
+                Some((root, inside)) => {
+                    libc::fchdir(*root) == 0
+                        && libc::chroot(c".".as_ptr()) == 0
+                        && libc::chdir(inside.as_ptr()) == 0
+                }
+                None => libc::fchdir(working_directory) == 0,
+            };
+            if !entered {
                 return Err(std::io::Error::last_os_error());
             }
             if let Some((uid, gid)) = run_as {

@@ -6,13 +6,13 @@ use crate::process::{self, Launch};
 use bb_proto::buildbarn::resourceusage::PosixResourceUsage;
 use bb_proto::buildbarn::runner::runner_server::Runner;
 use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest, RunResponse};
+use bb_util::dir::Directory;
 use bb_util::path::RelativePath;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -34,14 +34,14 @@ struct Inner {
 /// Cleans up after an action: awaited before the answer normally, and run
 /// in the background when the Run call is abandoned (dropped).
 struct AfterAction {
-    work: Option<(Arc<Inner>, PathBuf, Option<PathBuf>)>,
+    work: Option<(Arc<Inner>, Directory, Option<Directory>)>,
 }
 
 impl AfterAction {
-    fn work(work: (Arc<Inner>, PathBuf, Option<PathBuf>)) -> impl FnOnce() + Send + 'static {
+    fn work(work: (Arc<Inner>, Directory, Option<Directory>)) -> impl FnOnce() + Send + 'static {
         move || {
             let (inner, root, tmp) = work;
-            inner.clean_up(&root, tmp.as_deref());
+            inner.clean_up(&root, tmp.as_ref());
         }
     }
 
@@ -64,7 +64,9 @@ impl Drop for AfterAction {
 }
 
 impl Inner {
-    fn clean_up(&self, input_root: &Path, temporary_directory: Option<&Path>) {
+    /// Through the handles opened before the action ran: whatever the
+    /// action renamed or replaced, nothing outside is touched.
+    fn clean_up(&self, input_root: &Directory, temporary_directory: Option<&Directory>) {
         {
             let mut active = self.active.lock();
             *active -= 1;
@@ -76,20 +78,40 @@ impl Inner {
             }
         }
         if let Some(tmp) = temporary_directory
-            && let Err(e) = cleanup::empty_directory(tmp)
+            && let Err(e) = tmp.remove_contents()
         {
-            tracing::warn!("cannot empty {}: {e}", tmp.display());
+            tracing::warn!("cannot empty the action's temporary directory: {e}");
         }
         // The worker owns the input root; what the action made there is ours.
-        if std::fs::metadata(input_root).is_ok_and(|m| m.uid() != self.action_uid) {
+        if input_root.own_metadata().is_ok_and(|m| m.uid != self.action_uid) {
             cleanup::hand_over(input_root, self.action_uid);
         }
     }
 
-    /// A path of a request, beneath the build directory, with no symlinks.
-    fn beneath(&self, path: &str, what: &'static str) -> Result<PathBuf, Status> {
+    fn build_directory(&self) -> Result<Directory, Status> {
+        Directory::open(&self.config.build_directory).map_err(|e| {
+            Status::unavailable(format!(
+                "build directory {} is not visible to the runner: {e}",
+                self.config.build_directory.display()
+            ))
+        })
+    }
+
+    /// A directory of a request, beneath the build directory, reached
+    /// without following symlinks.
+    fn open_beneath(&self, build: &Directory, path: &str, what: &'static str) -> Result<Directory, Status> {
         let relative = RelativePath::parse(what, path)?;
-        Ok(relative.resolve_beneath(&self.config.build_directory, what)?)
+        build.open_dir(&relative).map_err(|e| Status::invalid_argument(format!("{what} {path:?}: {e}")))
+    }
+
+    /// Creates (or truncates) a file of a request for the action to write.
+    fn create_beneath(&self, build: &Directory, path: &str, what: &'static str) -> Result<File, Status> {
+        let relative = RelativePath::parse(what, path)?;
+        let name =
+            relative.file_name().ok_or_else(|| Status::invalid_argument(format!("{what} is empty")))?;
+        let cannot =
+            |e: std::io::Error| Status::invalid_argument(format!("cannot create {what} {path:?}: {e}"));
+        build.open_dir(&relative.parent()).map_err(cannot)?.create_regular(name, 0o644).map_err(cannot)
     }
 }
 
@@ -136,16 +158,15 @@ fn shell_like_failure(stderr: &mut File, exit_code: i64, message: &str) -> Respo
 #[tonic::async_trait]
 impl Runner for RunnerService {
     async fn check_readiness(&self, request: Request<CheckReadinessRequest>) -> Result<Response<()>, Status> {
-        let build = &self.inner.config.build_directory;
-        if !build.is_dir() {
-            return Err(Status::unavailable(format!(
-                "build directory {} is not visible to the runner",
-                build.display()
-            )));
-        }
-        let path = self.inner.beneath(&request.get_ref().path, "path")?;
-        if std::fs::symlink_metadata(&path).is_err() {
-            return Err(Status::unavailable(format!("{} is not visible to the runner", path.display())));
+        let build = self.inner.build_directory()?;
+        let path = &request.get_ref().path;
+        let relative = RelativePath::parse("path", path)?;
+        let visible = match relative.file_name() {
+            None => true,
+            Some(name) => build.open_dir(&relative.parent()).and_then(|d| d.metadata(name)).is_ok(),
+        };
+        if !visible {
+            return Err(Status::unavailable(format!("{path:?} is not visible to the runner")));
         }
         for required in &self.inner.config.readiness_paths {
             if !required.exists() {
@@ -166,36 +187,29 @@ impl Runner for RunnerService {
         let Some(argv0) = request.arguments.first() else {
             return Err(Status::invalid_argument("arguments are empty: there is no command to run"));
         };
-        let input_root = inner.beneath(&request.input_root_directory, "input_root_directory")?;
-        if !input_root.is_dir() {
-            return Err(Status::invalid_argument(format!(
-                "input root {} is not a directory",
-                input_root.display()
-            )));
-        }
+        let build = inner.build_directory()?;
+        let input_root = inner.open_beneath(&build, &request.input_root_directory, "input_root_directory")?;
+        let input_root_path = inner.config.build_directory.join(&request.input_root_directory);
         let working = RelativePath::parse("working_directory", &request.working_directory)?;
-        let working_directory = working.resolve_beneath(&input_root, "working_directory")?;
-        if !working_directory.is_dir() {
-            return Err(Status::invalid_argument(format!(
-                "working directory {working:?} does not exist in the input root"
-            )));
-        }
+        let working_handle = input_root.open_dir(&working).map_err(|e| {
+            Status::invalid_argument(format!(
+                "working directory {:?} in the input root: {e}",
+                working.to_string()
+            ))
+        })?;
+        let working_directory = working.under(&input_root_path);
         let temporary_directory = match request.temporary_directory.as_str() {
             "" => None,
-            path => Some(inner.beneath(path, "temporary_directory")?),
+            path => Some(inner.open_beneath(&build, path, "temporary_directory")?),
         };
-        let create = |path: &str, what: &'static str| -> Result<File, Status> {
-            let path = inner.beneath(path, what)?;
-            File::create(&path)
-                .map_err(|e| Status::invalid_argument(format!("cannot create {}: {e}", path.display())))
-        };
-        let stdout = create(&request.stdout_path, "stdout_path")?;
-        let mut stderr = create(&request.stderr_path, "stderr_path")?;
+        let temporary_path = inner.config.build_directory.join(&request.temporary_directory);
+        let stdout = inner.create_beneath(&build, &request.stdout_path, "stdout_path")?;
+        let mut stderr = inner.create_beneath(&build, &request.stderr_path, "stderr_path")?;
 
         let chroot = inner.config.chroot_into_input_root;
         let mut environment: HashMap<String, String> = request.environment_variables;
-        if let (Some(tmp), false) = (&temporary_directory, chroot) {
-            environment.insert("TMPDIR".into(), tmp.display().to_string());
+        if let (Some(_), false) = (&temporary_directory, chroot) {
+            environment.insert("TMPDIR".into(), temporary_path.display().to_string());
         }
         let inside = Path::new("/").join(working.to_string());
         let program = if chroot {
@@ -203,7 +217,7 @@ impl Runner for RunnerService {
                 argv0,
                 environment.get("PATH").map(String::as_str),
                 &inside,
-                Some(&input_root),
+                Some(&input_root_path),
             )
         } else {
             process::resolve_program(
@@ -226,10 +240,17 @@ impl Runner for RunnerService {
             program: program.clone(),
             arguments: request.arguments.clone(),
             environment,
-            working_directory: working_directory.clone(),
+            working_directory: working_handle,
             stdout,
             stderr: stderr.try_clone().map_err(|e| Status::internal(e.to_string()))?,
-            chroot: chroot.then(|| (input_root.clone(), inside.clone())),
+            chroot: if chroot {
+                let handle = input_root
+                    .open_dir(&RelativePath::default())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                Some((handle, inside.clone()))
+            } else {
+                None
+            },
             run_as: inner.config.run_as.map(|r| (r.uid, r.gid)),
         };
         let mut running = {

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod dir;
 pub mod grpc;
 pub mod logging;
 pub mod metrics;

@@ -64,6 +64,43 @@ impl RelativePath {
         Ok(RelativePath(components))
     }
 
+    /// `path` taken from `base` (both relative to one root), component by
+    /// component: `..` steps back out of `base` and may climb as far as the
+    /// root, never above it. BuildStream's output paths need this
+    /// (`../../../buildstream-install` from its working directory).
+    pub fn resolve_from(what: &'static str, base: &RelativePath, path: &str) -> Result<Self, PathError> {
+        let bad =
+            |reason: &str| PathError::BadPath { what, path: path.to_string(), reason: reason.to_string() };
+        if path.starts_with('/') {
+            return Err(bad("is absolute"));
+        }
+        if path.contains('\0') {
+            return Err(bad("contains NUL"));
+        }
+        let mut components = base.0.clone();
+        for component in path.split('/') {
+            match component {
+                "" | "." => continue,
+                ".." => {
+                    if components.pop().is_none() {
+                        return Err(bad("climbs above the input root"));
+                    }
+                }
+                name => components.push(name.to_string()),
+            }
+        }
+        Ok(RelativePath(components))
+    }
+
+    /// `self` with the entry `name` appended; `name` must have passed
+    /// `check_name`.
+    pub fn join_name(&self, name: &str) -> RelativePath {
+        debug_assert!(check_name("name", name).is_ok(), "{name:?}");
+        let mut components = self.0.clone();
+        components.push(name.to_string());
+        RelativePath(components)
+    }
+
     pub fn components(&self) -> &[String] {
         &self.0
     }
@@ -172,6 +209,20 @@ mod tests {
         assert_eq!(p.parent().to_string(), "x/y");
         assert_eq!(p.file_name(), Some("z"));
         assert_eq!(p.under(Path::new("/base")), PathBuf::from("/base/x/y/z"));
+    }
+
+    #[test]
+    fn paths_resolved_from_a_working_directory() {
+        let wd = RelativePath::parse("p", "buildstream/project/element.bst").unwrap();
+        let at = |path: &str| RelativePath::resolve_from("output path", &wd, path);
+        assert_eq!(at("../../../buildstream-install").unwrap().to_string(), "buildstream-install");
+        assert_eq!(at(".").unwrap(), wd);
+        assert_eq!(at("out/../lib/x").unwrap().to_string(), "buildstream/project/element.bst/lib/x");
+        for above in ["../../../..", "../../../../etc", "a/../../../../.."] {
+            let error = at(above).unwrap_err().to_string();
+            assert!(error.contains("climbs above the input root"), "{above}: {error}");
+        }
+        assert!(at("/abs").is_err() && at("a\0").is_err());
     }
 
     #[test]

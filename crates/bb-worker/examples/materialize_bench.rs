@@ -6,9 +6,10 @@
 //!     cargo run --release -p bb-worker --example materialize_bench -- [--dir /var/tmp]
 
 use bb_proto::reapi;
+use bb_util::dir::Directory;
 use bb_util::{Digest, DigestFunction};
 use bb_worker::file_cache::FileCache;
-use bb_worker::inputs::{DirectoryCache, InputTree};
+use bb_worker::inputs::{DirectoryCache, InputLimits, InputTree};
 use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use clap::Parser;
@@ -63,9 +64,10 @@ async fn materialize(
 ) -> Duration {
     std::fs::create_dir(target).unwrap();
     let start = Instant::now();
-    let tree = InputTree::fetch(storage, "", root, directories).await.unwrap();
+    let limits = InputLimits::default();
+    let tree = InputTree::fetch(storage, "", root, directories, &limits, u64::MAX).await.unwrap();
     cache.ensure(&tree.keys(), storage, "").await.unwrap();
-    let (cache, target) = (cache.clone(), target.to_path_buf());
+    let (cache, target) = (cache.clone(), Directory::open(target).unwrap());
     tokio::task::spawn_blocking(move || tree.materialize(&target, &cache)).await.unwrap().unwrap();
     start.elapsed()
 }
@@ -133,14 +135,14 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..flags.rounds {
         let cache_dir = work.path().join(format!("cache{round}"));
         let cache = std::sync::Arc::new(FileCache::open(&cache_dir, 4 << 30, 1_000_000, 16)?);
-        let directories = DirectoryCache::new(10_000);
+        let directories = DirectoryCache::new(64 << 20);
         drop_caches();
         let target = |name: String| work.path().join(name);
         cold.push(
             materialize(&target(format!("cold{round}")), &cache, &storage, &root_digest, &directories).await,
         );
         // A fresh directory cache: the warm run fetches the tree again.
-        let fresh_directories = DirectoryCache::new(10_000);
+        let fresh_directories = DirectoryCache::new(64 << 20);
         warm.push(
             materialize(&target(format!("warm{round}")), &cache, &storage, &root_digest, &fresh_directories)
                 .await,

@@ -1,5 +1,6 @@
 //! bb-worker's configuration; `default-config.toml` documents every key.
 
+use crate::inputs::InputLimits;
 use bb_proto::reapi;
 use bb_util::config::{ByteSize, HumanDuration};
 use bb_util::logging::LogConfig;
@@ -32,6 +33,12 @@ pub struct Config {
     pub shutdown_grace: HumanDuration,
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
+    /// Bytes of checked Directory messages kept in memory across actions.
+    #[serde(default = "default_directory_cache_size")]
+    pub directory_cache_size: ByteSize,
+    /// Limits on one action's input root.
+    #[serde(default)]
+    pub input_limits: InputLimits,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -45,6 +52,10 @@ pub struct Property {
 
 fn default_downloads() -> usize {
     16
+}
+
+fn default_directory_cache_size() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 impl Config {
@@ -84,5 +95,7 @@ mod tests {
         assert!(config.slots() >= 1);
         assert_eq!(config.platform().properties[0].name, "OSFamily");
         assert!(!config.worker_name().is_empty());
+        assert_eq!(config.input_limits.max_depth, 256);
+        assert_eq!(config.directory_cache_size.bytes(), 64 << 20);
     }
 }

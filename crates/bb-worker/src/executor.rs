@@ -2,18 +2,19 @@
 //! the ActionResult and, when it succeeded, the Action Cache entry.
 
 use crate::file_cache::FileCache;
-use crate::inputs::{DirectoryCache, InputTree};
+use crate::inputs::{DirectoryCache, InputLimits, InputTree};
 use crate::outputs;
 use crate::storage::{Source, StorageClient};
-use crate::tree::hash_file;
+use crate::tree::hash_entry;
 use bb_proto::buildbarn::remoteworker::desired_state;
 use bb_proto::buildbarn::runner::RunRequest;
 use bb_proto::buildbarn::runner::runner_client::RunnerClient;
 use bb_proto::reapi;
+use bb_util::dir::Directory;
+use bb_util::path::RelativePath;
 use bb_util::{Digest, DigestFunction};
 use prost::Message;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -37,11 +38,13 @@ pub struct Executor {
     /// Reported as ExecutedActionMetadata.worker.
     pub name: String,
     pub build_directory: PathBuf,
+    pub build_directory_handle: Directory,
     pub instance_name_prefix: String,
     pub storage: StorageClient,
     pub runner: RunnerClient<Channel>,
     pub file_cache: Arc<FileCache>,
     pub directory_cache: DirectoryCache,
+    pub input_limits: InputLimits,
 }
 
 /// Removes an action's build directory however the action ends.
@@ -114,10 +117,45 @@ fn join_instance(prefix: &str, suffix: &str) -> String {
     }
 }
 
-fn make_directory(path: &Path) -> Result<(), Status> {
-    std::fs::create_dir(path)
-        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)))
-        .map_err(|e| Status::internal(format!("creating {}: {e}", path.display())))
+/// An action's directory in the build directory, made by the worker and
+/// not writable by the action: `root` (the input root) and `tmp`, writable
+/// by the runner's user, and `stdout` and `stderr`, which the runner opens
+/// for the action. Everything in it is reached through this handle.
+struct ActionDirectory {
+    handle: Arc<Directory>,
+    root: Arc<Directory>,
+}
+
+impl ActionDirectory {
+    fn create(build_directory: &Directory, id: &str) -> Result<ActionDirectory, Status> {
+        let error = |e: std::io::Error| Status::internal(format!("creating the build directory {id}: {e}"));
+        let handle = build_directory.create_dir(id, 0o755).map_err(error)?;
+        let root = handle.create_dir("root", 0o777).map_err(error)?;
+        handle.create_dir("tmp", 0o777).map_err(error)?;
+        for name in ["stdout", "stderr"] {
+            handle.create_regular(name, 0o666).map_err(error)?;
+            handle.set_entry_mode(name, 0o666).map_err(error)?;
+        }
+        Ok(ActionDirectory { handle: Arc::new(handle), root: Arc::new(root) })
+    }
+
+    /// The input root after the run: still the directory the worker made.
+    fn input_root_after_run(&self) -> Result<Arc<Directory>, Status> {
+        let root = self
+            .handle
+            .open_child("root")
+            .map_err(|e| Status::failed_precondition(format!("the action replaced its input root: {e}")))?;
+        Ok(Arc::new(root))
+    }
+
+    /// The digest of the action's stdout or stderr, and where to upload it
+    /// from; the action must have left a regular file there.
+    fn output_stream(&self, name: &str, function: DigestFunction) -> Result<(Digest, Source), Status> {
+        let (digest, _) = hash_entry(&self.handle, name, function)
+            .map_err(|e| Status::failed_precondition(format!("the action's {name}: {e}")))?;
+        let path = RelativePath::parse("name", name).map_err(Status::from)?;
+        Ok((digest, Source::Beneath { root: self.handle.clone(), path }))
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -189,23 +227,30 @@ impl Executor {
         phase.send_replace(Phase::FetchingInputs);
         metadata.input_fetch_start_timestamp = now();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let directory = BuildDirectory { path: self.build_directory.join(&id) };
-        let root = directory.path.join("root");
-        for path in [&directory.path, &root, &directory.path.join("tmp")] {
-            make_directory(path)?;
-        }
-        let command_bytes = self.storage.read_small(&instance, &[command_digest], "Command").await?;
-        let command = reapi::Command::decode(command_bytes[&command_digest].clone()).map_err(|e| {
+        let _removal = BuildDirectory { path: self.build_directory.join(&id) };
+        let directory = ActionDirectory::create(&self.build_directory_handle, &id)?;
+        let mut command_bytes = self.storage.read_blobs(&instance, &[command_digest], "Command").await?;
+        let command_bytes = command_bytes.remove(&command_digest).ok_or_else(|| {
+            Status::internal(format!("storage client returned no Command {command_digest}"))
+        })?;
+        let command = reapi::Command::decode(command_bytes).map_err(|e| {
             Status::invalid_argument(format!("Command {command_digest} does not decode: {e}"))
         })?;
         if command.arguments.is_empty() {
             return Err(Status::invalid_argument(format!("Command {command_digest} has no arguments")));
         }
-        let tree =
-            Arc::new(InputTree::fetch(&self.storage, &instance, &root_digest, &self.directory_cache).await?);
-        self.materialize(&tree, &root, &instance).await?;
+        let tree = InputTree::fetch(
+            &self.storage,
+            &instance,
+            &root_digest,
+            &self.directory_cache,
+            &self.input_limits,
+            self.file_cache.max_size(),
+        )
+        .await?;
+        self.materialize(Arc::new(tree), &directory.root, &instance).await?;
         {
-            let (command, root) = (command.clone(), root.clone());
+            let (command, root) = (command.clone(), directory.root.clone());
             blocking(move || outputs::prepare(&command, &root)).await?;
         }
         metadata.input_fetch_completed_timestamp = now();
@@ -255,23 +300,16 @@ impl Executor {
         phase.send_replace(Phase::UploadingOutputs);
         metadata.output_upload_start_timestamp = now();
         let collected = {
-            let (command, root) = (command.clone(), root.clone());
+            let command = command.clone();
+            let root = directory.input_root_after_run()?;
             blocking(move || outputs::collect(&command, &root, function)).await?
         };
         let mut result = collected.result;
         let mut uploads = collected.uploads;
         for (name, field) in [("stdout", &mut result.stdout_digest), ("stderr", &mut result.stderr_digest)] {
-            let path = directory.path.join(name);
-            let digest = blocking(move || {
-                hash_file(&path, function)
-                    .map_err(|e| Status::internal(format!("{name}: {e}")))
-                    .map(|d| (d, path))
-            })
-            .await;
-            if let Ok((digest, path)) = digest {
-                *field = Some(digest.to_proto());
-                uploads.push((digest, Source::File(path)));
-            }
+            let (digest, source) = directory.output_stream(name, function)?;
+            *field = Some(digest.to_proto());
+            uploads.push((digest, source));
         }
         self.storage.upload(&instance, uploads).await?;
         metadata.output_upload_completed_timestamp = now();
@@ -288,17 +326,21 @@ impl Executor {
     /// Makes sure the cache holds every input file, then lays the tree out.
     /// A file evicted between the two (a cache too small for the tree) is
     /// fetched again once.
-    async fn materialize(&self, tree: &Arc<InputTree>, root: &Path, instance: &str) -> Result<(), Status> {
+    async fn materialize(
+        &self,
+        tree: Arc<InputTree>,
+        root: &Arc<Directory>,
+        instance: &str,
+    ) -> Result<(), Status> {
         let keys = tree.keys();
         for attempt in 0..2 {
             self.file_cache.ensure(&keys, &self.storage, instance).await?;
-            let (tree, root, cache) = (tree.clone(), root.to_path_buf(), self.file_cache.clone());
+            let (tree, root, cache) = (tree.clone(), root.clone(), self.file_cache.clone());
             let laid_out = tokio::task::spawn_blocking(move || {
                 let result = tree.materialize(&root, &cache);
                 if result.is_err() {
                     // Start the next attempt from an empty root.
-                    let _ = std::fs::remove_dir_all(&root).and_then(|()| std::fs::create_dir(&root));
-                    let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777));
+                    let _ = root.remove_contents();
                 }
                 result
             })

@@ -87,6 +87,11 @@ impl FileCache {
         self.directory.join(file_name(key))
     }
 
+    /// The most bytes the cache holds.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
     /// Blobs downloaded since start.
     pub fn downloads(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
@@ -94,8 +99,30 @@ impl FileCache {
 
     /// Makes sure every key is in the cache, downloading what is missing:
     /// small blobs in batches, large ones streamed, each at most once even
-    /// when several actions want it.
+    /// when several actions want it. A key another action was downloading
+    /// when it was cancelled is downloaded again here.
     pub async fn ensure(&self, keys: &[Key], storage: &StorageClient, instance: &str) -> Result<(), Status> {
+        let mut pending = keys.to_vec();
+        for _ in 0..3 {
+            pending = self.ensure_once(&pending, storage, instance).await?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(Status::unavailable(format!(
+            "input {} could not be downloaded: every concurrent download of it was abandoned",
+            pending[0].0
+        )))
+    }
+
+    /// Downloads the keys nobody is downloading, waits for the others, and
+    /// returns those still missing (their download was abandoned).
+    async fn ensure_once(
+        &self,
+        keys: &[Key],
+        storage: &StorageClient,
+        instance: &str,
+    ) -> Result<Vec<Key>, Status> {
         let mut fetch = Vec::new();
         let mut wait = Vec::new();
         {
@@ -113,6 +140,8 @@ impl FileCache {
                 }
             }
         }
+        // Clears the marks however this call ends, cancellation included.
+        let downloads = Downloads { cache: self, keys: fetch, finished: false };
         let mut waiting = Vec::with_capacity(wait.len());
         for (key, notify) in wait {
             waiting.push((key, Box::pin(notify.notified_owned())));
@@ -121,22 +150,25 @@ impl FileCache {
         for (_, notified) in &mut waiting {
             notified.as_mut().enable();
         }
-        let fetched = self.fetch(&fetch, storage, instance).await;
-        self.finish(&fetch, fetched.as_ref().ok());
+        let fetched = self.fetch(&downloads.keys, storage, instance).await;
+        downloads.finish(fetched.is_ok());
         fetched?;
+        let mut abandoned = Vec::new();
         for (key, notified) in waiting {
             // The download may have ended between our check and `enable`.
             if !self.contains(&key) {
                 notified.await;
             }
             if !self.contains(&key) {
-                return Err(Status::unavailable(format!(
-                    "input {} could not be downloaded by a concurrent action",
-                    key.0
-                )));
+                abandoned.push(key);
             }
         }
-        Ok(())
+        Ok(abandoned)
+    }
+
+    /// Whether a download is under way for `key` (for tests).
+    pub fn is_downloading(&self, key: &Key) -> bool {
+        self.state.lock().in_flight.contains_key(key)
     }
 
     fn contains(&self, key: &Key) -> bool {
@@ -145,12 +177,12 @@ impl FileCache {
 
     /// Records downloaded files (when `done`), evicts beyond the bounds, and
     /// wakes whoever waited for these keys.
-    fn finish(&self, keys: &[Key], done: Option<&()>) {
+    fn finish(&self, keys: &[Key], done: bool) {
         let mut evicted = Vec::new();
         {
             let mut state = self.state.lock();
             for key in keys {
-                if done.is_some() {
+                if done {
                     state.files.put(*key, key.0.size());
                     state.total += key.0.size();
                 }
@@ -181,9 +213,14 @@ impl FileCache {
                 return Ok(());
             }
             let digests: Vec<Digest> = small.iter().map(|(d, _)| *d).collect();
-            let blobs = storage.read_small(instance, &digests, "input file").await?;
-            let files: Vec<(PathBuf, bool, bytes::Bytes)> =
-                small.iter().map(|key| (self.path(key), key.1, blobs[&key.0].clone())).collect();
+            let blobs = storage.read_blobs(instance, &digests, "input file").await?;
+            let mut files: Vec<(PathBuf, bool, bytes::Bytes)> = Vec::with_capacity(small.len());
+            for key in &small {
+                let data = blobs.get(&key.0).ok_or_else(|| {
+                    Status::internal(format!("storage client returned no input file {}", key.0))
+                })?;
+                files.push((self.path(key), key.1, data.clone()));
+            }
             let directory = self.directory.clone();
             tokio::task::spawn_blocking(move || -> Result<(), Status> {
                 for (path, executable, data) in files {
@@ -214,6 +251,29 @@ impl FileCache {
             let _ = std::fs::remove_file(&temporary);
         }
         result
+    }
+}
+
+/// Downloads one `ensure` call started: their in-flight marks are cleared,
+/// and waiters woken, when it finishes or is dropped half-way.
+struct Downloads<'a> {
+    cache: &'a FileCache,
+    keys: Vec<Key>,
+    finished: bool,
+}
+
+impl Downloads<'_> {
+    fn finish(mut self, done: bool) {
+        self.finished = true;
+        self.cache.finish(&self.keys, done);
+    }
+}
+
+impl Drop for Downloads<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cache.finish(&self.keys, false);
+        }
     }
 }
 

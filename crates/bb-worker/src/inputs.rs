@@ -1,210 +1,314 @@
-//! From an input root digest to a directory on disk: the Directory tree is
-//! fetched level by level (a directory cache saves repeated fetches), every
-//! name is checked, and files are hardlinked from the file cache.
+//! From an input root digest to a directory on disk. The Directory tree is
+//! fetched level by level and kept as the DAG it is: each distinct Directory
+//! once, however many paths reach it, so memory follows the distinct blobs,
+//! never the paths they describe. While fetching, the paths are counted
+//! (files, directories, depth, bytes) against the worker's limits, so a
+//! hostile tree is rejected before anything is laid out. Files are then
+//! hardlinked from the file cache through directory handles.
 
 use crate::file_cache::{FileCache, Key};
+use crate::input_symlinks;
 use crate::storage::StorageClient;
 use bb_proto::reapi;
+use bb_storage::store::SizeLru;
 use bb_util::Digest;
-use bb_util::path::{RelativePath, check_name, symlink_stays_inside};
-use lru::LruCache;
+use bb_util::config::ByteSize;
+use bb_util::dir::Directory;
+use bb_util::path::{RelativePath, check_name};
 use parking_lot::Mutex;
 use prost::Message;
-use std::collections::HashSet;
-use std::num::NonZeroUsize;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tonic::Status;
 
-/// Entries one input root may have at most, to bound memory.
-const MAX_ENTRIES: usize = 10_000_000;
-
-/// Recently seen Directory messages, by digest.
-pub struct DirectoryCache {
-    entries: Mutex<LruCache<Digest, Arc<reapi::Directory>>>,
+/// Limits on one action's input root, checked while it is fetched. An
+/// input root over any of them fails its action with INVALID_ARGUMENT
+/// naming the limit.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputLimits {
+    /// Directories nested inside each other, the input root not counted.
+    pub max_depth: usize,
+    /// Files and symlinks, counted once per path (a Directory listed twice
+    /// counts twice).
+    pub max_files: u64,
+    /// Directories, counted once per path.
+    pub max_directories: u64,
+    /// Bytes of distinct input files: what the file cache must hold at once.
+    /// Unset means the file cache's `cache_max_size`.
+    pub max_bytes: Option<ByteSize>,
 }
 
-impl DirectoryCache {
-    pub fn new(capacity: usize) -> Self {
-        DirectoryCache {
-            entries: Mutex::new(LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("at least 1"))),
-        }
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits { max_depth: 256, max_files: 4_000_000, max_directories: 1_000_000, max_bytes: None }
     }
 }
 
-/// A checked input tree, flattened.
-#[derive(Default, Debug)]
+/// One Directory, checked: valid unique names, valid digests.
+#[derive(Debug, Default)]
+pub struct Node {
+    pub files: Vec<(String, Key)>,
+    pub directories: Vec<(String, Digest)>,
+    pub symlinks: Vec<(String, String)>,
+}
+
+/// Recently seen Directory messages, checked, by digest; bounded by their
+/// encoded size.
+pub struct DirectoryCache {
+    entries: Mutex<SizeLru<Arc<Node>>>,
+}
+
+impl DirectoryCache {
+    pub fn new(max_bytes: u64) -> Self {
+        DirectoryCache { entries: Mutex::new(SizeLru::new(max_bytes)) }
+    }
+}
+
+/// What the paths of a tree add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Deepest nesting seen.
+    pub depth: usize,
+    /// Bytes of the distinct files.
+    pub distinct_bytes: u64,
+}
+
+/// A checked input tree: the distinct Directories of the DAG.
+#[derive(Debug)]
 pub struct InputTree {
-    /// Parents before children.
-    pub directories: Vec<RelativePath>,
-    pub files: Vec<(RelativePath, Key)>,
-    pub symlinks: Vec<(RelativePath, String)>,
+    pub root: Digest,
+    pub nodes: HashMap<Digest, Arc<Node>>,
+    pub(crate) keys: HashSet<Key>,
+    pub totals: Totals,
 }
 
 impl InputTree {
-    /// Fetches and checks the tree under `root`.
+    /// Fetches and checks the tree under `root`, within `limits`.
+    /// `cache_bytes` is the file cache's size (the default byte limit).
     pub async fn fetch(
         storage: &StorageClient,
         instance: &str,
         root: &Digest,
         cache: &DirectoryCache,
+        limits: &InputLimits,
+        cache_bytes: u64,
     ) -> Result<Self, Status> {
-        let mut tree = InputTree::default();
-        let mut level: Vec<(RelativePath, Digest)> = vec![(RelativePath::default(), *root)];
-        let mut entries = 0usize;
+        let mut tree =
+            InputTree { root: *root, nodes: HashMap::new(), keys: HashSet::new(), totals: Totals::default() };
+        let max_bytes = limits.max_bytes.map_or(cache_bytes, |b| b.bytes());
+        // Each distinct Directory of this level, with how many paths reach
+        // it and the first of them (for messages).
+        let mut level: HashMap<Digest, (u64, RelativePath)> = [(*root, (1, RelativePath::default()))].into();
+        let mut depth = 0;
         while !level.is_empty() {
-            let directories = load(storage, instance, &level, cache).await?;
-            let mut next = Vec::new();
-            for ((path, digest), directory) in level.iter().zip(directories) {
-                entries += directory.files.len() + directory.directories.len() + directory.symlinks.len();
-                if entries > MAX_ENTRIES {
-                    return Err(Status::invalid_argument(format!(
-                        "input root {root} has more than {MAX_ENTRIES} entries"
-                    )));
-                }
-                tree.add(path, digest, &directory, &mut next)?;
-            }
-            level = next;
-        }
-        Ok(tree)
-    }
-
-    /// Checks one directory's entries and adds them; subdirectories go to `next`.
-    fn add(
-        &mut self,
-        path: &RelativePath,
-        digest: &Digest,
-        directory: &reapi::Directory,
-        next: &mut Vec<(RelativePath, Digest)>,
-    ) -> Result<(), Status> {
-        let context = |e: bb_util::path::PathError| {
-            Status::invalid_argument(format!("input directory {:?} ({digest}): {e}", path.to_string()))
-        };
-        let mut names = HashSet::new();
-        let mut unique = |name: &str| {
-            if names.insert(name.to_string()) {
-                Ok(())
-            } else {
-                Err(Status::invalid_argument(format!(
-                    "input directory {:?} ({digest}) has two entries named {name:?}",
-                    path.to_string()
-                )))
-            }
-        };
-        let function = digest.function();
-        let child =
-            |name: &str| path.join(&RelativePath::parse("name", name).expect("checked by check_name"));
-        for file in &directory.files {
-            check_name("file", &file.name).map_err(context)?;
-            unique(&file.name)?;
-            let file_digest = Digest::from_required(function, file.digest.as_ref()).map_err(|e| {
-                Status::invalid_argument(format!("input file {:?}: {e}", child(&file.name).to_string()))
-            })?;
-            self.files.push((child(&file.name), (file_digest, file.is_executable)));
-        }
-        for subdirectory in &directory.directories {
-            check_name("directory", &subdirectory.name).map_err(context)?;
-            unique(&subdirectory.name)?;
-            let sub_digest = Digest::from_required(function, subdirectory.digest.as_ref()).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "input directory {:?}: {e}",
-                    child(&subdirectory.name).to_string()
-                ))
-            })?;
-            let sub_path = child(&subdirectory.name);
-            self.directories.push(sub_path.clone());
-            next.push((sub_path, sub_digest));
-        }
-        for symlink in &directory.symlinks {
-            check_name("symlink", &symlink.name).map_err(context)?;
-            unique(&symlink.name)?;
-            let location = child(&symlink.name);
-            if !symlink_stays_inside(&location, &symlink.target) {
+            if depth > limits.max_depth {
+                let (_, path) = level.values().next().expect("level is not empty");
                 return Err(Status::invalid_argument(format!(
-                    "input symlink {:?} points at {:?}, outside the input root",
-                    location.to_string(),
-                    symlink.target
+                    "input root {root} nests directories deeper than this worker's limit of {} \
+                     (input_limits.max_depth), at {:?}",
+                    limits.max_depth,
+                    shorten(&path.to_string())
                 )));
             }
-            self.symlinks.push((location, symlink.target.clone()));
+            tree.totals.depth = depth;
+            let wanted: Vec<(Digest, &RelativePath)> = level
+                .iter()
+                .filter(|(d, _)| !tree.nodes.contains_key(d))
+                .map(|(d, (_, p))| (*d, p))
+                .collect();
+            for (digest, node) in load(storage, instance, &wanted, cache).await? {
+                tree.keys.extend(node.files.iter().map(|(_, key)| *key));
+                tree.nodes.insert(digest, node);
+            }
+            let mut next: HashMap<Digest, (u64, RelativePath)> = HashMap::new();
+            for (digest, (count, path)) in &level {
+                let node = &tree.nodes[digest];
+                tree.totals.add(node, *count);
+                for (name, child) in &node.directories {
+                    let entry = next.entry(*child).or_insert_with(|| (0, path.join_name(name)));
+                    entry.0 = entry.0.saturating_add(*count);
+                }
+            }
+            tree.totals.distinct_bytes = tree.keys.iter().map(|(d, _)| d.size()).sum();
+            tree.totals.check(root, limits, max_bytes)?;
+            level = next;
+            depth += 1;
         }
-        Ok(())
+        input_symlinks::check(&tree)?;
+        Ok(tree)
     }
 
     /// Every distinct file the tree needs.
     pub fn keys(&self) -> Vec<Key> {
-        let mut keys: Vec<Key> = self.files.iter().map(|(_, key)| *key).collect();
+        let mut keys: Vec<Key> = self.keys.iter().copied().collect();
         keys.sort_unstable();
-        keys.dedup();
         keys
     }
 
-    /// Creates the tree under `root` (an existing, empty directory): files
+    /// Lays the tree out in `root` (an existing, empty directory): files
     /// from the cache (which must hold them all), directories writable by
     /// the runner's user so actions can create outputs in them.
-    pub fn materialize(&self, root: &Path, cache: &FileCache) -> std::io::Result<()> {
-        for directory in &self.directories {
-            let path = directory.under(root);
-            std::fs::create_dir(&path)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
+    pub fn materialize(&self, root: &Directory, cache: &FileCache) -> std::io::Result<()> {
+        self.lay_out(&self.root, root, cache)
+    }
+
+    fn lay_out(&self, digest: &Digest, directory: &Directory, cache: &FileCache) -> std::io::Result<()> {
+        let node = &self.nodes[digest];
+        for (name, key) in &node.files {
+            link_or_copy(&cache.path(key), directory, name)?;
         }
-        for (path, key) in &self.files {
-            link_or_copy(&cache.path(key), &path.under(root))?;
+        for (name, target) in &node.symlinks {
+            directory.symlink(target, name)?;
         }
-        for (path, target) in &self.symlinks {
-            std::os::unix::fs::symlink(target, path.under(root))?;
+        for (name, child) in &node.directories {
+            let subdirectory = directory.create_dir(name, 0o777)?;
+            self.lay_out(child, &subdirectory, cache)?;
         }
         Ok(())
     }
 }
 
+impl Totals {
+    fn add(&mut self, node: &Node, paths: u64) {
+        let times = |n: usize| (n as u64).saturating_mul(paths);
+        self.files = self.files.saturating_add(times(node.files.len()));
+        self.symlinks = self.symlinks.saturating_add(times(node.symlinks.len()));
+        self.directories = self.directories.saturating_add(times(node.directories.len()));
+    }
+
+    fn check(&self, root: &Digest, limits: &InputLimits, max_bytes: u64) -> Result<(), Status> {
+        let over = |what: &str, limit: u64, option: &str| {
+            Err(Status::invalid_argument(format!(
+                "input root {root} has more {what} than this worker's limit of {limit} (input_limits.{option})"
+            )))
+        };
+        if self.files.saturating_add(self.symlinks) > limits.max_files {
+            return over("files and symlinks", limits.max_files, "max_files");
+        }
+        if self.directories > limits.max_directories {
+            return over("directories", limits.max_directories, "max_directories");
+        }
+        if self.distinct_bytes > max_bytes {
+            return over("bytes of distinct files", max_bytes, "max_bytes, or the file cache's size");
+        }
+        Ok(())
+    }
+}
+
+/// The start and end of a very long path, for a message.
+fn shorten(path: &str) -> String {
+    if path.len() <= 120 {
+        return path.to_string();
+    }
+    let cut = |i: usize| (0..=i).rev().find(|i| path.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}...{}", &path[..cut(60)], &path[cut(path.len() - 60)..])
+}
+
 /// Hardlinks a cached file; copies it when a link is impossible (another
 /// file system, too many links).
-fn link_or_copy(source: &Path, target: &Path) -> std::io::Result<()> {
-    match std::fs::hard_link(source, target) {
+fn link_or_copy(source: &std::path::Path, directory: &Directory, name: &str) -> std::io::Result<()> {
+    match directory.hard_link_from(source, name) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EMLINK)) => {
-            std::fs::copy(source, target)?;
-            let mode = std::fs::metadata(source)?.permissions().mode();
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+            use std::os::unix::fs::PermissionsExt;
+            let mut from = std::fs::File::open(source)?;
+            let mode = from.metadata()?.permissions().mode() & 0o7777;
+            let mut to = directory.create_regular(name, mode)?;
+            std::io::copy(&mut from, &mut to)?;
+            directory.set_entry_mode(name, mode)
         }
         Err(e) => Err(e),
     }
 }
 
-/// The Directory messages of one level, from the cache or in batches.
+/// Checks one Directory's entries: names valid and unique, digests valid,
+/// symlink targets well-formed. `path` is where it was first seen.
+fn check(path: &RelativePath, digest: &Digest, directory: reapi::Directory) -> Result<Node, Status> {
+    let context = |e: bb_util::path::PathError| {
+        Status::invalid_argument(format!("input directory {:?} ({digest}): {e}", path.to_string()))
+    };
+    let mut names = HashSet::new();
+    let mut unique = |name: &str| {
+        if names.insert(name.to_string()) {
+            Ok(())
+        } else {
+            Err(Status::invalid_argument(format!(
+                "input directory {:?} ({digest}) has two entries named {name:?}",
+                path.to_string()
+            )))
+        }
+    };
+    let function = digest.function();
+    let bad_digest = |what: &str, name: &str, e: bb_util::DigestError| {
+        Status::invalid_argument(format!("input {what} {:?}: {e}", path.join_name(name).to_string()))
+    };
+    let mut node = Node::default();
+    for file in directory.files {
+        check_name("file", &file.name).map_err(context)?;
+        unique(&file.name)?;
+        let file_digest = Digest::from_required(function, file.digest.as_ref())
+            .map_err(|e| bad_digest("file", &file.name, e))?;
+        node.files.push((file.name, (file_digest, file.is_executable)));
+    }
+    for subdirectory in directory.directories {
+        check_name("directory", &subdirectory.name).map_err(context)?;
+        unique(&subdirectory.name)?;
+        let child = Digest::from_required(function, subdirectory.digest.as_ref())
+            .map_err(|e| bad_digest("directory", &subdirectory.name, e))?;
+        node.directories.push((subdirectory.name, child));
+    }
+    for symlink in directory.symlinks {
+        check_name("symlink", &symlink.name).map_err(context)?;
+        unique(&symlink.name)?;
+        input_symlinks::check_target(&path.join_name(&symlink.name), &symlink.target)?;
+        node.symlinks.push((symlink.name, symlink.target));
+    }
+    Ok(node)
+}
+
+/// The checked Directories of one level, from the cache or from storage.
 async fn load(
     storage: &StorageClient,
     instance: &str,
-    level: &[(RelativePath, Digest)],
+    wanted: &[(Digest, &RelativePath)],
     cache: &DirectoryCache,
-) -> Result<Vec<Arc<reapi::Directory>>, Status> {
-    let mut found: Vec<Option<Arc<reapi::Directory>>> = {
+) -> Result<Vec<(Digest, Arc<Node>)>, Status> {
+    let mut loaded = Vec::with_capacity(wanted.len());
+    let mut fetch = Vec::new();
+    {
         let mut entries = cache.entries.lock();
-        level.iter().map(|(_, d)| entries.get(d).cloned()).collect()
-    };
-    let wanted: Vec<Digest> =
-        level.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|((_, d), _)| *d).collect();
-    if !wanted.is_empty() {
-        let blobs = storage.read_small(instance, &wanted, "input directory").await?;
-        let mut entries = cache.entries.lock();
-        for ((path, digest), slot) in level.iter().zip(found.iter_mut()) {
-            if slot.is_some() {
-                continue;
+        for (digest, path) in wanted {
+            match entries.get(digest) {
+                Some(node) => loaded.push((*digest, node.clone())),
+                None => fetch.push((*digest, *path)),
             }
-            let directory = reapi::Directory::decode(blobs[digest].clone()).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "input directory {:?} ({digest}) is not a Directory: {e}",
-                    path.to_string()
-                ))
-            })?;
-            let directory = Arc::new(directory);
-            entries.put(*digest, directory.clone());
-            *slot = Some(directory);
         }
     }
-    Ok(found.into_iter().map(|d| d.expect("filled above")).collect())
+    if fetch.is_empty() {
+        return Ok(loaded);
+    }
+    let digests: Vec<Digest> = fetch.iter().map(|(d, _)| *d).collect();
+    let mut blobs = storage.read_blobs(instance, &digests, "input directory").await?;
+    for (digest, path) in fetch {
+        let data = blobs.remove(&digest).ok_or_else(|| {
+            Status::internal(format!("storage client returned no input directory {digest}"))
+        })?;
+        let directory = reapi::Directory::decode(data).map_err(|e| {
+            Status::invalid_argument(format!(
+                "input directory {:?} ({digest}) is not a Directory: {e}",
+                path.to_string()
+            ))
+        })?;
+        let node = Arc::new(check(path, &digest, directory)?);
+        cache.entries.lock().insert(digest, digest.size(), node.clone());
+        loaded.push((digest, node));
+    }
+    Ok(loaded)
 }
 
 #[cfg(test)]
@@ -216,11 +320,9 @@ mod tests {
         Some(Digest::of(DigestFunction::Sha256, text.as_bytes()).to_proto())
     }
 
-    fn add(directory: reapi::Directory) -> Result<InputTree, Status> {
-        let mut tree = InputTree::default();
+    fn add(directory: reapi::Directory) -> Result<Node, Status> {
         let root = Digest::of(DigestFunction::Sha256, b"root");
-        tree.add(&RelativePath::default(), &root, &directory, &mut Vec::new())?;
-        Ok(tree)
+        check(&RelativePath::default(), &root, directory)
     }
 
     fn file(name: &str) -> reapi::FileNode {
@@ -229,7 +331,7 @@ mod tests {
 
     #[test]
     fn accepts_a_sound_directory() {
-        let tree = add(reapi::Directory {
+        let node = add(reapi::Directory {
             files: vec![file("a"), file("b")],
             directories: vec![reapi::DirectoryNode { name: "d".into(), digest: digest("d") }],
             symlinks: vec![reapi::SymlinkNode {
@@ -240,8 +342,8 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(tree.files.len(), 2);
-        assert_eq!(tree.directories[0].to_string(), "d");
+        assert_eq!(node.files.len(), 2);
+        assert_eq!(node.directories[0].0, "d");
     }
 
     #[test]
@@ -258,7 +360,7 @@ mod tests {
             ..Default::default()
         };
         assert!(add(duplicate).unwrap_err().message().contains("two entries"));
-        for target in ["/etc/passwd", "../outside", "a/../../outside"] {
+        for target in ["/etc/passwd", "../outside", "a/../../outside", "", "a\0b"] {
             let directory = reapi::Directory {
                 symlinks: vec![reapi::SymlinkNode {
                     name: "l".into(),
@@ -274,5 +376,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(add(no_digest).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn long_paths_are_shortened_in_messages() {
+        let long = "a/".repeat(1000);
+        let short = shorten(&long);
+        assert!(short.len() < 130 && short.contains("..."), "{short}");
+        assert_eq!(shorten("a/b"), "a/b");
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod executor;
 pub mod file_cache;
+pub mod input_symlinks;
 pub mod inputs;
 pub mod outputs;
 pub mod slot;
@@ -20,9 +21,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Directory messages kept in memory.
-const DIRECTORY_CACHE_ENTRIES: usize = 100_000;
 
 pub struct Worker {
     config: Config,
@@ -52,14 +50,17 @@ impl Worker {
             config.max_parallel_downloads,
         )
         .with_context(|| format!("cannot create the file cache in {}", config.cache_directory.display()))?;
+        let build_directory = build.canonicalize()?;
         let executor = Executor {
             name: config.worker_name(),
-            build_directory: build.canonicalize()?,
+            build_directory_handle: bb_util::dir::Directory::open(&build_directory)?,
+            build_directory,
             instance_name_prefix: config.instance_name_prefix.clone(),
             storage: storage::StorageClient::new(bb_util::grpc::channel(&config.storage)?),
             runner: RunnerClient::new(bb_util::grpc::channel(&config.runner)?),
             file_cache: Arc::new(file_cache),
-            directory_cache: inputs::DirectoryCache::new(DIRECTORY_CACHE_ENTRIES),
+            directory_cache: inputs::DirectoryCache::new(config.directory_cache_size.bytes()),
+            input_limits: config.input_limits,
         };
         Ok(Worker { config, executor: Arc::new(executor) })
     }

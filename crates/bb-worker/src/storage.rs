@@ -8,16 +8,21 @@ use bb_proto::reapi;
 use bb_proto::reapi::action_cache_client::ActionCacheClient;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_util::Digest;
+use bb_util::dir::Directory;
+use bb_util::path::RelativePath;
 use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tonic::Status;
 use tonic::transport::Channel;
 
 /// Blobs up to this size travel in batch calls.
 pub const SMALL_BLOB: u64 = 256 << 10;
+/// The largest blob read into memory (a Command, a Directory).
+pub const MAX_IN_MEMORY: u64 = 64 << 20;
 /// Blob bytes per batch call (well below the usual 4 MiB message limit).
 const BATCH_BYTES: u64 = 3 << 20;
 /// Bytes per ByteStream write message.
@@ -27,7 +32,44 @@ const WRITE_CHUNK: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub enum Source {
     Bytes(Bytes),
+    /// A file at a path the uploader trusts (one a user named).
     File(PathBuf),
+    /// A regular file beneath a directory handle, reached without following
+    /// symlinks (an action's output).
+    Beneath {
+        root: Arc<Directory>,
+        path: RelativePath,
+    },
+}
+
+impl Source {
+    fn open(&self) -> Result<std::fs::File, Status> {
+        match self {
+            Source::Bytes(_) => Err(Status::internal("in-memory blobs have no file")),
+            Source::File(path) => {
+                std::fs::File::open(path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))
+            }
+            Source::Beneath { root, path } => root
+                .open_file(path)
+                .map(|(file, _)| file)
+                .map_err(|e| Status::failed_precondition(format!("output {path}: {e}"))),
+        }
+    }
+
+    fn read(&self) -> Result<Bytes, Status> {
+        match self {
+            Source::Bytes(data) => Ok(data.clone()),
+            _ => {
+                let mut data = Vec::new();
+                self.open()?.read_to_end(&mut data).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(data.into())
+            }
+        }
+    }
+}
+
+fn is_missing(status: &Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
 }
 
 #[derive(Clone)]
@@ -50,50 +92,92 @@ impl StorageClient {
         }
     }
 
-    /// Small blobs, read in as few batch calls as fit. Missing ones are
-    /// FAILED_PRECONDITION with a `MISSING` violation each.
-    pub async fn read_small(
+    /// Blobs of any size, in memory: small ones in as few batch calls as
+    /// fit, larger ones (up to `MAX_IN_MEMORY`) over ByteStream. Every
+    /// digest asked for is in the answer; missing ones, and ones storage
+    /// left out of its batch answer, are FAILED_PRECONDITION with a
+    /// `MISSING` violation each.
+    pub async fn read_blobs(
         &self,
         instance: &str,
         digests: &[Digest],
         what: &str,
     ) -> Result<HashMap<Digest, Bytes>, Status> {
+        let (small, large): (Vec<Digest>, Vec<Digest>) = digests.iter().partition(|d| d.size() <= SMALL_BLOB);
         let mut found = HashMap::with_capacity(digests.len());
         let mut missing = Vec::new();
-        for batch in batches(digests) {
-            let function = batch[0].function();
-            let request = reapi::BatchReadBlobsRequest {
-                instance_name: instance.to_string(),
-                digests: batch.iter().map(|d| d.to_proto()).collect(),
-                acceptable_compressors: vec![],
-                digest_function: function.to_proto(),
-            };
-            let response = self
-                .cas
-                .clone()
-                .batch_read_blobs(request)
+        for batch in batches(&small) {
+            self.read_batch(instance, &batch, what, &mut found, &mut missing).await?;
+        }
+        for digest in large {
+            if digest.size() > MAX_IN_MEMORY {
+                return Err(Status::invalid_argument(format!(
+                    "{what} {digest} is larger than the {MAX_IN_MEMORY} bytes a worker reads into memory"
+                )));
+            }
+            let mut data = Vec::with_capacity(digest.size() as usize);
+            match self
+                .read_stream(instance, &digest, what, |chunk| {
+                    data.extend_from_slice(chunk);
+                    Ok(())
+                })
                 .await
-                .map_err(with_context(format!("reading {what}")))?;
-            for blob in response.into_inner().responses {
-                let digest = Digest::from_required(function, blob.digest.as_ref())
-                    .map_err(|e| Status::internal(format!("storage answered with a bad digest: {e}")))?;
-                let status = blob.status.unwrap_or_default();
-                match tonic::Code::from_i32(status.code) {
-                    tonic::Code::Ok => {
-                        digest
-                            .verify(&blob.data)
-                            .map_err(|e| Status::data_loss(format!("{what} {digest}: {e}")))?;
-                        found.insert(digest, blob.data);
-                    }
-                    tonic::Code::NotFound => missing.push(digest),
-                    _ => return Err(bb_util::status::from_rpc(&status)),
-                }
+            {
+                Ok(()) => drop(found.insert(digest, Bytes::from(data))),
+                Err(status) if is_missing(&status) => missing.push(digest),
+                Err(status) => return Err(status),
             }
         }
         if !missing.is_empty() {
             return Err(bb_util::status::missing_blobs(what, &missing));
         }
         Ok(found)
+    }
+
+    /// One BatchReadBlobs call; what it does not answer counts as missing.
+    async fn read_batch(
+        &self,
+        instance: &str,
+        batch: &[Digest],
+        what: &str,
+        found: &mut HashMap<Digest, Bytes>,
+        missing: &mut Vec<Digest>,
+    ) -> Result<(), Status> {
+        let function = batch[0].function();
+        let request = reapi::BatchReadBlobsRequest {
+            instance_name: instance.to_string(),
+            digests: batch.iter().map(|d| d.to_proto()).collect(),
+            acceptable_compressors: vec![],
+            digest_function: function.to_proto(),
+        };
+        let response = self
+            .cas
+            .clone()
+            .batch_read_blobs(request)
+            .await
+            .map_err(with_context(format!("reading {what}")))?;
+        let wanted: HashSet<&Digest> = batch.iter().collect();
+        let mut answered = HashSet::with_capacity(batch.len());
+        for blob in response.into_inner().responses {
+            let digest = Digest::from_required(function, blob.digest.as_ref())
+                .map_err(|e| Status::unavailable(format!("storage answered with a bad digest: {e}")))?;
+            if !wanted.contains(&digest) || !answered.insert(digest) {
+                continue;
+            }
+            let status = blob.status.unwrap_or_default();
+            match tonic::Code::from_i32(status.code) {
+                tonic::Code::Ok => {
+                    digest
+                        .verify(&blob.data)
+                        .map_err(|e| Status::data_loss(format!("{what} {digest}: {e}")))?;
+                    found.insert(digest, blob.data);
+                }
+                tonic::Code::NotFound => missing.push(digest),
+                _ => return Err(bb_util::status::from_rpc(&status)),
+            }
+        }
+        missing.extend(batch.iter().filter(|d| !answered.contains(*d)));
+        Ok(())
     }
 
     /// Streams a blob into `path` (created), checking its digest.
@@ -103,6 +187,23 @@ impl StorageClient {
         digest: &Digest,
         path: &Path,
         what: &str,
+    ) -> Result<(), Status> {
+        let mut file =
+            std::fs::File::create(path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+        self.read_stream(instance, digest, what, |chunk| {
+            file.write_all(chunk).map_err(|e| Status::internal(format!("{}: {e}", path.display())))
+        })
+        .await
+    }
+
+    /// Reads a blob over ByteStream, handing each chunk to `sink`, and
+    /// checks that what came is exactly the blob.
+    async fn read_stream(
+        &self,
+        instance: &str,
+        digest: &Digest,
+        what: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<(), Status>,
     ) -> Result<(), Status> {
         let request = ReadRequest {
             resource_name: ReadResource::format(instance, digest, Compressor::Identity),
@@ -116,17 +217,17 @@ impl StorageClient {
             }
             Err(s) => return Err(with_context(format!("reading {what} {digest}"))(s)),
         };
-        let mut file =
-            std::fs::File::create(path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
         let mut hasher = digest.function().hasher();
         let mut size = 0u64;
         while let Some(response) =
             stream.message().await.map_err(with_context(format!("reading {what} {digest}")))?
         {
-            hasher.update(&response.data);
             size += response.data.len() as u64;
-            file.write_all(&response.data)
-                .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+            if size > digest.size() {
+                return Err(Status::data_loss(format!("{what} {digest}: storage sent more bytes than that")));
+            }
+            hasher.update(&response.data);
+            sink(&response.data)?;
         }
         let actual = hasher.finish(size);
         if actual != *digest {
@@ -147,11 +248,10 @@ impl StorageClient {
         for batch in batches(&small) {
             let mut requests = Vec::with_capacity(batch.len());
             for digest in &batch {
-                let data = match unique.remove(digest) {
-                    Some(Source::Bytes(data)) => data,
-                    Some(Source::File(path)) => read_file(&path).await?,
-                    None => continue,
-                };
+                let Some(source) = unique.remove(digest) else { continue };
+                let data = tokio::task::spawn_blocking(move || source.read())
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))??;
                 requests.push(reapi::batch_update_blobs_request::Request {
                     digest: Some(digest.to_proto()),
                     data,
@@ -198,10 +298,7 @@ impl StorageClient {
         let producer = tokio::task::spawn_blocking(move || -> Result<(), Status> {
             let mut reader: Box<dyn Read> = match source {
                 Source::Bytes(data) => Box::new(std::io::Cursor::new(data)),
-                Source::File(path) => Box::new(
-                    std::fs::File::open(&path)
-                        .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?,
-                ),
+                other => Box::new(other.open()?),
             };
             let mut offset = 0u64;
             loop {
@@ -288,11 +385,4 @@ fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize>
         }
     }
     Ok(filled)
-}
-
-async fn read_file(path: &Path) -> Result<Bytes, Status> {
-    tokio::fs::read(path)
-        .await
-        .map(Bytes::from)
-        .map_err(|e| Status::internal(format!("{}: {e}", path.display())))
 }

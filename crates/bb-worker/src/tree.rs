@@ -4,23 +4,29 @@
 
 use crate::storage::Source;
 use bb_proto::reapi;
+use bb_util::dir::{Directory, Kind, Metadata};
+use bb_util::path::RelativePath;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use prost::Message;
 use std::collections::HashSet;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use tonic::Status;
 
-/// Hashes a file in chunks.
+/// Hashes a file at a path the caller trusts, in chunks.
 pub fn hash_file(path: &Path, function: DigestFunction) -> std::io::Result<Digest> {
-    let mut file = std::fs::File::open(path)?;
+    hash_reader(&mut std::fs::File::open(path)?, function)
+}
+
+/// Hashes everything `reader` yields, in chunks.
+pub fn hash_reader(reader: &mut impl Read, function: DigestFunction) -> std::io::Result<Digest> {
     let mut hasher = function.hasher();
     let mut buffer = vec![0u8; 256 << 10];
     let mut size = 0u64;
     loop {
-        match file.read(&mut buffer)? {
+        match reader.read(&mut buffer)? {
             0 => return Ok(hasher.finish(size)),
             n => {
                 hasher.update(&buffer[..n]);
@@ -30,12 +36,8 @@ pub fn hash_file(path: &Path, function: DigestFunction) -> std::io::Result<Diges
     }
 }
 
-pub fn is_executable(metadata: &std::fs::Metadata) -> bool {
-    metadata.permissions().mode() & 0o111 != 0
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Status + '_ {
-    move |e| Status::failed_precondition(format!("output {}: {e}", path.display()))
+fn io_error(path: &RelativePath) -> impl FnOnce(std::io::Error) -> Status + '_ {
+    move |e| Status::failed_precondition(format!("output {:?}: {e}", path.to_string()))
 }
 
 /// A built Tree and what must be uploaded for it.
@@ -61,9 +63,11 @@ impl<'a> TreeBuilder<'a> {
         TreeBuilder { function, uploads, seen: HashSet::new(), post_order: Vec::new() }
     }
 
-    /// Builds the Tree of the directory at `path`.
-    pub fn build(mut self, path: &Path) -> Result<BuiltTree, Status> {
-        let (root_digest, root, root_encoded) = self.directory(path)?;
+    /// Builds the Tree of the directory at `path` beneath `root`, reached
+    /// and read without following any symlink.
+    pub fn build(mut self, root: &Arc<Directory>, path: &RelativePath) -> Result<BuiltTree, Status> {
+        let handle = root.open_dir(path).map_err(io_error(path))?;
+        let (root_digest, top, root_encoded) = self.directory(root, &handle, path)?;
         // Reverse post-order: every directory before the ones it contains.
         let mut children: Vec<(Digest, reapi::Directory, Bytes)> =
             self.post_order.into_iter().filter(|(d, _, _)| *d != root_digest).collect();
@@ -71,7 +75,7 @@ impl<'a> TreeBuilder<'a> {
         let directories = children.iter().map(|(d, _, b)| (*d, b.clone())).collect();
         Ok(BuiltTree {
             tree: reapi::Tree {
-                root: Some(root),
+                root: Some(top),
                 children: children.into_iter().map(|(_, d, _)| d).collect(),
             },
             root_digest,
@@ -80,46 +84,60 @@ impl<'a> TreeBuilder<'a> {
         })
     }
 
-    fn directory(&mut self, path: &Path) -> Result<(Digest, reapi::Directory, Bytes), Status> {
-        let mut entries: Vec<(String, std::fs::DirEntry)> = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(io_error(path))? {
-            let entry = entry.map_err(io_error(path))?;
-            let name = entry.file_name().into_string().map_err(|name| {
-                Status::failed_precondition(format!("output {}: name {name:?} is not UTF-8", path.display()))
-            })?;
-            entries.push((name, entry));
+    fn directory(
+        &mut self,
+        root: &Arc<Directory>,
+        handle: &Directory,
+        path: &RelativePath,
+    ) -> Result<(Digest, reapi::Directory, Bytes), Status> {
+        let mut names = Vec::new();
+        for name in handle.entries().map_err(io_error(path))? {
+            names.push(name.into_string().map_err(|name| {
+                Status::failed_precondition(format!(
+                    "output {:?}: name {name:?} is not UTF-8",
+                    path.to_string()
+                ))
+            })?);
         }
         // REv2 wants every list sorted by name (by code point, i.e. bytes).
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        names.sort();
         let mut directory = reapi::Directory::default();
-        for (name, entry) in entries {
-            let child = entry.path();
-            let metadata = std::fs::symlink_metadata(&child).map_err(io_error(&child))?;
-            let file_type = metadata.file_type();
-            if file_type.is_symlink() {
-                let target = std::fs::read_link(&child).map_err(io_error(&child))?;
-                let target = target.into_os_string().into_string().map_err(|t| {
-                    Status::failed_precondition(format!(
-                        "output symlink {}: target {t:?} is not UTF-8",
-                        child.display()
-                    ))
-                })?;
-                check_symlink_target(&child, &target)?;
-                directory.symlinks.push(reapi::SymlinkNode { name, target, node_properties: None });
-            } else if file_type.is_dir() {
-                let (digest, _, _) = self.directory(&child)?;
-                directory.directories.push(reapi::DirectoryNode { name, digest: Some(digest.to_proto()) });
-            } else if file_type.is_file() {
-                let digest = hash_file(&child, self.function).map_err(io_error(&child))?;
-                self.uploads.push((digest, Source::File(child)));
-                directory.files.push(reapi::FileNode {
-                    name,
-                    digest: Some(digest.to_proto()),
-                    is_executable: is_executable(&metadata),
-                    node_properties: None,
-                });
+        for name in names {
+            let child = path.join_name(&name);
+            let metadata = handle.metadata(&name).map_err(io_error(&child))?;
+            match metadata.kind {
+                Kind::Symlink => {
+                    let target = handle.read_link(&name).map_err(io_error(&child))?;
+                    let target = target.into_string().map_err(|t| {
+                        Status::failed_precondition(format!(
+                            "output symlink {:?}: target {t:?} is not UTF-8",
+                            child.to_string()
+                        ))
+                    })?;
+                    check_symlink_target(&child, &target)?;
+                    directory.symlinks.push(reapi::SymlinkNode { name, target, node_properties: None });
+                }
+                Kind::Directory => {
+                    let subdirectory = handle.open_child(&name).map_err(io_error(&child))?;
+                    let (digest, _, _) = self.directory(root, &subdirectory, &child)?;
+                    directory
+                        .directories
+                        .push(reapi::DirectoryNode { name, digest: Some(digest.to_proto()) });
+                }
+                Kind::File => {
+                    let (digest, metadata) =
+                        hash_entry(handle, &name, self.function).map_err(io_error(&child))?;
+                    self.uploads.push((digest, Source::Beneath { root: root.clone(), path: child }));
+                    directory.files.push(reapi::FileNode {
+                        name,
+                        digest: Some(digest.to_proto()),
+                        is_executable: metadata.is_executable(),
+                        node_properties: None,
+                    });
+                }
+                // Sockets, FIFOs and devices have no REv2 form; they are left out.
+                Kind::Other => {}
             }
-            // Sockets, FIFOs and devices have no REv2 form; they are left out.
         }
         let encoded = Bytes::from(directory.encode_to_vec());
         let digest = Digest::of(self.function, &encoded);
@@ -130,13 +148,24 @@ impl<'a> TreeBuilder<'a> {
     }
 }
 
+/// Opens the regular file `name` (never a symlink, FIFO or device) and
+/// hashes it.
+pub fn hash_entry(
+    directory: &Directory,
+    name: &str,
+    function: DigestFunction,
+) -> std::io::Result<(Digest, Metadata)> {
+    let (mut file, metadata) = directory.open_regular(name)?;
+    Ok((hash_reader(&mut file, function)?, metadata))
+}
+
 /// This farm advertises SymlinkAbsolutePathStrategy DISALLOWED: an action
 /// that leaves an absolute symlink among its outputs fails, as REv2 says.
-pub fn check_symlink_target(path: &Path, target: &str) -> Result<(), Status> {
+pub fn check_symlink_target(path: &RelativePath, target: &str) -> Result<(), Status> {
     if target.starts_with('/') {
         return Err(Status::failed_precondition(format!(
-            "output symlink {} has the absolute target {target:?}, which this farm does not allow",
-            path.display()
+            "output symlink {:?} has the absolute target {target:?}, which this farm does not allow",
+            path.to_string()
         )));
     }
     Ok(())
@@ -145,6 +174,7 @@ pub fn check_symlink_target(path: &Path, target: &str) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn builds_sorted_deduplicated_topological_trees() {
@@ -161,7 +191,10 @@ mod tests {
         std::os::unix::fs::symlink("a/same/f", root.join("link")).unwrap();
 
         let mut uploads = Vec::new();
-        let built = TreeBuilder::new(DigestFunction::Sha256, &mut uploads).build(root).unwrap();
+        let handle = Arc::new(Directory::open(root).unwrap());
+        let built = TreeBuilder::new(DigestFunction::Sha256, &mut uploads)
+            .build(&handle, &RelativePath::default())
+            .unwrap();
         let top = built.tree.root.as_ref().unwrap();
         let names: Vec<&str> = top.directories.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -188,7 +221,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("abs")).unwrap();
         let mut uploads = Vec::new();
-        let err = TreeBuilder::new(DigestFunction::Sha256, &mut uploads).build(dir.path()).err().unwrap();
+        let handle = Arc::new(Directory::open(dir.path()).unwrap());
+        let err = TreeBuilder::new(DigestFunction::Sha256, &mut uploads)
+            .build(&handle, &RelativePath::default())
+            .err()
+            .unwrap();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     }
 }

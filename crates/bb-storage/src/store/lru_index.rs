@@ -4,7 +4,7 @@
 use bb_util::Digest;
 use lru::LruCache;
 
-pub(crate) struct SizeLru<V> {
+pub struct SizeLru<V> {
     entries: LruCache<Digest, (u64, V)>,
     total: u64,
     capacity: u64,
@@ -25,6 +25,10 @@ impl<V> SizeLru<V> {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The entry, now the most recently used.

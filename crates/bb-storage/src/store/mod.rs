@@ -12,6 +12,7 @@ mod memory;
 
 pub use blob::{Blob, BlobReader};
 pub use disk::DiskStore;
+pub use lru_index::SizeLru;
 pub use memory::MemoryStore;
 
 use bb_util::Digest;
