@@ -167,3 +167,36 @@ async fn capabilities_advertise_execution() {
     assert!(caps.cache_capabilities.is_some(), "embedded storage's cache capabilities are merged in");
     assert_eq!(caps.low_api_version.unwrap().minor, 0);
 }
+
+/// A variable named `A=INJECTED` would reach the action as `A=INJECTED=1`:
+/// a different variable than the client asked for. Refused before queueing.
+#[tokio::test]
+async fn environment_names_with_equals_or_nul_are_refused() {
+    let farm = TestFarm::start(config("")).await;
+    for (name, value) in [("A=INJECTED", "1"), ("A\0B", "1"), ("A", "1\0")] {
+        let command = reapi::Command {
+            arguments: vec!["env".into()],
+            environment_variables: vec![reapi::command::EnvironmentVariable {
+                name: name.into(),
+                value: value.into(),
+            }],
+            ..Default::default()
+        };
+        let command = farm.upload(&command.encode_to_vec()).await;
+        let action = reapi::Action {
+            command_digest: Some(command.to_proto()),
+            input_root_digest: Some(Digest::empty(DigestFunction::Sha256).to_proto()),
+            platform: Some(reapi::Platform {
+                properties: vec![reapi::platform::Property {
+                    name: "OSFamily".into(),
+                    value: "linux".into(),
+                }],
+            }),
+            ..Default::default()
+        };
+        let action = farm.upload(&action.encode_to_vec()).await;
+        let err = execute_error(&farm, farm.execute_request(&action)).await;
+        assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {}", err.message());
+        assert!(err.message().contains("environment variable"), "{}", err.message());
+    }
+}

@@ -1,6 +1,7 @@
 //! What every program of the farm shares.
 
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod digest;
 pub mod dir;

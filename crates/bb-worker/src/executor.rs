@@ -236,9 +236,8 @@ impl Executor {
         let command = reapi::Command::decode(command_bytes).map_err(|e| {
             Status::invalid_argument(format!("Command {command_digest} does not decode: {e}"))
         })?;
-        if command.arguments.is_empty() {
-            return Err(Status::invalid_argument(format!("Command {command_digest} has no arguments")));
-        }
+        bb_util::command::check(&command)
+            .map_err(|e| Status::invalid_argument(format!("Command {command_digest}: {}", e.message())))?;
         let tree = InputTree::fetch(
             &self.storage,
             &instance,

@@ -315,3 +315,56 @@ async fn hostile_input_roots_change_nothing_outside() {
     assert_eq!(std::fs::read_to_string(farm.path("sentinel")).unwrap(), "untouched");
     assert_eq!(listing(&farm), before);
 }
+
+/// What an action can reach of its build directory, as the runner's user:
+/// it cannot replace stdout, stderr or its input root (the worker owns the
+/// action's directory), and what it leaves inside the input root (links to
+/// the runner's socket directory, a replaced output parent) is never
+/// followed by the worker or the runner's cleanup.
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn what_an_action_leaves_is_never_followed() {
+    let farm = PrivilegedFarm::start().await;
+    let secret = farm.path("cache").join("worker-secret");
+    std::fs::write(&secret, "WORKER-SECRET").unwrap();
+    sh(&format!("chown {WORKER_USER} {0} && chmod 0400 {0}", secret.display()));
+    let mode = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    };
+    let run_mode = mode(&farm.path("run"));
+    let script = format!(
+        "rm -f ../stdout ../stderr; ln -sf {secret} ../stdout; ln -sf /proc/self/environ ../stderr; \
+         mv ../root ../moved 2>/dev/null && echo MOVED-ROOT; \
+         ln -s ../../../run escape; ln -s ../../../run \"$TMPDIR/escape\"; mkdir locked && chmod 0 locked; \
+         rm -rf out; ln -s ../../../run out; echo done",
+        secret = secret.display()
+    );
+    let mut action = TestAction::shell(&script);
+    action.output_files = vec!["out/runner.sock".into()];
+    let response = farm.run(action).await;
+    assert_eq!(code(&response), Code::FailedPrecondition, "{:?}\n{}", response.status, farm.logs());
+    assert!(response.message.contains("symlink"), "{}", response.message);
+    assert_eq!(mode(&farm.path("run")), run_mode, "the runner's directory was not chmodded");
+    assert!(farm.path("run").join("runner.sock").exists(), "the runner's socket is still there");
+
+    // Without the hostile output, the same replacements leak nothing.
+    let mut action = TestAction::shell(&script);
+    action.output_paths = vec!["escape".into()];
+    let response = farm.run(action).await;
+    assert_eq!(code(&response), Code::Ok, "{:?}\n{}", response.status, farm.logs());
+    let result = response.result.unwrap();
+    let stdout = farm.stdout(&result).await;
+    assert!(!stdout.contains("WORKER-SECRET") && !stdout.contains("MOVED-ROOT"), "{stdout}");
+    assert!(stdout.contains("done"), "{stdout}");
+    let stderr =
+        String::from_utf8_lossy(&farm.client.read(result.stderr_digest.as_ref().unwrap()).await).into_owned();
+    assert!(!stderr.contains("PATH="), "{stderr}");
+    assert_eq!(result.output_symlinks[0].target, "../../../run");
+    assert_eq!(mode(&farm.path("run")), run_mode);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "WORKER-SECRET");
+    // The build directory is gone, locked directory included.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left: Vec<_> = std::fs::read_dir(farm.path("build")).unwrap().collect();
+    assert!(left.is_empty(), "build directory left behind: {left:?}\n{}", farm.logs());
+}

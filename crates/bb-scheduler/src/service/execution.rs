@@ -107,18 +107,15 @@ impl Execution for ExecutionService {
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
 
         let mut action: reapi::Action = self.storage.message(&instance, &action_digest, "Action").await?;
+        let command_digest = Digest::from_required(action_digest.function(), action.command_digest.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("action {action_digest}: command_digest: {e}")))?;
+        let command: reapi::Command = self.storage.message(&instance, &command_digest, "Command").await?;
+        bb_util::command::check(&command)
+            .map_err(|e| Status::invalid_argument(format!("Command {command_digest}: {}", e.message())))?;
         // REv2.0 clients (Bazel 4) put the platform in the Command only.
         let platform = match &action.platform {
             Some(platform) if !platform.properties.is_empty() => Platform::from_action(Some(platform))?,
-            _ => {
-                let command_digest =
-                    Digest::from_required(action_digest.function(), action.command_digest.as_ref()).map_err(
-                        |e| Status::invalid_argument(format!("action {action_digest}: command_digest: {e}")),
-                    )?;
-                let command: reapi::Command =
-                    self.storage.message(&instance, &command_digest, "Command").await?;
-                Platform::from_action(command.platform.as_ref())?
-            }
+            _ => Platform::from_action(command.platform.as_ref())?,
         };
         action.timeout = Some(self.timeout(&action, &action_digest)?);
 

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -61,6 +62,10 @@ impl DiskStore {
             let context = format!("{what} {}", path.display());
             move |e| StoreError::io(context, e)
         };
+        // Private to the user serving it: blobs are other people's inputs,
+        // and actions run as other users on the same host.
+        fs::create_dir_all(root).map_err(io("cannot create", root))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io("cannot chmod", root))?;
         if tmp_dir.exists() {
             fs::remove_dir_all(&tmp_dir).map_err(io("cannot clear", &tmp_dir))?;
         }
@@ -456,5 +461,18 @@ mod tests {
         assert_eq!(parse_file_name(path.file_name().unwrap().to_str().unwrap()), Some(d));
         assert_eq!(parse_file_name("sha256-zz-1"), None);
         assert_eq!(parse_file_name("garbage"), None);
+    }
+
+    #[test]
+    fn the_store_is_private_to_its_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cas");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        DiskStore::open(&root, 1 << 20, true, false).unwrap();
+        assert_eq!(fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o700);
+        let fresh = dir.path().join("new/cas");
+        DiskStore::open(&fresh, 1 << 20, true, false).unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }

@@ -304,6 +304,8 @@ pub struct TestAction {
     pub working_directory: String,
     pub timeout: Option<Duration>,
     pub do_not_cache: bool,
+    /// An input root uploaded by the test itself, instead of `inputs`.
+    pub raw_root: Option<Digest>,
 }
 
 impl TestAction {
@@ -317,11 +319,15 @@ impl TestAction {
             working_directory: String::new(),
             timeout: None,
             do_not_cache: false,
+            raw_root: None,
         }
     }
 
     pub fn build(&self) -> (Digest, Vec<Bytes>) {
-        let (root, mut blobs) = self.inputs.build();
+        let (mut root, mut blobs) = self.inputs.build();
+        if let Some(raw) = self.raw_root {
+            root = raw;
+        }
         let command = reapi::Command {
             arguments: self.arguments.clone(),
             environment_variables: vec![reapi::command::EnvironmentVariable {
