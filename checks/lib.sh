@@ -53,3 +53,11 @@ count_of() {
   n=$(printf '%s\n' "$2" | grep -oE "[0-9]+ $1(,|\.|$)" | grep -oE '^[0-9]+' | head -n 1)
   echo "${n:-0}"
 }
+
+# ensure_farm_users: users bb-runner and bb-worker, the worker a member of
+# the runner's group (it reaches the runner's socket through it). Root only.
+ensure_farm_users() {
+  getent passwd bb-runner >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin bb-runner
+  getent passwd bb-worker >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin -G bb-runner bb-worker
+  id -nG bb-worker | grep -qw bb-runner || usermod -aG bb-runner bb-worker
+}

@@ -60,9 +60,7 @@ for host in "${hosts[@]}"; do
 done
 
 # --- Users, as on real worker hosts.
-getent passwd bb-runner >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin bb-runner
-getent passwd bb-worker >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin -G bb-runner bb-worker
-id -nG bb-worker | grep -qw bb-runner || usermod -aG bb-runner bb-worker
+ensure_farm_users
 
 # --- The scheduler host.
 cat >"$work/scheduler.toml" <<EOF

@@ -21,6 +21,8 @@ step "privilege separation (root only)"
 checks/privileged.sh
 step "release build"
 cargo build --release --workspace
+step "hostile-input suite against bb farm (root only)"
+checks/hostile.sh
 step "Bazel, cache-only, against a standalone bb-storage"
 checks/bazel/cache-only.sh
 step "Bazel through bb farm (remote execution)"

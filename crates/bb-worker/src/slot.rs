@@ -83,6 +83,9 @@ impl Slot {
     pub async fn run(mut self) {
         let mut state = current_state::WorkerState::Idle(());
         let mut backoff = Duration::from_millis(100);
+        // A report cut short by draining is sent again; the scheduler may
+        // have taken the first one already.
+        let mut resending = false;
         loop {
             let idle = matches!(state, current_state::WorkerState::Idle(()));
             if (self.draining.is_cancelled() && idle) || self.stopping.is_cancelled() {
@@ -98,16 +101,23 @@ impl Slot {
                     if idle {
                         return;
                     }
+                    resending = true;
                     continue;
                 }
             };
             let response = match call {
                 Ok(response) => response,
                 Err(status) if status.code() == tonic::Code::FailedPrecondition && !idle => {
-                    // The scheduler no longer expects this report (e.g. it
-                    // restarted): drop it and start afresh.
-                    tracing::warn!("scheduler refused a report: {}", status.message());
+                    // The scheduler no longer expects this report: it took
+                    // the first copy of a report sent again, or it
+                    // restarted. Drop it and start afresh.
+                    if resending {
+                        tracing::debug!("scheduler already had the report: {}", status.message());
+                    } else {
+                        tracing::warn!("scheduler refused a report: {}", status.message());
+                    }
                     state = current_state::WorkerState::Idle(());
+                    resending = false;
                     continue;
                 }
                 Err(status) => {
@@ -124,6 +134,7 @@ impl Slot {
                 }
             };
             backoff = Duration::from_millis(100);
+            resending = false;
             state = match response.desired_state.clone().and_then(|d| d.worker_state) {
                 Some(desired_state::WorkerState::Executing(task)) => {
                     self.execute(task, next_report(&response)).await

@@ -50,14 +50,20 @@ async fn replaced_stdout_stderr_and_input_root_leak_nothing() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
     let modes_before = std::fs::metadata(farm.dir.path()).unwrap().permissions().mode();
     let secret = secret.display();
-    for (script, says) in [
+    let mut cases = vec![
         (format!("rm -f ../stdout && ln -s {secret} ../stdout"), "stdout"),
         ("rm -f ../stderr && ln -s /proc/self/environ ../stderr".to_string(), "stderr"),
         ("rm -f ../stdout && mkfifo ../stdout".to_string(), "stdout"),
         ("rm -f ../stderr && mkdir ../stderr".to_string(), "stderr"),
         ("cd .. && mv root moved && ln -s ../.. root".to_string(), "input root"),
         ("cd .. && mv root moved && mkfifo root".to_string(), "input root"),
-    ] {
+    ];
+    if nix::unistd::geteuid().is_root() {
+        // Device nodes need CAP_MKNOD: /dev/zero would never end.
+        cases.push(("rm -f ../stdout && mknod ../stdout c 1 5".to_string(), "stdout"));
+        cases.push(("cd .. && mv root moved && mknod root c 1 5".to_string(), "input root"));
+    }
+    for (script, says) in cases {
         let mut action = TestAction::shell(&script);
         action.output_directories = vec!["out".into()];
         let response = farm.run(action).await;
@@ -75,10 +81,15 @@ async fn replaced_output_parents_and_special_files_are_not_followed() {
     let private = farm.dir.path().join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::write(private.join("f"), "PRIVATE").unwrap();
-    let cases = [
+    let mut cases = vec![
         (format!("rm -rf out && ln -s {} out", private.display()), "out/f", "symlink"),
+        ("rm -rf out && mkfifo out".to_string(), "out/f", "FIFO"),
         ("mkfifo f".to_string(), "f", "FIFO"),
     ];
+    if nix::unistd::geteuid().is_root() {
+        cases.push(("mknod f c 1 5".to_string(), "f", "device"));
+        cases.push(("rm -rf out && mknod out c 1 5".to_string(), "out/f", "device"));
+    }
     for (script, output, says) in cases {
         let mut action = TestAction::shell(&script);
         action.output_files = vec![output.into()];

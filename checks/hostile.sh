@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The hostile-input suite against the release `bb farm`, as the README
+# recommends deploying it: run as root, workers as user bb-worker, runners
+# and their actions as bb-runner. Every case must get its status; after
+# each group, blobs stored before must read back intact and the farm must
+# still run actions. The farm runs in a PID namespace of its own, so no
+# action can reach a process of this machine outside it. Needs root
+# (users, peak-memory reset); otherwise reported as SKIPPED, never passed.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$CHECKS_ROOT"
+
+if [ "$(id -u)" != 0 ]; then
+  log "SKIPPED: the hostile-input suite needs root (it runs actions as user bb-runner)"
+  exit 0
+fi
+require_tool unshare "apt-get install -y util-linux"
+require_tool useradd "apt-get install -y passwd"
+require_tool pgrep "apt-get install -y procps"
+cargo build --release -p bb-cli --bin bb --example hostile
+require_binary bb
+ensure_farm_users
+
+work=$(mktemp -d /tmp/bb-hostile.XXXXXX)
+chmod 755 "$work"
+pid=
+cleanup() {
+  # unshare ignores SIGTERM while it waits; the farm is its child.
+  [ -n "$pid" ] && pkill -TERM -P "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+unshare --pid --fork --mount-proc "$BB_BIN_DIR/bb" farm --state-dir "$work/farm" --port 28980 --http-port 28982 \
+  --worker-port 28983 --workers 1 --slots 2 >"$work/farm.out" 2>&1 &
+pid=$!
+for _ in $(seq 300); do grep -q "Ctrl-C" "$work/farm.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "Ctrl-C" "$work/farm.out" || { cat "$work/farm.out" >&2; die "bb farm did not start"; }
+worker=$(pgrep -n -u bb-worker) || die "no process of bb-worker: the farm does not separate its users"
+"$BB_BIN_DIR/examples/hostile" --endpoint grpc://127.0.0.1:28980 --state-dir "$work/farm" --worker-pid "$worker" ||
+  { tail -n 30 "$work/farm.out" >&2; die "hostile-input suite"; }
