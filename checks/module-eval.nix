@@ -55,10 +55,17 @@ let
     };
   };
 
-  evaluate = modules:
+  evaluateWith = roles: modules:
     (lib.evalModules {
-      modules = [ nixosOptions ../nixos-modules { _module.args.pkgs = pkgs; } ] ++ modules;
+      modules = [ nixosOptions roles { _module.args.pkgs = pkgs; } ] ++ modules;
     }).config;
+  evaluate = evaluateWith ../nixos-modules;
+
+  # Each module as flake.nix exports it, imported alone and enabled: its
+  # units and settings evaluate fully.
+  alone = roles: role:
+    let config = evaluateWith { imports = roles; } [{ services.buildbarn.${role}.enable = true; }];
+    in (builtins.tryEval (builtins.deepSeq [ config.systemd config.services.buildbarn.${role}.settings ] true)).success;
 
   scheduler = evaluate [{ services.buildbarn.scheduler = { enable = true; openFirewall = true; }; }];
   remote = evaluate [{ services.buildbarn.scheduler = { enable = true; remoteStorage = "grpc://storage:8981"; }; }];
@@ -115,8 +122,10 @@ let
     { name = "runner and worker share the build directory"; ok = worker.services.buildbarn.runner.settings.build_directory == worker.services.buildbarn.worker.settings.build_directory; }
 
     # The runner: least privilege, spelled out.
-    { name = "runner bounding set empty"; ok = runnerUnit.CapabilityBoundingSet == [ ]; }
-    { name = "runner ambient set empty"; ok = runnerUnit.AmbientCapabilities == [ ]; }
+    # The value systemd gets: "" is written as `CapabilityBoundingSet=`, the
+    # empty set (an empty list would be written as nothing: a full set).
+    { name = "runner bounding set empty"; ok = runnerUnit.CapabilityBoundingSet == ""; }
+    { name = "runner ambient set empty"; ok = runnerUnit.AmbientCapabilities == ""; }
     { name = "runner keeps no capability"; ok = worker.services.buildbarn.runner.settings.keep_capabilities == [ ]; }
     { name = "runner no new privileges"; ok = runnerUnit.NoNewPrivileges; }
     { name = "runner read-only system"; ok = runnerUnit.ProtectSystem == "strict"; }
@@ -125,8 +134,8 @@ let
     { name = "runner without network"; ok = runnerUnit.RestrictAddressFamilies == [ "AF_UNIX" ]; }
     { name = "runner with network when allowed"; ok = networked.systemd.services.bb-runner.serviceConfig.RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ]; }
     { name = "runner runs as bb-runner"; ok = runnerUnit.User == "bb-runner"; }
-    { name = "chroot adds exactly CAP_SYS_CHROOT"; ok = chrooted.systemd.services.bb-runner.serviceConfig.CapabilityBoundingSet == [ "CAP_SYS_CHROOT" ] && chrooted.services.buildbarn.runner.settings.keep_capabilities == [ "CAP_SYS_CHROOT" ] && chrooted.services.buildbarn.runner.settings.chroot_into_input_root; }
-    { name = "run-as adds exactly CAP_SETUID and CAP_SETGID"; ok = runAs.systemd.services.bb-runner.serviceConfig.AmbientCapabilities == [ "CAP_SETUID" "CAP_SETGID" ] && runAs.services.buildbarn.runner.settings.run_as == { uid = 2001; gid = 2001; }; }
+    { name = "chroot adds exactly CAP_SYS_CHROOT"; ok = chrooted.systemd.services.bb-runner.serviceConfig.CapabilityBoundingSet == "CAP_SYS_CHROOT" && chrooted.services.buildbarn.runner.settings.keep_capabilities == [ "CAP_SYS_CHROOT" ] && chrooted.services.buildbarn.runner.settings.chroot_into_input_root; }
+    { name = "run-as adds exactly CAP_SETUID and CAP_SETGID"; ok = runAs.systemd.services.bb-runner.serviceConfig.AmbientCapabilities == "CAP_SETUID CAP_SETGID" && runAs.services.buildbarn.runner.settings.run_as == { uid = 2001; gid = 2001; }; }
     { name = "runner kills leftovers of its user"; ok = worker.services.buildbarn.runner.settings.kill_user_processes; }
 
     # The worker: after the runner, restarted with it, no capabilities.
@@ -134,6 +143,13 @@ let
     { name = "worker holds no capability"; ok = workerUnit.serviceConfig.CapabilityBoundingSet == "" && workerUnit.serviceConfig.NoNewPrivileges; }
     { name = "file cache private to bb-worker"; ok = builtins.elem "d /var/lib/bb-worker/cache 0700 bb-worker bb-worker -" worker.systemd.tmpfiles.rules; }
     { name = "scheduler holds no capability"; ok = schedulerUnit.CapabilityBoundingSet == "" && schedulerUnit.NoNewPrivileges; }
+
+    # Every exported module stands alone.
+    { name = "scheduler module alone"; ok = alone [ ../nixos-modules/scheduler.nix ] "scheduler"; }
+    { name = "storage module alone"; ok = alone [ ../nixos-modules/storage.nix ] "storage"; }
+    { name = "worker module (with its runner) alone"; ok = alone [ ../nixos-modules/worker.nix ../nixos-modules/runner.nix ] "worker"; }
+    { name = "runner module alone"; ok = alone [ ../nixos-modules/runner.nix ] "runner"; }
+    { name = "runner alone uses the worker's default build directory"; ok = (evaluateWith ../nixos-modules/runner.nix [{ services.buildbarn.runner.enable = true; }]).services.buildbarn.runner.settings.build_directory == "/var/lib/bb-worker/build"; }
 
     # Firewall.
     { name = "scheduler ports opened on request"; ok = scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 7982 ]; }

@@ -22,6 +22,11 @@ log "${#files[@]} .nix files parse"
 deadnix --fail "${files[@]}" || die "deadnix found unused code (see above)"
 nixpkgs-fmt --check "${files[@]}" || die "nixpkgs-fmt would reformat the files above; run: nixpkgs-fmt ${files[*]}"
 
+# The VM test driver's execute() returns once the command's output closes,
+# so a job sent to the background there must not keep it open.
+held=$(grep -nE '&"' checks/vm/*.nix | grep -vE '>/dev/null 2>&1 &"' || true)
+[ -z "$held" ] || die "background jobs in VM tests keep the driver's output open (redirect it): $held"
+
 [ "$(nix-instantiate --eval --strict checks/flake-lock.nix)" = true ] || die "flake.lock check failed"
 log "flake.lock pins every input of flake.nix"
 

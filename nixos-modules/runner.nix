@@ -5,7 +5,8 @@
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.buildbarn.runner;
-  worker = config.services.buildbarn.worker;
+  # The worker module is usually imported too; the runner also stands alone.
+  workerBuildDirectory = config.services.buildbarn.worker.buildDirectory or "/var/lib/bb-worker/build";
   toml = pkgs.formats.toml { };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption optionals types;
   # What the enabled options need, and nothing else.
@@ -32,8 +33,8 @@ in
 
     buildDirectory = mkOption {
       type = types.path;
-      default = worker.buildDirectory;
-      defaultText = lib.literalExpression "config.services.buildbarn.worker.buildDirectory";
+      default = workerBuildDirectory;
+      defaultText = lib.literalExpression ''config.services.buildbarn.worker.buildDirectory or "/var/lib/bb-worker/build"'';
       description = "The worker's build directory: the only place the runner (and actions) may write.";
     };
 
@@ -111,8 +112,12 @@ in
         # Everything the unit started goes when it stops.
         KillMode = "control-group";
 
-        CapabilityBoundingSet = capabilities;
-        AmbientCapabilities = capabilities;
+        # One space-separated value: NixOS writes a list as one line per
+        # element, so an empty list would write no line at all and leave
+        # systemd's full default bounding set. "" writes
+        # `CapabilityBoundingSet=`, the empty set.
+        CapabilityBoundingSet = lib.concatStringsSep " " capabilities;
+        AmbientCapabilities = lib.concatStringsSep " " capabilities;
         NoNewPrivileges = true;
         ProtectSystem = "strict";
         ReadWritePaths = [ cfg.buildDirectory ];

@@ -6,7 +6,9 @@ import ./common.nix { inherit pkgs module packages; } {
   name = "buildbarn-worker-loss";
   script = ''
     client.execute(
-        f"(bb exec {bb} -v -- sh -c 'sleep 15; echo finished' >/tmp/long.out 2>/tmp/long.err; echo $? >/tmp/long.rc) &"
+        # The driver waits until the command's output closes: the
+        # background job must not hold it.
+        f"(bb exec {bb} -v -- sh -c 'sleep 15; echo finished' >/tmp/long.out 2>/tmp/long.err; echo $? >/tmp/long.rc) >/dev/null 2>&1 &"
     )
     scheduler.wait_until_succeeds(
         "curl -sf http://localhost:7982/api/status | jq -e '[.workers[] | select(.operation != null)] | length == 1'"

@@ -2,15 +2,32 @@
 //! page API.
 
 use crate::http;
-use crate::remote::DEFAULT_STATUS;
+use crate::remote::DEFAULT_ENDPOINT;
 use bb_scheduler::queue::QueueStatus;
 use clap::Args;
 
+/// Where the status page is.
+#[derive(Args)]
+pub struct StatusPage {
+    /// The scheduler's client endpoint; its status page is taken to be on
+    /// the same host, port 7982.
+    #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
+    pub endpoint: String,
+    /// The status page itself, when it is elsewhere (e.g. http://host:7982).
+    #[arg(long, alias = "status", env = "BB_STATUS_URL")]
+    pub status_url: Option<String>,
+}
+
+impl StatusPage {
+    fn url(&self) -> String {
+        self.status_url.clone().unwrap_or_else(|| http::status_url_of(&self.endpoint))
+    }
+}
+
 #[derive(Args)]
 pub struct StatusArgs {
-    /// The scheduler's status page.
-    #[arg(long, default_value = DEFAULT_STATUS, env = "BB_STATUS")]
-    pub status: String,
+    #[command(flatten)]
+    pub page: StatusPage,
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
@@ -20,9 +37,8 @@ pub struct StatusArgs {
 pub struct WorkerArgs {
     /// A worker ID as `bb status` shows it, or a host name (all its slots).
     pub worker: String,
-    /// The scheduler's status page.
-    #[arg(long, default_value = DEFAULT_STATUS, env = "BB_STATUS")]
-    pub status: String,
+    #[command(flatten)]
+    pub page: StatusPage,
 }
 
 async fn fetch(base: &str) -> anyhow::Result<(QueueStatus, String)> {
@@ -33,7 +49,7 @@ async fn fetch(base: &str) -> anyhow::Result<(QueueStatus, String)> {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (status, body) = fetch(&args.status).await?;
+    let (status, body) = fetch(&args.page.url()).await?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -69,7 +85,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 pub async fn set_drained(args: WorkerArgs, drained: bool) -> anyhow::Result<()> {
-    let (status, _) = fetch(&args.status).await?;
+    let base = args.page.url();
+    let (status, _) = fetch(&base).await?;
     let matching: Vec<&str> = status
         .workers
         .iter()
@@ -82,7 +99,7 @@ pub async fn set_drained(args: WorkerArgs, drained: bool) -> anyhow::Result<()> 
     }
     let action = if drained { "drain" } else { "undrain" };
     for id in matching {
-        http::request(&args.status, "POST", &format!("/api/{action}?worker={}", http::encode(id))).await?;
+        http::request(&base, "POST", &format!("/api/{action}?{}", http::query(&[("worker", id)]))).await?;
         println!("{id}: {}", if drained { "drained" } else { "taking work" });
     }
     Ok(())

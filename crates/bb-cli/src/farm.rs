@@ -57,26 +57,47 @@ enum Identity {
     Separate { worker: Box<User>, runner: Box<User> },
 }
 
-fn identity() -> Identity {
+/// The commands that make the two users, the worker in the runner's group
+/// (it reaches the runner's socket through it).
+const CREATE_USERS: [&str; 2] = [
+    "useradd --system --no-create-home --shell /usr/sbin/nologin bb-runner",
+    "useradd --system --no-create-home --shell /usr/sbin/nologin -G bb-runner bb-worker",
+];
+
+fn identity() -> anyhow::Result<Identity> {
     if !Uid::effective().is_root() {
         eprintln!(
             "bb farm: warning: not running as root, so actions run as your user, like the worker: they could \
-             change the worker's cached inputs. Run as root with users bb-worker and bb-runner to separate them."
+             change the worker's cached inputs. Run as root to separate them (users bb-worker and bb-runner)."
         );
-        return Identity::Current;
+        return Ok(Identity::Current);
     }
-    match (User::from_name("bb-worker"), User::from_name("bb-runner")) {
-        (Ok(Some(worker)), Ok(Some(runner))) => {
-            Identity::Separate { worker: Box::new(worker), runner: Box::new(runner) }
+    let users = || (User::from_name("bb-worker").ok().flatten(), User::from_name("bb-runner").ok().flatten());
+    if let (Some(worker), Some(runner)) = users() {
+        return Ok(Identity::Separate { worker: Box::new(worker), runner: Box::new(runner) });
+    }
+    // Foreign code never runs as root: make the users, or refuse.
+    for (user, command) in ["bb-runner", "bb-worker"].iter().zip(CREATE_USERS) {
+        if User::from_name(user).ok().flatten().is_some() {
+            continue;
         }
-        _ => {
-            eprintln!(
-                "bb farm: warning: users bb-worker and bb-runner do not exist, so actions run as root, like the \
-                 worker. Create them to separate the two:\n  useradd --system --no-create-home --shell /usr/sbin/nologin bb-worker\n  \
-                 useradd --system --no-create-home --shell /usr/sbin/nologin bb-runner"
+        let words: Vec<&str> = command.split(' ').collect();
+        let made = std::process::Command::new(words[0]).args(&words[1..]).status().is_ok_and(|s| s.success());
+        if !made {
+            anyhow::bail!(
+                "bb farm runs actions as user bb-runner and the worker as bb-worker, never as root, and could \
+                 not create them; create them with:\n  {}\n  {}",
+                CREATE_USERS[0],
+                CREATE_USERS[1]
             );
-            Identity::Current
         }
+        eprintln!("bb farm: created user {user} ({command})");
+    }
+    match users() {
+        (Some(worker), Some(runner)) => {
+            Ok(Identity::Separate { worker: Box::new(worker), runner: Box::new(runner) })
+        }
+        _ => anyhow::bail!("users bb-worker and bb-runner were created but cannot be found"),
     }
 }
 
@@ -306,7 +327,7 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
         anyhow::bail!("--workers must be at least 1");
     }
     bb_util::logging::init(&bb_util::logging::LogConfig { format: Default::default(), level: "warn".into() });
-    let identity = identity();
+    let identity = identity()?;
     make_directory(&args.state_dir, 0o755, None)?;
     if let Identity::Separate { .. } = identity {
         check_reachable(&args.state_dir.canonicalize()?)?;

@@ -1,56 +1,42 @@
-//! Just enough HTTP/1.1 to talk to a scheduler's status page API.
+//! Calls to a scheduler's status page API, through hyper's HTTP client.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
-/// Sends a request and returns the response body; non-2xx is an error
-/// carrying the body.
+/// `method` on `base` + `path` (path and query); the body of a 2xx answer.
 pub async fn request(base: &str, method: &str, path: &str) -> anyhow::Result<String> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("status address {base:?} must start with http://"))?
-        .trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(authority)
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let uri: http::Uri = url.parse().map_err(|e| anyhow::anyhow!("status address {base:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        anyhow::bail!("status address {base:?} must start with http://");
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = http::Request::builder().method(method).uri(uri).body(Empty::new())?;
+    let response = client
+        .request(request)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the status page at {base}: {e}"))?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) =
-        response.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("{base}: malformed HTTP response"))?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    if !(200..300).contains(&status) {
-        anyhow::bail!("{base}{path}: HTTP {status}: {}", body.trim());
+        .map_err(|e| anyhow::anyhow!("cannot reach the status page at {url}: {e}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?.to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        anyhow::bail!("{url}: HTTP {status}: {}", body.trim());
     }
     Ok(body)
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+/// A query string from pairs, percent-encoded.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
-/// Percent-encodes a query parameter value.
-pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+/// The status page of the scheduler serving `endpoint`: the same host, the
+/// status port (7982) over HTTP.
+pub fn status_url_of(endpoint: &str) -> String {
+    let host = endpoint.parse::<http::Uri>().ok().and_then(|uri| uri.host().map(str::to_string));
+    format!("http://{}:7982", host.as_deref().unwrap_or("localhost"))
 }
 
 #[cfg(test)]
@@ -58,8 +44,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunked_bodies() {
-        assert_eq!(dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "hello world");
-        assert_eq!(encode("host=a,slot=1"), "host%3Da%2Cslot%3D1");
+    fn queries_and_derived_status_urls() {
+        assert_eq!(query(&[("worker", "host=a,slot=1")]), "worker=host%3Da%2Cslot%3D1");
+        assert_eq!(status_url_of("grpc://farm.example:8980"), "http://farm.example:7982");
+        assert_eq!(status_url_of("grpcs://10.0.0.5:443"), "http://10.0.0.5:7982");
+        assert_eq!(status_url_of("grpc://[::1]:8980"), "http://[::1]:7982");
+        assert_eq!(status_url_of("unix:/run/bb.sock"), "http://localhost:7982");
     }
 }

@@ -5,8 +5,6 @@ use tonic::transport::Channel;
 
 /// The default client endpoint: a `bb farm` on this machine.
 pub const DEFAULT_ENDPOINT: &str = "grpc://localhost:8980";
-/// The default status page: a `bb farm` on this machine.
-pub const DEFAULT_STATUS: &str = "http://localhost:7982";
 
 pub fn channel(endpoint: &str) -> anyhow::Result<Channel> {
     bb_util::grpc::channel(endpoint)

@@ -73,7 +73,7 @@ impl Farm {
         Command::new(BB)
             .args(args)
             .env("BB_ENDPOINT", &self.endpoint)
-            .env("BB_STATUS", &self.status)
+            .env("BB_STATUS_URL", &self.status)
             .current_dir(cwd)
             .stdin(Stdio::null())
             .output()
@@ -158,4 +158,25 @@ fn status_drain_cas_and_ac() {
         text(&run.stderr).split("action=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let result = farm.bb(&["ac", "get", &action], dir);
     assert!(text(&result.stdout).contains("exit code: 0"), "{}", text(&result.stdout));
+}
+
+/// Without a status URL, `bb status` looks on the endpoint's host, and a
+/// failure names the URL it tried.
+#[test]
+fn the_status_page_follows_the_endpoint() {
+    let output = Command::new(BB)
+        .args(["status"])
+        .env("BB_ENDPOINT", "grpc://127.0.0.2:8980")
+        .env_remove("BB_STATUS_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("http://127.0.0.2:7982"), "{stderr}");
+    let output = Command::new(BB)
+        .args(["drain", "w", "--status-url", "http://127.0.0.3:1"])
+        .env("BB_ENDPOINT", "grpc://127.0.0.2:8980")
+        .output()
+        .unwrap();
+    assert!(text(&output.stderr).contains("http://127.0.0.3:1"), "{}", text(&output.stderr));
 }

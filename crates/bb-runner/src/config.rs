@@ -35,6 +35,36 @@ pub struct RunAs {
 }
 
 impl Config {
+    /// The user actions run as: `run_as`, or the runner's own.
+    pub fn action_uid(&self, own_uid: u32) -> u32 {
+        self.run_as.map_or(own_uid, |r| r.uid)
+    }
+
+    /// With `kill_user_processes`, every process of the action's user is
+    /// killed after each action; refused where that would reach processes
+    /// that are not the action's: root's, or the worker's (the owner of the
+    /// build directory). The runner's own user is fine when it is
+    /// dedicated: the runner spares itself and other runners.
+    pub fn check_kill_scope(&self, own_uid: u32, worker_uid: Option<u32>) -> Result<(), String> {
+        if !self.kill_user_processes {
+            return Ok(());
+        }
+        let uid = self.action_uid(own_uid);
+        if uid == 0 {
+            return Err("kill_user_processes would kill every process of root (uid 0) after each action: \
+                        run bb-runner as a dedicated user, or set run_as to one"
+                .into());
+        }
+        if worker_uid == Some(uid) {
+            return Err(format!(
+                "kill_user_processes would kill the worker: actions run as uid {uid}, which owns the build \
+                 directory {}; run actions as a user of their own",
+                self.build_directory.display()
+            ));
+        }
+        Ok(())
+    }
+
     /// The capabilities to keep, parsed; and a check that what the options
     /// need is among them.
     pub fn capabilities(&self) -> Result<caps::CapsHashSet, String> {
@@ -70,6 +100,20 @@ mod tests {
     fn default_parses_and_keeps_nothing() {
         let config: Config = bb_util::config::parse(DEFAULT_CONFIG, "default").unwrap();
         assert!(config.capabilities().unwrap().is_empty());
+    }
+
+    #[test]
+    fn killing_by_user_never_reaches_root_or_the_worker() {
+        let text = DEFAULT_CONFIG.replace("kill_user_processes = false", "kill_user_processes = true");
+        let config: Config = bb_util::config::parse(&text, "t").unwrap();
+        assert!(config.check_kill_scope(0, None).unwrap_err().contains("root"));
+        assert!(config.check_kill_scope(1001, Some(1001)).unwrap_err().contains("worker"));
+        assert!(config.check_kill_scope(1001, Some(1002)).is_ok(), "a dedicated runner user");
+        let mut config = config;
+        config.run_as = Some(RunAs { uid: 0, gid: 0 });
+        assert!(config.check_kill_scope(1001, None).is_err());
+        config.kill_user_processes = false;
+        assert!(config.check_kill_scope(0, Some(0)).is_ok(), "nothing is killed by user");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub async fn serve(config: config::Config, shutdown: CancellationToken) -> anyho
 /// serving until SIGTERM or SIGINT.
 pub fn run(config: config::Config) -> anyhow::Result<()> {
     bb_util::logging::init(&config.log);
+    let worker_uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&config.build_directory).ok().map(|m| m.uid())
+    };
+    config.check_kill_scope(nix::unistd::geteuid().as_raw(), worker_uid).map_err(anyhow::Error::msg)?;
     let keep = config.capabilities().map_err(anyhow::Error::msg)?;
     let held = capabilities::drop_all_but(&keep)?;
     tracing::info!(

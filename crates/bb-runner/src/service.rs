@@ -117,7 +117,7 @@ impl Inner {
 
 impl RunnerService {
     pub fn new(config: Config) -> Self {
-        let action_uid = config.run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |r| r.uid);
+        let action_uid = config.action_uid(nix::unistd::geteuid().as_raw());
         RunnerService { inner: Arc::new(Inner { config, action_uid, active: Mutex::new(0) }) }
     }
 }

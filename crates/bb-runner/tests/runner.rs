@@ -239,3 +239,33 @@ async fn readiness() {
     let err = client.check_readiness(CheckReadinessRequest { path: "../..".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+/// A runner whose kill_user_processes would reach root's processes (as
+/// root) or the worker's (actions of the build directory's owner) refuses
+/// to start, and says why.
+#[test]
+fn refuses_to_kill_processes_that_are_not_the_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    std::fs::create_dir(&build).unwrap();
+    let config = dir.path().join("runner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"unix:{}\"\nbuild_directory = \"{}\"\nkill_user_processes = true\n",
+            dir.path().join("runner.sock").display(),
+            build.display()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bb-runner"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the runner started: {stderr}");
+    let reason = if nix::unistd::geteuid().is_root() { "root (uid 0)" } else { "would kill the worker" };
+    assert!(stderr.contains("kill_user_processes") && stderr.contains(reason), "{stderr}");
+    assert!(!dir.path().join("runner.sock").exists(), "nothing was served");
+}

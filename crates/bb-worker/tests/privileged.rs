@@ -45,6 +45,8 @@ fn ensure_users() {
             "useradd --system --no-create-home --shell /usr/sbin/nologin -G {RUNNER_USER} {WORKER_USER}"
         ));
     }
+    // Users someone made by hand may lack the membership.
+    sh(&format!("id -nG {WORKER_USER} | grep -qw {RUNNER_USER} || usermod -aG {RUNNER_USER} {WORKER_USER}"));
 }
 
 /// Starts a binary as `user`, with no capabilities at all, as systemd's
