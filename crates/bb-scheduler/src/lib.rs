@@ -2,6 +2,7 @@
 //! Execution; workers long-poll it for work over Buildbarn's OperationQueue.
 
 pub mod config;
+pub mod metrics;
 pub mod platform;
 pub mod queue;
 pub mod server;

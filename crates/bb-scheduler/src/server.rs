@@ -35,8 +35,12 @@ pub struct SchedulerServer {
 impl SchedulerServer {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        bb_util::metrics::register(crate::metrics::FAMILIES);
         let storage = match (&config.storage, &config.remote_storage) {
-            (Some(storage), _) => StorageAccess::Embedded(bb_storage::Storage::open(storage)?),
+            (Some(storage), _) => {
+                bb_util::metrics::register(bb_storage::metrics::FAMILIES);
+                StorageAccess::Embedded(bb_storage::Storage::open(storage)?)
+            }
             (None, Some(remote)) => StorageAccess::Remote(bb_util::grpc::channel(&remote.endpoint)?),
             (None, None) => unreachable!("validate() requires one of them"),
         };

@@ -242,3 +242,16 @@ async fn status_page_and_metrics_have_real_content() {
     }
     assert!(farm.http_get("/operation/no-such-operation").await.starts_with("HTTP/1.1 404"));
 }
+
+/// Every metric family is on /metrics from the first scrape, at zero, so
+/// dashboards and alerts have series before anything happened.
+#[tokio::test]
+async fn every_metric_family_is_exported_from_the_start() {
+    let farm = TestFarm::start(config("")).await;
+    let text = farm.http_get("/metrics").await;
+    let families = bb_scheduler::metrics::FAMILIES.iter().chain(bb_storage::metrics::FAMILIES);
+    for family in families {
+        assert!(text.contains(&format!("# TYPE {} ", family.name)), "{} missing from:\n{text}", family.name);
+    }
+    assert!(text.contains("bb_scheduler_completed_operations_total{outcome=\"cancelled\"} 0"), "{text}");
+}

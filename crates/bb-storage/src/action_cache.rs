@@ -53,7 +53,7 @@ impl ActionCache {
             return Ok(None);
         };
         if self.completeness_check && !self.is_complete(action.function(), &result).await? {
-            metrics::counter!("bb_storage_action_cache_incomplete_total").increment(1);
+            metrics::counter!(crate::metrics::AC_INCOMPLETE).increment(1);
             return Ok(None);
         }
         Ok(Some(result))

@@ -48,7 +48,7 @@ impl ContentStore {
             return Ok(());
         }
         self.store.put(digest, data).await?;
-        metrics::counter!("bb_storage_written_bytes_total").increment(digest.size());
+        metrics::counter!(crate::metrics::WRITTEN_BYTES).increment(digest.size());
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl Upload {
         if let Some(writer) = self.writer {
             writer.commit().await?;
         }
-        metrics::counter!("bb_storage_written_bytes_total").increment(self.received);
+        metrics::counter!(crate::metrics::WRITTEN_BYTES).increment(self.received);
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 pub mod action_cache;
 pub mod config;
 pub mod content;
+pub mod metrics;
 pub mod remote;
 pub mod server;
 pub mod service;

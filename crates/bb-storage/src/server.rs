@@ -109,6 +109,7 @@ pub struct StorageServer {
 impl StorageServer {
     /// Opens the stores and binds every listener.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        bb_util::metrics::register(crate::metrics::FAMILIES);
         let storage = Storage::open(&config.storage)?;
         let grpc = bb_util::grpc::bind_all(&config.grpc_listen).await?;
         let http = match config.http_listen {

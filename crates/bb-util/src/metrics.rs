@@ -32,6 +32,49 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// What a metric family is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family a program exports: registered at start, with every
+/// label value it can take, so dashboards and alerts have series (at zero)
+/// from the first scrape.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// At most one label, with the values it takes.
+    pub label: Option<(&'static str, &'static [&'static str])>,
+}
+
+/// Describes and registers every family, every label value included.
+pub fn register(families: &[Family]) {
+    let _ = handle();
+    for family in families {
+        let series: Vec<Vec<metrics::Label>> = match family.label {
+            None => vec![vec![]],
+            Some((key, values)) => values.iter().map(|v| vec![metrics::Label::new(key, *v)]).collect(),
+        };
+        match family.kind {
+            Kind::Counter => metrics::describe_counter!(family.name, family.help),
+            Kind::Gauge => metrics::describe_gauge!(family.name, family.help),
+            Kind::Histogram => metrics::describe_histogram!(family.name, family.help),
+        }
+        for labels in series {
+            match family.kind {
+                Kind::Counter => metrics::counter!(family.name, labels).increment(0),
+                Kind::Gauge => metrics::gauge!(family.name, labels).increment(0.0),
+                Kind::Histogram => drop(metrics::histogram!(family.name, labels)),
+            }
+        }
+    }
+}
+
 /// `GET /metrics` in the Prometheus text format.
 pub fn router() -> Router {
     let handle = handle();
@@ -45,4 +88,33 @@ pub async fn serve_http(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_families_render_before_anything_happened() {
+        register(&[
+            Family {
+                name: "bb_test_things_total",
+                kind: Kind::Counter,
+                help: "Things.",
+                label: Some(("outcome", &["a", "b"])),
+            },
+            Family { name: "bb_test_level", kind: Kind::Gauge, help: "A level.", label: None },
+            Family { name: "bb_test_wait_seconds", kind: Kind::Histogram, help: "Waits.", label: None },
+        ]);
+        let text = handle().render();
+        for line in [
+            "bb_test_things_total{outcome=\"a\"} 0",
+            "bb_test_things_total{outcome=\"b\"} 0",
+            "bb_test_level 0",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        assert!(text.contains("# HELP bb_test_things_total Things."), "{text}");
+        assert!(text.contains("bb_test_wait_seconds_count 0"), "{text}");
+    }
 }

@@ -96,7 +96,7 @@ fn record_metrics(
         (tonic::Code::DeadlineExceeded, _) => "timeout",
         _ => "error",
     };
-    metrics::counter!("bb_worker_actions_total", "outcome" => outcome).increment(1);
+    metrics::counter!(crate::metrics::ACTIONS, "outcome" => outcome).increment(1);
     let m = metadata;
     for (phase, from, to) in [
         ("fetch_inputs", &m.input_fetch_start_timestamp, &m.input_fetch_completed_timestamp),
@@ -104,7 +104,7 @@ fn record_metrics(
         ("upload_outputs", &m.output_upload_start_timestamp, &m.output_upload_completed_timestamp),
     ] {
         if let Some(seconds) = seconds(from, to) {
-            metrics::histogram!("bb_worker_phase_duration_seconds", "phase" => phase).record(seconds);
+            metrics::histogram!(crate::metrics::PHASE_DURATION, "phase" => phase).record(seconds);
         }
     }
 }

@@ -233,7 +233,7 @@ impl FileCache {
         };
         tokio::try_join!(large_downloads, small_downloads)?;
         self.downloaded.fetch_add(keys.len() as u64, Ordering::Relaxed);
-        metrics::counter!("bb_worker_file_cache_downloads_total").increment(keys.len() as u64);
+        metrics::counter!(crate::metrics::DOWNLOADS).increment(keys.len() as u64);
         Ok(())
     }
 

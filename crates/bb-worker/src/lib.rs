@@ -6,6 +6,7 @@ pub mod executor;
 pub mod file_cache;
 pub mod input_symlinks;
 pub mod inputs;
+pub mod metrics;
 pub mod outputs;
 pub mod slot;
 pub mod storage;
@@ -139,6 +140,7 @@ impl Worker {
 /// then working until SIGTERM or SIGINT (and the shutdown grace after it).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     bb_util::logging::init(&config.log);
+    bb_util::metrics::register(metrics::FAMILIES);
     let draining = bb_util::shutdown::on_signals()?;
     if let Some(address) = config.http_listen {
         let listener = tokio::net::TcpListener::bind(address).await?;

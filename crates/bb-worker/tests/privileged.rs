@@ -185,12 +185,17 @@ http_listen = "127.0.0.1:{metrics_port}"
         String::from_utf8_lossy(&self.client.read(result.stdout_digest.as_ref().unwrap()).await).into_owned()
     }
 
-    async fn downloads(&self) -> u64 {
+    async fn metrics_text(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
         stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).await.unwrap();
+        text
+    }
+
+    async fn downloads(&self) -> u64 {
+        let text = self.metrics_text().await;
         text.lines()
             .find_map(|l| l.strip_prefix("bb_worker_file_cache_downloads_total "))
             .map_or(0, |v| v.trim().parse().unwrap())
@@ -369,4 +374,16 @@ async fn what_an_action_leaves_is_never_followed() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let left: Vec<_> = std::fs::read_dir(farm.path("build")).unwrap().collect();
     assert!(left.is_empty(), "build directory left behind: {left:?}\n{}", farm.logs());
+}
+
+/// The real worker exports every metric family from its first scrape.
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn worker_metrics_exist_before_any_action() {
+    let farm = PrivilegedFarm::start().await;
+    let text = farm.metrics_text().await;
+    for family in bb_worker::metrics::FAMILIES {
+        assert!(text.contains(&format!("# TYPE {} ", family.name)), "{} missing from:\n{text}", family.name);
+    }
+    assert!(text.contains("bb_worker_actions_total{outcome=\"timeout\"} 0"), "{text}");
 }

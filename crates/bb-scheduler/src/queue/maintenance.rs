@@ -112,7 +112,7 @@ impl BuildQueue {
             }
         }
         state.queues.retain(|_, q| !q.is_empty());
-        metrics::gauge!("bb_scheduler_workers").set(state.workers.len() as f64);
+        metrics::gauge!(crate::metrics::WORKERS).set(state.workers.len() as f64);
     }
 }
 

@@ -83,7 +83,7 @@ impl BuildQueue {
         if !request.action.do_not_cache
             && let Some(id) = state.shareable_task(&request.instance_name, &request.action_digest)
         {
-            metrics::counter!("bb_scheduler_deduplicated_executions_total").increment(1);
+            metrics::counter!(crate::metrics::DEDUPLICATED).increment(1);
             return self.watch(&mut state, id);
         }
         let id = state.add_task(request);

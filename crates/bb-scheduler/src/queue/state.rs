@@ -6,6 +6,7 @@ use super::platform_queue::PlatformQueue;
 use super::task::{NewTask, Phase, Task, TaskId, TaskState, error_response};
 use super::worker::Worker;
 use crate::config::QueueConfig;
+use crate::metrics as names;
 use crate::platform::Platform;
 use bb_proto::reapi;
 use bb_util::Digest;
@@ -90,7 +91,7 @@ impl State {
         } else {
             queue.push_back(id, priority, &invocation);
         }
-        metrics::gauge!("bb_scheduler_queued_operations").increment(1.0);
+        metrics::gauge!(names::QUEUED).increment(1.0);
         self.serve_waiters();
     }
 
@@ -128,7 +129,7 @@ impl State {
         let (priority, invocation) = (task.request.priority, task.request.invocation.clone());
         let queue = self.queues.entry(key).or_default();
         queue.push_front(id, priority, &invocation);
-        metrics::gauge!("bb_scheduler_queued_operations").increment(1.0);
+        metrics::gauge!(names::QUEUED).increment(1.0);
     }
 
     /// Removes and assigns the best queued task `worker` can run.
@@ -151,7 +152,7 @@ impl State {
         }
         let key = best?.2.clone();
         let id = self.queues.get_mut(&key)?.pop()?;
-        metrics::gauge!("bb_scheduler_queued_operations").decrement(1.0);
+        metrics::gauge!(names::QUEUED).decrement(1.0);
         self.assign(id, worker_key);
         Some(id)
     }
@@ -165,9 +166,8 @@ impl State {
             started_at: SystemTime::now(),
             phase: Phase::Started,
         };
-        metrics::histogram!("bb_scheduler_queue_wait_seconds")
-            .record(task.queued_instant.elapsed().as_secs_f64());
-        metrics::gauge!("bb_scheduler_executing_operations").increment(1.0);
+        metrics::histogram!(names::QUEUE_WAIT).record(task.queued_instant.elapsed().as_secs_f64());
+        metrics::gauge!(names::EXECUTING).increment(1.0);
         task.publish();
         if let Some(worker) = self.workers.get_mut(worker_key) {
             worker.task = Some(id);
@@ -183,7 +183,7 @@ impl State {
         {
             w.task = None;
             w.phase = None;
-            metrics::gauge!("bb_scheduler_executing_operations").decrement(1.0);
+            metrics::gauge!(names::EXECUTING).decrement(1.0);
         }
     }
 
@@ -202,7 +202,7 @@ impl State {
                 task.request.action_digest, task.attempts
             ));
             self.finish(id, error_response(&status));
-            metrics::counter!("bb_scheduler_attempts_exhausted_total").increment(1);
+            metrics::counter!(names::ATTEMPTS_EXHAUSTED).increment(1);
             return;
         }
         tracing::warn!(
@@ -210,7 +210,7 @@ impl State {
             task.request.action_digest,
             task.attempts
         );
-        metrics::counter!("bb_scheduler_requeued_total").increment(1);
+        metrics::counter!(names::REQUEUED).increment(1);
         self.enqueue(id, true);
     }
 
@@ -229,11 +229,10 @@ impl State {
         }
         let outcome = outcome(&response);
         if let TaskState::Executing { since, .. } = &task.state {
-            metrics::histogram!("bb_scheduler_execution_duration_seconds")
-                .record(since.elapsed().as_secs_f64());
+            metrics::histogram!(names::EXECUTION_DURATION).record(since.elapsed().as_secs_f64());
         }
         task.complete(response);
-        metrics::counter!("bb_scheduler_completed_operations_total", "outcome" => outcome).increment(1);
+        metrics::counter!(names::COMPLETED, "outcome" => outcome).increment(1);
         let key = (task.request.instance_name.clone(), task.request.action_digest);
         if self.by_action.get(&key) == Some(&id) {
             self.by_action.remove(&key);
@@ -252,7 +251,7 @@ impl State {
                 if let Some(queue) = self.queues.get_mut(&key)
                     && queue.remove(id, task.request.priority, &task.request.invocation)
                 {
-                    metrics::gauge!("bb_scheduler_queued_operations").decrement(1.0);
+                    metrics::gauge!(names::QUEUED).decrement(1.0);
                 }
             }
             TaskState::Executing { .. } => task.cancelled = true,

@@ -139,7 +139,7 @@ impl Execution for ExecutionService {
                 files: request.inline_output_files.clone(),
             };
             if let Some(result) = self.storage.action_result(&instance, &action_digest, &inline).await? {
-                metrics::counter!("bb_scheduler_execute_cache_hits_total").increment(1);
+                metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
                 let response = reapi::ExecuteResponse {
                     result: Some(result),
                     cached_result: true,

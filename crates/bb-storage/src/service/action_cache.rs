@@ -88,10 +88,10 @@ impl ActionCacheApi for ActionCacheService {
         let action =
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
         let Some(mut result) = self.cache.get(&request.instance_name, &action).await? else {
-            metrics::counter!("bb_storage_action_cache_requests_total", "outcome" => "miss").increment(1);
+            metrics::counter!(crate::metrics::AC_REQUESTS, "outcome" => "miss").increment(1);
             return Err(Status::not_found(format!("no action result for action {action}")));
         };
-        metrics::counter!("bb_storage_action_cache_requests_total", "outcome" => "hit").increment(1);
+        metrics::counter!(crate::metrics::AC_REQUESTS, "outcome" => "hit").increment(1);
         let wanted = (request.inline_stdout, request.inline_stderr, &request.inline_output_files[..]);
         inline_outputs(&self.content, action.function(), &mut result, wanted, self.max_inline_size).await;
         Ok(Response::new(result))

@@ -167,7 +167,7 @@ impl ReadState {
                 match reader.next_chunk(max).await? {
                     None => Ok(None),
                     Some(data) => {
-                        metrics::counter!("bb_storage_read_bytes_total").increment(data.len() as u64);
+                        metrics::counter!(crate::metrics::READ_BYTES).increment(data.len() as u64);
                         let remaining = remaining - data.len() as u64;
                         Ok(Some((ReadResponse { data }, ReadState::Plain { reader, remaining })))
                     }
@@ -179,7 +179,7 @@ impl ReadState {
                 loop {
                     match reader.next_chunk(COMPRESS_INPUT).await? {
                         Some(chunk) => {
-                            metrics::counter!("bb_storage_read_bytes_total").increment(chunk.len() as u64);
+                            metrics::counter!(crate::metrics::READ_BYTES).increment(chunk.len() as u64);
                             encoder.feed(&chunk, &mut out).map_err(compress_error)?;
                             if !out.is_empty() {
                                 let response = ReadResponse { data: Bytes::from(out) };

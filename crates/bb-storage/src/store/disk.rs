@@ -128,7 +128,7 @@ impl DiskStore {
         let inner = self.inner.clone();
         Arc::new(move |digest: &Digest| {
             tracing::error!("blob {digest} is corrupted on disk; removing it");
-            metrics::counter!("bb_storage_corrupted_blobs_total").increment(1);
+            metrics::counter!(crate::metrics::CORRUPTED).increment(1);
             inner.remove(digest);
         })
     }
@@ -156,8 +156,7 @@ impl Inner {
             }
         }
         if !evicted.is_empty() {
-            metrics::counter!("bb_storage_evictions_total", "store" => "disk")
-                .increment(evicted.len() as u64);
+            metrics::counter!(crate::metrics::EVICTIONS, "store" => "disk").increment(evicted.len() as u64);
         }
     }
 

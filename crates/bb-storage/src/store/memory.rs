@@ -25,8 +25,7 @@ impl MemoryStore {
         let (_, evicted) = blobs.insert(*digest, data.len() as u64, data);
         drop(blobs);
         if !evicted.is_empty() {
-            metrics::counter!("bb_storage_evictions_total", "store" => "memory")
-                .increment(evicted.len() as u64);
+            metrics::counter!(crate::metrics::EVICTIONS, "store" => "memory").increment(evicted.len() as u64);
         }
         Ok(())
     }
