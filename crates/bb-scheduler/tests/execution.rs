@@ -253,5 +253,6 @@ async fn every_metric_family_is_exported_from_the_start() {
     for family in families {
         assert!(text.contains(&format!("# TYPE {} ", family.name)), "{} missing from:\n{text}", family.name);
     }
-    assert!(text.contains("bb_scheduler_completed_operations_total{outcome=\"cancelled\"} 0"), "{text}");
+    // Other tests of this process may have counted some already.
+    assert!(text.contains("bb_scheduler_completed_operations_total{outcome=\"cancelled\"} "), "{text}");
 }

@@ -194,8 +194,17 @@ impl Client {
             skip_cache_lookup,
             ..Default::default()
         };
-        let mut stream =
-            ExecutionClient::new(self.channel.clone()).execute(request).await.unwrap().into_inner();
+        // A request refused outright is reported like a failed execution.
+        let mut stream = match ExecutionClient::new(self.channel.clone()).execute(request).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => {
+                return reapi::ExecuteResponse {
+                    status: Some(bb_util::status::to_rpc(&status)),
+                    message: status.message().to_string(),
+                    ..Default::default()
+                };
+            }
+        };
         let mut last = None;
         while let Some(op) =
             tokio::time::timeout(Duration::from_secs(60), stream.message()).await.unwrap().unwrap()
