@@ -4,17 +4,17 @@
 //! and its runner are processes of their own (this same binary, `bb worker`
 //! and `bb runner`). As root, with users `bb-worker` and `bb-runner` present,
 //! they run as those users with no capabilities, as a NixOS host would run
-//! them; otherwise as the current user, with a warning.
+//! them; otherwise as the current user, with a warning. A worker or runner
+//! that dies is started again (see `supervise`).
 
+use crate::supervise::{Program, RunAs, Supervised};
 use bb_util::config::ByteSize;
 use clap::Args;
-use nix::unistd::{Gid, Uid, User};
+use nix::unistd::{Uid, User};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args)]
@@ -101,9 +101,6 @@ fn identity() -> anyhow::Result<Identity> {
     }
 }
 
-/// Who one child process runs as: user, group, supplementary groups.
-type RunAs = Option<(Uid, Gid, Vec<Gid>)>;
-
 fn make_directory(path: &Path, mode: u32, owner: Option<&User>) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     if let Some(user) = owner {
@@ -113,57 +110,11 @@ fn make_directory(path: &Path, mode: u32, owner: Option<&User>) -> anyhow::Resul
     Ok(())
 }
 
-/// Starts `bb <role> --config <config>` with its stderr in `log`.
-fn spawn(role: &str, config: &Path, log: &Path, run_as: RunAs) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let mut command = Command::new(exe);
-    command
-        .arg(role)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .kill_on_drop(true);
-    let groups: Vec<libc::gid_t> =
-        run_as.as_ref().map(|(_, _, g)| g.iter().map(|g| g.as_raw()).collect()).unwrap_or_default();
-    let ids = run_as.as_ref().map(|(u, g, _)| (u.as_raw(), g.as_raw()));
-    // SAFETY: only raw system calls on data prepared above.
-    unsafe {
-        command.pre_exec(move || {
-            if let Some((uid, gid)) = ids {
-                // Empty the bounding set while still root, as systemd's
-                // empty CapabilityBoundingSet does, then become the user.
-                for cap in 0..64 {
-                    libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-                }
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // Gone with the farm, even if it is killed.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|e| anyhow::anyhow!("cannot start bb {role}: {e}"))
-}
-
-fn terminate(child: &Child) {
-    if let Some(pid) = child.id() {
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-    }
-}
-
 struct WorkerProcesses {
     name: String,
     directory: PathBuf,
-    runner: Child,
-    worker: Child,
+    runner: Supervised,
+    worker: Supervised,
 }
 
 fn scheduler_config(args: &FarmArgs) -> anyhow::Result<bb_scheduler::config::Config> {
@@ -280,14 +231,31 @@ shutdown_grace = "10s"
     // The worker joins the runner's group, for the socket.
     let worker_as: RunAs =
         worker_user.map(|u| (u.uid, u.gid, vec![u.gid, runner_user.map_or(u.gid, |r| r.gid)]));
-    let runner = spawn("runner", &runner_config, &directory.join("runner.log"), runner_as)?;
+    let program = |role, config: PathBuf, run_as, stop_grace, stale_socket| Program {
+        role,
+        owner: name.clone(),
+        log: directory.join(format!("{role}.log")),
+        config,
+        run_as,
+        stop_grace,
+        stale_socket,
+    };
+    let runner = Supervised::start(program(
+        "runner",
+        runner_config,
+        runner_as,
+        Duration::from_secs(5),
+        Some(socket.clone()),
+    ))?;
     for _ in 0..100 {
         if socket.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let worker = spawn("worker", &worker_config, &directory.join("worker.log"), worker_as)?;
+    // Running actions get the worker's shutdown grace.
+    let worker =
+        Supervised::start(program("worker", worker_config, worker_as, Duration::from_secs(15), None))?;
     Ok(WorkerProcesses { name, directory, runner, worker })
 }
 
@@ -378,36 +346,19 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     println!("Or run one command on it:  bb exec -- echo hello");
     println!("Ctrl-C stops the farm.");
 
-    // Run until a signal, or until a part of the farm dies.
+    // Run until a signal, or until the scheduler stops; workers and runners
+    // that die are started again.
     let mut failure = None;
     tokio::select! {
         _ = shutdown.cancelled() => {}
         result = &mut scheduler => failure = Some(format!("the scheduler stopped: {result:?}")),
-        (name, role, status) = async {
-            let mut waits = Vec::new();
-            for worker in &mut workers {
-                let name = worker.name.clone();
-                waits.push(Box::pin(async move {
-                    tokio::select! {
-                        status = worker.worker.wait() => (name, "worker", status),
-                        status = worker.runner.wait() => (name, "runner", status),
-                    }
-                }));
-            }
-            futures::future::select_all(waits).await.0
-        } => failure = Some(format!("the {role} of worker {name} exited ({status:?}); see its log")),
     }
 
     eprintln!("bb farm: stopping");
-    for worker in &workers {
-        terminate(&worker.worker);
-    }
-    for worker in &mut workers {
-        // Running actions get the worker's shutdown grace.
-        let _ = tokio::time::timeout(Duration::from_secs(15), worker.worker.wait()).await;
-        terminate(&worker.runner);
-        let _ = tokio::time::timeout(Duration::from_secs(5), worker.runner.wait()).await;
-    }
+    let (runners, workers): (Vec<Supervised>, Vec<Supervised>) =
+        workers.into_iter().map(|w| (w.runner, w.worker)).unzip();
+    futures::future::join_all(workers.into_iter().map(Supervised::stop)).await;
+    futures::future::join_all(runners.into_iter().map(Supervised::stop)).await;
     scheduler_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), scheduler).await;
     match failure {

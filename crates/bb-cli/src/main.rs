@@ -9,6 +9,7 @@ mod exec;
 mod farm;
 mod http;
 mod remote;
+mod supervise;
 
 use bb_util::cli::ConfigFlags;
 use clap::{Parser, Subcommand};

@@ -7,8 +7,8 @@ use crate::outputs;
 use crate::storage::{Source, StorageClient};
 use crate::tree::hash_entry;
 use bb_proto::buildbarn::remoteworker::desired_state;
-use bb_proto::buildbarn::runner::RunRequest;
 use bb_proto::buildbarn::runner::runner_client::RunnerClient;
+use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest};
 use bb_proto::reapi;
 use bb_util::dir::Directory;
 use bb_util::path::RelativePath;
@@ -28,6 +28,28 @@ pub enum Phase {
     FetchingInputs,
     Running,
     UploadingOutputs,
+}
+
+/// How an action ended on this worker.
+pub enum Outcome {
+    /// Report this result (or failure) to the scheduler.
+    Done(reapi::ExecuteResponse),
+    /// The runner went away while the action ran (it crashed or restarted):
+    /// the action is handed back to the scheduler to run again, up to its
+    /// `max_attempts`, rather than failing a client with a transport error.
+    RunnerLost(String),
+}
+
+/// Why `run` stopped early.
+enum Failure {
+    Status(Status),
+    RunnerLost(String),
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Failure::Status(status)
+    }
 }
 
 /// How much longer than the action's timeout the worker waits for the
@@ -166,12 +188,8 @@ async fn blocking<T: Send + 'static>(
 
 impl Executor {
     /// Runs the action and says how it went; never fails (failures are in
-    /// the response's status).
-    pub async fn execute(
-        &self,
-        task: desired_state::Executing,
-        phase: &watch::Sender<Phase>,
-    ) -> reapi::ExecuteResponse {
+    /// the response's status), but the runner may be lost.
+    pub async fn execute(&self, task: desired_state::Executing, phase: &watch::Sender<Phase>) -> Outcome {
         let mut metadata = reapi::ExecutedActionMetadata {
             worker: self.name.clone(),
             queued_timestamp: task.queued_timestamp,
@@ -180,7 +198,11 @@ impl Executor {
         };
         let (result, status) = match self.run(&task, phase, &mut metadata).await {
             Ok((result, status)) => (Some(result), status),
-            Err(status) => (None, status),
+            Err(Failure::Status(status)) => (None, status),
+            Err(Failure::RunnerLost(why)) => {
+                metrics::counter!(crate::metrics::ACTIONS, "outcome" => "runner_lost").increment(1);
+                return Outcome::RunnerLost(why);
+            }
         };
         record_metrics(&metadata, &status, result.as_ref());
         if !status.message().is_empty() {
@@ -191,7 +213,7 @@ impl Executor {
                 status.message()
             );
         }
-        reapi::ExecuteResponse {
+        Outcome::Done(reapi::ExecuteResponse {
             result,
             cached_result: false,
             status: Some(bb_util::status::to_rpc(&status)),
@@ -201,6 +223,27 @@ impl Executor {
             } else {
                 status.message().to_string()
             },
+        })
+    }
+
+    /// Waits until the runner answers CheckReadiness; false if `cancel`
+    /// fired first.
+    pub async fn wait_for_runner(&self, cancel: &tokio_util::sync::CancellationToken) -> bool {
+        let mut warned = false;
+        loop {
+            match self.runner.clone().check_readiness(CheckReadinessRequest { path: String::new() }).await {
+                Ok(_) => return true,
+                Err(status) => {
+                    if !warned {
+                        tracing::warn!("waiting for the runner: {}", status.message());
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = cancel.cancelled() => return false,
+                    }
+                }
+            }
         }
     }
 
@@ -209,13 +252,14 @@ impl Executor {
         task: &desired_state::Executing,
         phase: &watch::Sender<Phase>,
         metadata: &mut reapi::ExecutedActionMetadata,
-    ) -> Result<(reapi::ActionResult, Status), Status> {
+    ) -> Result<(reapi::ActionResult, Status), Failure> {
         let instance = join_instance(&self.instance_name_prefix, &task.instance_name_suffix);
         let action =
             task.action.as_ref().ok_or_else(|| Status::invalid_argument("the scheduler sent no Action"))?;
         let hash = task.action_digest.as_ref().map_or("", |d| d.hash.as_str());
-        let function = DigestFunction::resolve(task.digest_function, hash)?;
-        let action_digest = Digest::from_required(function, task.action_digest.as_ref())?;
+        let function = DigestFunction::resolve(task.digest_function, hash).map_err(Status::from)?;
+        let action_digest =
+            Digest::from_required(function, task.action_digest.as_ref()).map_err(Status::from)?;
         let command_digest = Digest::from_required(function, action.command_digest.as_ref())
             .map_err(|e| Status::invalid_argument(format!("action {action_digest}: command_digest: {e}")))?;
         let root_digest =
@@ -287,11 +331,20 @@ impl Executor {
                 (response.exit_code as i32, Status::ok(""))
             }
             Err(status) if status.code() == tonic::Code::DeadlineExceeded => (0, status),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
+                return Err(Failure::RunnerLost(format!("the runner went away: {}", status.message())));
+            }
             Err(status) => {
                 return Err(Status::new(
                     status.code(),
                     format!("the runner failed to run the action: {}", status.message()),
-                ));
+                )
+                .into());
             }
         };
 

@@ -14,13 +14,11 @@ pub mod tree;
 
 use anyhow::Context;
 use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
-use bb_proto::buildbarn::runner::CheckReadinessRequest;
 use bb_proto::buildbarn::runner::runner_client::RunnerClient;
 use config::Config;
 use executor::Executor;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub struct Worker {
@@ -74,26 +72,9 @@ impl Worker {
     /// work; running actions get `shutdown_grace` to finish, then are handed
     /// back to the scheduler.
     pub async fn run(self, draining: CancellationToken) -> anyhow::Result<()> {
-        let mut runner = self.executor.runner.clone();
-        let mut warned = false;
-        loop {
-            match runner.check_readiness(CheckReadinessRequest { path: String::new() }).await {
-                Ok(_) => break,
-                Err(status) => {
-                    if !warned {
-                        tracing::warn!(
-                            "waiting for the runner at {}: {}",
-                            self.config.runner,
-                            status.message()
-                        );
-                        warned = true;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = draining.cancelled() => return Ok(()),
-                    }
-                }
-            }
+        tracing::info!("waiting for the runner at {}", self.config.runner);
+        if !self.executor.wait_for_runner(&draining).await {
+            return Ok(());
         }
         let stopping = CancellationToken::new();
         let grace = self.config.shutdown_grace.get();

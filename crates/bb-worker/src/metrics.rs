@@ -7,7 +7,7 @@ pub const PHASE_DURATION: &str = "bb_worker_phase_duration_seconds";
 pub const DOWNLOADS: &str = "bb_worker_file_cache_downloads_total";
 
 /// How an action ended, as `ACTIONS` labels it.
-pub const OUTCOMES: &[&str] = &["success", "nonzero_exit", "timeout", "error"];
+pub const OUTCOMES: &[&str] = &["success", "nonzero_exit", "timeout", "error", "runner_lost"];
 /// The phases `PHASE_DURATION` times.
 pub const PHASES: &[&str] = &["fetch_inputs", "execute", "upload_outputs"];
 

@@ -4,7 +4,7 @@
 //! action if told to; done, it reports the result and receives its next
 //! action in the same call.
 
-use crate::executor::{Executor, Phase};
+use crate::executor::{Executor, Outcome, Phase};
 use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
 use bb_proto::buildbarn::remoteworker::{
     CurrentState, SynchronizeRequest, SynchronizeResponse, current_state, desired_state,
@@ -68,13 +68,24 @@ impl Slot {
         &mut self,
         state: current_state::WorkerState,
     ) -> Result<SynchronizeResponse, tonic::Status> {
+        let prefer_idle = self.draining.is_cancelled();
+        self.synchronize_preferring(state, prefer_idle).await
+    }
+
+    /// `prefer_idle`: take no new work in this call (draining, or handing
+    /// an action back).
+    async fn synchronize_preferring(
+        &mut self,
+        state: current_state::WorkerState,
+        prefer_idle: bool,
+    ) -> Result<SynchronizeResponse, tonic::Status> {
         let request = SynchronizeRequest {
             worker_id: self.worker_id.clone(),
             instance_name_prefix: self.instance_name_prefix.clone(),
             platform: Some(self.platform.clone()),
             size_class: 0,
             current_state: Some(CurrentState { worker_state: Some(state) }),
-            prefer_being_idle: self.draining.is_cancelled(),
+            prefer_being_idle: prefer_idle,
         };
         self.scheduler.synchronize(request).await.map(|r| r.into_inner())
     }
@@ -144,6 +155,14 @@ impl Slot {
         }
     }
 
+    /// Saying "idle" while holding an action hands it back: the scheduler
+    /// queues it again at once (counting the attempt).
+    async fn hand_back(&mut self) {
+        if let Err(status) = self.synchronize_preferring(current_state::WorkerState::Idle(()), true).await {
+            tracing::warn!("could not hand the action back: {}", status.message());
+        }
+    }
+
     /// Runs one action while keeping the scheduler informed; returns the
     /// state to report next (the result, or idle if the action was stopped).
     async fn execute(
@@ -158,9 +177,17 @@ impl Slot {
         tokio::pin!(execution);
         loop {
             tokio::select! {
-                response = &mut execution => {
-                    return executing(&digest, current_state::executing::ExecutionState::Completed(response));
-                }
+                outcome = &mut execution => match outcome {
+                    Outcome::Done(response) => {
+                        return executing(&digest, current_state::executing::ExecutionState::Completed(response));
+                    }
+                    Outcome::RunnerLost(why) => {
+                        tracing::warn!("handing action {} back to the scheduler: {why}", digest.hash);
+                        self.hand_back().await;
+                        self.executor.wait_for_runner(&self.stopping).await;
+                        return current_state::WorkerState::Idle(());
+                    }
+                },
                 changed = phases.changed() => {
                     // A phase is reported once it has lasted a little: the
                     // phases of a quick action cost no round trips, its
@@ -173,11 +200,7 @@ impl Slot {
                 _ = tokio::time::sleep_until(report_at) => {}
                 _ = self.stopping.cancelled() => {
                     tracing::warn!("shutdown grace passed: handing action {} back to the scheduler", digest.hash);
-                    // Saying "idle" while holding an action hands it back:
-                    // the scheduler queues it for another worker at once.
-                    if let Err(status) = self.synchronize(current_state::WorkerState::Idle(())).await {
-                        tracing::warn!("could not hand the action back: {}", status.message());
-                    }
+                    self.hand_back().await;
                     return current_state::WorkerState::Idle(());
                 }
             }

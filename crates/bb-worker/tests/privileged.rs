@@ -387,3 +387,26 @@ async fn worker_metrics_exist_before_any_action() {
     }
     assert!(text.contains("bb_worker_actions_total{outcome=\"timeout\"} 0"), "{text}");
 }
+
+/// A runner killed mid-action: the worker hands the action back, waits for
+/// the runner to return, and the scheduler runs the action again; the
+/// client sees success, never a transport error.
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn a_runner_lost_mid_action_is_retried() {
+    let mut farm = PrivilegedFarm::start().await;
+    let action = TestAction::shell("sleep 1; echo done");
+    let client = common::Client { channel: farm.client.channel.clone() };
+    let run = tokio::spawn(async move { client.run(action).await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let runner = &mut farm.children[0];
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    farm.children[0] =
+        spawn_as(RUNNER_USER, &binary("bb-runner"), &farm.path("runner.toml"), &farm.path("runner-2.log"));
+    let response = tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap();
+    assert_eq!(code(&response), Code::Ok, "{:?}\n{}", response.status, farm.logs());
+    assert_eq!(farm.stdout(response.result.as_ref().unwrap()).await, "done\n");
+    assert!(farm.logs().contains("handing action"), "{}", farm.logs());
+}

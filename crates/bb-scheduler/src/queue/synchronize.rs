@@ -150,12 +150,14 @@ impl BuildQueue {
             }
         };
 
-        // The worker is free: the next task, now or when one arrives.
-        if let Some(id) = state.take_task_for(&key) {
+        // A worker on its way out (or handing an action back) gets no new
+        // work, and its answer at once.
+        let prefers_idle = state.workers.get(&key).is_some_and(|w| w.prefers_idle);
+        // Otherwise the next task, now or when one arrives.
+        if !prefers_idle && let Some(id) = state.take_task_for(&key) {
             return Ok(Step::Respond(Box::new(self.assignment(&state, &key, id))));
         }
-        // A worker on its way out gets its answer at once.
-        if state.workers.get(&key).is_some_and(|w| w.prefers_idle) {
+        if prefers_idle {
             return Ok(Step::Respond(Box::new(if was_idle {
                 SynchronizeResponse {
                     next_synchronization_at: at(self.config.idle_sync_wait.get()),
