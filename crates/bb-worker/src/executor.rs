@@ -33,7 +33,7 @@ pub enum Phase {
 /// How an action ended on this worker.
 pub enum Outcome {
     /// Report this result (or failure) to the scheduler.
-    Done(reapi::ExecuteResponse),
+    Done(Box<reapi::ExecuteResponse>),
     /// The runner went away while the action ran (it crashed or restarted):
     /// the action is handed back to the scheduler to run again, up to its
     /// `max_attempts`, rather than failing a client with a transport error.
@@ -213,7 +213,7 @@ impl Executor {
                 status.message()
             );
         }
-        Outcome::Done(reapi::ExecuteResponse {
+        Outcome::Done(Box::new(reapi::ExecuteResponse {
             result,
             cached_result: false,
             status: Some(bb_util::status::to_rpc(&status)),
@@ -223,7 +223,7 @@ impl Executor {
             } else {
                 status.message().to_string()
             },
-        })
+        }))
     }
 
     /// Waits until the runner answers CheckReadiness; false if `cancel`

@@ -179,7 +179,7 @@ impl Slot {
             tokio::select! {
                 outcome = &mut execution => match outcome {
                     Outcome::Done(response) => {
-                        return executing(&digest, current_state::executing::ExecutionState::Completed(response));
+                        return executing(&digest, current_state::executing::ExecutionState::Completed(*response));
                     }
                     Outcome::RunnerLost(why) => {
                         tracing::warn!("handing action {} back to the scheduler: {why}", digest.hash);
