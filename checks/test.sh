@@ -23,6 +23,8 @@ step "release build"
 cargo build --release --workspace
 step "hostile-input suite against bb farm (root only)"
 checks/hostile.sh
+step "fault suite: workers, runners, the farm and bb-storage killed mid-batch (root only)"
+checks/faults.sh
 step "Bazel, cache-only, against a standalone bb-storage"
 checks/bazel/cache-only.sh
 step "Bazel through bb farm (remote execution)"
