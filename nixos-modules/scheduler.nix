@@ -42,8 +42,9 @@ in
       example = "grpc://storage.example.org:8981";
       description = ''
         Endpoint of a standalone bb-storage. When null (the default) the
-        scheduler embeds storage under /var/lib/bb-scheduler and serves it
-        on the client port.
+        scheduler embeds storage under /var/lib/bb-scheduler. Either way the
+        client port serves the CAS, Action Cache and ByteStream (forwarded
+        to this endpoint when set), so clients need only the scheduler.
       '';
     };
 

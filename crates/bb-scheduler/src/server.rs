@@ -83,7 +83,7 @@ impl SchedulerServer {
         let capabilities = SchedulerCapabilities::new(self.storage.clone(), self.instances.clone());
         let mut client_routes = match &self.storage {
             StorageAccess::Embedded(storage) => storage.routes(),
-            StorageAccess::Remote(_) => Routes::default(),
+            StorageAccess::Remote(channel) => crate::service::forward::storage_routes(channel),
         };
         client_routes = client_routes
             .add_service(ExecutionServer::new(execution))

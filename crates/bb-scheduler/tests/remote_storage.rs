@@ -8,8 +8,8 @@ use common::{SimWorker, collect, execute_response};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test]
-async fn executes_with_a_standalone_storage() {
+/// A standalone storage on a loopback port, and a scheduler pointed at it.
+async fn scheduler_with_remote_storage(shutdown: &CancellationToken) -> (String, common::TestFarm) {
     let storage_config: bb_storage::Config = bb_util::config::parse(
         "grpc_listen = [\"127.0.0.1:0\"]\n[storage.cas]\nbackend = \"memory\"\nmax_size = \"16MiB\"\n\
          [storage.action_cache]\n[storage.action_cache.store]\nbackend = \"memory\"\nmax_size = \"1MiB\"\n",
@@ -18,14 +18,18 @@ async fn executes_with_a_standalone_storage() {
     .unwrap();
     let storage = StorageServer::bind(&storage_config).await.unwrap();
     let storage_address = storage.grpc_addresses()[0].to_string();
-    let shutdown = CancellationToken::new();
     tokio::spawn(storage.run(shutdown.clone()));
-
     let mut config = common::config("");
     config.storage = None;
     config.remote_storage =
         Some(bb_scheduler::config::RemoteStorageConfig { endpoint: storage_address.clone() });
-    let farm = common::TestFarm::start(config).await;
+    (storage_address, common::TestFarm::start(config).await)
+}
+
+#[tokio::test]
+async fn executes_with_a_standalone_storage() {
+    let shutdown = CancellationToken::new();
+    let (storage_address, farm) = scheduler_with_remote_storage(&shutdown).await;
 
     // Blobs go to the storage; the scheduler reads them from there.
     let storage_channel = bb_util::grpc::channel(&storage_address).unwrap();
@@ -60,5 +64,83 @@ async fn executes_with_a_standalone_storage() {
         .into_inner();
     assert!(caps.cache_capabilities.is_some(), "asked of the remote storage");
     assert!(caps.execution_capabilities.unwrap().exec_enabled);
+    shutdown.cancel();
+}
+
+/// The scheduler's client port serves CAS, ByteStream and the Action Cache
+/// by forwarding to the storage: a client needs that one endpoint only.
+#[tokio::test]
+async fn one_endpoint_serves_storage_too() {
+    use bb_proto::bytestream::byte_stream_client::ByteStreamClient;
+    use bb_proto::bytestream::{ReadRequest, WriteRequest};
+    let shutdown = CancellationToken::new();
+    let (storage_address, farm) = scheduler_with_remote_storage(&shutdown).await;
+    let function = bb_util::DigestFunction::Sha256;
+    let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = bb_util::Digest::of(function, &large);
+
+    let mut cas =
+        reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(farm.client.clone());
+    let missing = cas
+        .find_missing_blobs(reapi::FindMissingBlobsRequest {
+            blob_digests: vec![digest.to_proto()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(missing.missing_blob_digests.len(), 1);
+
+    // A streamed upload and download through the scheduler.
+    let name = format!("uploads/{}/blobs/{}/{}", uuid::Uuid::new_v4(), digest.hash_hex(), digest.size());
+    let chunks: Vec<WriteRequest> = large
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(i, chunk)| WriteRequest {
+            resource_name: if i == 0 { name.clone() } else { String::new() },
+            write_offset: (i << 20) as i64,
+            finish_write: (i + 1) << 20 >= large.len(),
+            data: chunk.to_vec().into(),
+        })
+        .collect();
+    let mut bytestream = ByteStreamClient::new(farm.client.clone());
+    let written = bytestream.write(futures::stream::iter(chunks)).await.unwrap().into_inner();
+    assert_eq!(written.committed_size, large.len() as i64);
+    let read = ReadRequest {
+        resource_name: format!("blobs/{}/{}", digest.hash_hex(), digest.size()),
+        ..Default::default()
+    };
+    let mut stream = bytestream.read(read).await.unwrap().into_inner();
+    let mut back = Vec::new();
+    while let Some(response) = stream.message().await.unwrap() {
+        back.extend_from_slice(&response.data);
+    }
+    assert!(back == large, "the blob read back through the scheduler differs");
+
+    // It is in the storage itself.
+    let mut direct = reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(
+        bb_util::grpc::channel(&storage_address).unwrap(),
+    );
+    let missing = direct
+        .find_missing_blobs(reapi::FindMissingBlobsRequest {
+            blob_digests: vec![digest.to_proto()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(missing.missing_blob_digests.is_empty());
+
+    // The Action Cache too.
+    let mut ac = reapi::action_cache_client::ActionCacheClient::new(farm.client.clone());
+    let unknown = bb_util::Digest::of(function, b"no such action");
+    let err = ac
+        .get_action_result(reapi::GetActionResultRequest {
+            action_digest: Some(unknown.to_proto()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
     shutdown.cancel();
 }

@@ -2,6 +2,7 @@
 
 pub mod capabilities;
 pub mod execution;
+pub mod forward;
 pub mod operation_queue;
 pub mod operations;
 

@@ -1,0 +1,80 @@
+//! With remote storage, the scheduler's client port still serves the CAS,
+//! the Action Cache and ByteStream, by forwarding those calls unchanged to
+//! the storage endpoint: one endpoint is all a client needs to be told, as
+//! with Buildbarn's frontend. Calls are passed on as HTTP/2 streams, never
+//! decoded, so streaming reads and writes cost no copies here.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+use tower::Service;
+
+/// Forwards every call of one service to `channel`.
+#[derive(Clone)]
+pub struct Forward<N> {
+    channel: Channel,
+    name: std::marker::PhantomData<N>,
+}
+
+impl<N> Forward<N> {
+    pub fn new(channel: Channel) -> Self {
+        Forward { channel, name: std::marker::PhantomData }
+    }
+}
+
+impl<N: NamedService + Clone + Send + 'static> Service<http::Request<Body>> for Forward<N> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let mut channel = self.channel.clone();
+        Box::pin(async move {
+            let forwarded = async {
+                futures::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+                channel.call(request).await
+            };
+            Ok(forwarded.await.unwrap_or_else(|e| {
+                tonic::Status::unavailable(format!("{}: the storage behind this scheduler: {e}", N::NAME))
+                    .into_http()
+            }))
+        })
+    }
+}
+
+impl<N: NamedService> NamedService for Forward<N> {
+    const NAME: &'static str = N::NAME;
+}
+
+/// The service names forwarded.
+macro_rules! forwarded {
+    ($($type:ident = $name:literal),* $(,)?) => {
+        $(
+            #[derive(Clone)]
+            pub struct $type;
+            impl NamedService for $type {
+                const NAME: &'static str = $name;
+            }
+        )*
+    };
+}
+
+forwarded! {
+    Cas = "build.bazel.remote.execution.v2.ContentAddressableStorage",
+    ActionCache = "build.bazel.remote.execution.v2.ActionCache",
+    ByteStream = "google.bytestream.ByteStream",
+}
+
+/// Routes for the three storage services, forwarded to `channel`.
+pub fn storage_routes(channel: &Channel) -> tonic::service::Routes {
+    tonic::service::Routes::default()
+        .add_service(Forward::<Cas>::new(channel.clone()))
+        .add_service(Forward::<ActionCache>::new(channel.clone()))
+        .add_service(Forward::<ByteStream>::new(channel.clone()))
+}
