@@ -3,7 +3,9 @@
 
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
-    crane.url = "github:ipetkov/crane";
+    # v0.21.3 is the last crane release that supports nixos-25.05 (0.22
+    # dropped it and needs Nix 2.31.2); it needs Nix 2.28.3 or later.
+    crane.url = "github:ipetkov/crane/v0.21.3";
     rust-overlay = {
       url = "github:oxalica/rust-overlay";
       inputs.nixpkgs.follows = "nixpkgs";
