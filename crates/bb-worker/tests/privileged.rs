@@ -410,3 +410,31 @@ async fn a_runner_lost_mid_action_is_retried() {
     assert_eq!(farm.stdout(response.result.as_ref().unwrap()).await, "done\n");
     assert!(farm.logs().contains("handing action"), "{}", farm.logs());
 }
+
+/// SIGTERM after work: the worker stops and logs no warning (a report cut
+/// short by draining is not re-sent as a refused one).
+#[tokio::test]
+#[ignore = "needs root; run by checks/privileged.sh"]
+async fn a_clean_shutdown_logs_no_warning() {
+    let mut farm = PrivilegedFarm::start().await;
+    for i in 0..3 {
+        let response = farm.run(TestAction::shell(&format!("echo {i}"))).await;
+        assert_eq!(code(&response), Code::Ok, "{:?}\n{}", response.status, farm.logs());
+    }
+    let worker = &mut farm.children[1];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    // Waited for without blocking: the scheduler runs on this thread.
+    let mut status = None;
+    for _ in 0..300 {
+        status = farm.children[1].try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("the worker stops on SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", farm.logs());
+    let log = std::fs::read_to_string(farm.path("worker.log")).unwrap();
+    assert!(!log.contains(" WARN "), "{log}");
+}
