@@ -21,6 +21,8 @@ step "privilege separation (root only)"
 checks/privileged.sh
 step "release build"
 cargo build --release --workspace
+step "bb farm creates its users when they are missing (root only)"
+checks/farm-users.sh
 step "hostile-input suite against bb farm (root only)"
 checks/hostile.sh
 step "fault suite: workers, runners, the farm and bb-storage killed mid-batch (root only)"
