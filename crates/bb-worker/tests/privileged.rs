@@ -437,4 +437,5 @@ async fn a_clean_shutdown_logs_no_warning() {
     assert!(status.success(), "{status:?}\n{}", farm.logs());
     let log = std::fs::read_to_string(farm.path("worker.log")).unwrap();
     assert!(!log.contains(" WARN "), "{log}");
+    assert!(!log.contains('\u{1b}'), "a log file gets no colour codes: {log:?}");
 }
