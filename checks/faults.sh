@@ -22,10 +22,9 @@ ensure_farm_users
 
 work=$(mktemp -d /tmp/bb-faults.XXXXXX)
 chmod 755 "$work"
-farm_pid= storage_pid=
+storage_pid=
 cleanup() {
-  # unshare ignores SIGTERM while it waits; the farm is its child.
-  [ -n "$farm_pid" ] && pkill -TERM -P "$farm_pid" 2>/dev/null && wait "$farm_pid" 2>/dev/null
+  stop_farm_in_namespace
   [ -n "$storage_pid" ] && kill "$storage_pid" 2>/dev/null && wait "$storage_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -35,13 +34,8 @@ faults() { "$BB_BIN_DIR/examples/faults" --endpoint "${FAULTS_ENDPOINT:-$endpoin
 starts=0
 start_farm() {
   starts=$((starts + 1))
-  local out="$work/farm-$starts.out"
-  unshare --pid --fork --mount-proc "$BB_BIN_DIR/bb" farm --state-dir "$work/farm" --port 38980 \
-    --http-port 38982 --worker-port 38983 --workers 1 --slots 2 >"$out" 2>&1 &
-  farm_pid=$!
-  for _ in $(seq 300); do grep -q "Ctrl-C" "$out" 2>/dev/null && return; sleep 0.1; done
-  cat "$out" >&2
-  die "bb farm did not start"
+  start_farm_in_namespace "$work/farm-$starts.out" --state-dir "$work/farm" --port 38980 --http-port 38982 \
+    --worker-port 38983 --workers 1 --slots 2
 }
 # kill_during NAME COMMAND...: runs a batch, kills with COMMAND a moment in.
 kill_during() {
@@ -60,8 +54,7 @@ faults sentinels put >/dev/null
 kill_during "kill -9 of a worker" sh -c 'kill -9 $(pgrep -n -u bb-worker)'
 kill_during "kill -9 of a runner" sh -c 'kill -9 $(pgrep -n -u bb-runner -f "bb runner")'
 restart_farm() {
-  kill -9 "$(pgrep -P "$farm_pid")"
-  wait "$farm_pid" 2>/dev/null || true
+  kill_farm_in_namespace
   sleep 1
   start_farm
 }

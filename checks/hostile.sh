@@ -23,18 +23,9 @@ ensure_farm_users
 
 work=$(mktemp -d /tmp/bb-hostile.XXXXXX)
 chmod 755 "$work"
-pid=
-cleanup() {
-  # unshare ignores SIGTERM while it waits; the farm is its child.
-  [ -n "$pid" ] && pkill -TERM -P "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-unshare --pid --fork --mount-proc "$BB_BIN_DIR/bb" farm --state-dir "$work/farm" --port 28980 --http-port 28982 \
-  --worker-port 28983 --workers 1 --slots 2 >"$work/farm.out" 2>&1 &
-pid=$!
-for _ in $(seq 300); do grep -q "Ctrl-C" "$work/farm.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "Ctrl-C" "$work/farm.out" || { cat "$work/farm.out" >&2; die "bb farm did not start"; }
+trap 'stop_farm_in_namespace; rm -rf "$work"' EXIT
+start_farm_in_namespace "$work/farm.out" --state-dir "$work/farm" --port 28980 --http-port 28982 \
+  --worker-port 28983 --workers 1 --slots 2
 worker=$(pgrep -n -u bb-worker) || die "no process of bb-worker: the farm does not separate its users"
 "$BB_BIN_DIR/examples/hostile" --endpoint grpc://127.0.0.1:28980 --state-dir "$work/farm" --worker-pid "$worker" ||
   { tail -n 30 "$work/farm.out" >&2; die "hostile-input suite"; }

@@ -61,3 +61,29 @@ ensure_farm_users() {
   getent passwd bb-worker >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin -G bb-runner bb-worker
   id -nG bb-worker | grep -qw bb-runner || usermod -aG bb-runner bb-worker
 }
+
+# start_farm_in_namespace OUT BB_FARM_ARGS...: the release `bb farm` in a PID
+# namespace of its own (nothing it runs can reach a process outside), its
+# output in OUT; waits until it is up. Sets FARM_PID (the namespace's
+# unshare). stop_farm_in_namespace ends it; kill_farm_in_namespace kills the
+# farm itself with SIGKILL, and the kernel the rest of the namespace.
+start_farm_in_namespace() {
+  local out=$1
+  shift
+  unshare --pid --fork --mount-proc "$BB_BIN_DIR/bb" farm "$@" >"$out" 2>&1 &
+  FARM_PID=$!
+  for _ in $(seq 300); do grep -q "Ctrl-C" "$out" 2>/dev/null && return; sleep 0.1; done
+  cat "$out" >&2
+  die "bb farm did not start"
+}
+stop_farm_in_namespace() {
+  # unshare ignores SIGTERM while it waits; the farm is its child.
+  [ -n "${FARM_PID:-}" ] || return 0
+  pkill -TERM -P "$FARM_PID" 2>/dev/null && wait "$FARM_PID" 2>/dev/null
+  FARM_PID=
+}
+kill_farm_in_namespace() {
+  kill -9 "$(pgrep -P "$FARM_PID")"
+  wait "$FARM_PID" 2>/dev/null || true
+  FARM_PID=
+}

@@ -67,6 +67,13 @@ async fn executes_with_a_standalone_storage() {
     shutdown.cancel();
 }
 
+async fn is_missing(channel: tonic::transport::Channel, digest: &bb_util::Digest) -> bool {
+    let mut cas = reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(channel);
+    let request =
+        reapi::FindMissingBlobsRequest { blob_digests: vec![digest.to_proto()], ..Default::default() };
+    !cas.find_missing_blobs(request).await.unwrap().into_inner().missing_blob_digests.is_empty()
+}
+
 /// The scheduler's client port serves CAS, ByteStream and the Action Cache
 /// by forwarding to the storage: a client needs that one endpoint only.
 #[tokio::test]
@@ -79,17 +86,7 @@ async fn one_endpoint_serves_storage_too() {
     let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let digest = bb_util::Digest::of(function, &large);
 
-    let mut cas =
-        reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(farm.client.clone());
-    let missing = cas
-        .find_missing_blobs(reapi::FindMissingBlobsRequest {
-            blob_digests: vec![digest.to_proto()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(missing.missing_blob_digests.len(), 1);
+    assert!(is_missing(farm.client.clone(), &digest).await);
 
     // A streamed upload and download through the scheduler.
     let name = format!("uploads/{}/blobs/{}/{}", uuid::Uuid::new_v4(), digest.hash_hex(), digest.size());
@@ -118,18 +115,7 @@ async fn one_endpoint_serves_storage_too() {
     assert!(back == large, "the blob read back through the scheduler differs");
 
     // It is in the storage itself.
-    let mut direct = reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(
-        bb_util::grpc::channel(&storage_address).unwrap(),
-    );
-    let missing = direct
-        .find_missing_blobs(reapi::FindMissingBlobsRequest {
-            blob_digests: vec![digest.to_proto()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(missing.missing_blob_digests.is_empty());
+    assert!(!is_missing(bb_util::grpc::channel(&storage_address).unwrap(), &digest).await);
 
     // The Action Cache too.
     let mut ac = reapi::action_cache_client::ActionCacheClient::new(farm.client.clone());

@@ -37,6 +37,22 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), PathError> {
     Err(PathError::BadName { what, name: name.to_string(), reason })
 }
 
+/// Refuses absolute paths and NUL; returns how to say what else is wrong.
+fn check_relative<'a>(
+    what: &'static str,
+    path: &'a str,
+) -> Result<impl Fn(&str) -> PathError + 'a, PathError> {
+    let bad =
+        move |reason: &str| PathError::BadPath { what, path: path.to_string(), reason: reason.to_string() };
+    if path.starts_with('/') {
+        return Err(bad("is absolute"));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains NUL"));
+    }
+    Ok(bad)
+}
+
 /// A checked relative path: its components are names (see `check_name`).
 /// Empty and `.` components are dropped, so `""`, `"."` and `"a/./b/"`
 /// are fine; `..` anywhere is not.
@@ -45,14 +61,7 @@ pub struct RelativePath(Vec<String>);
 
 impl RelativePath {
     pub fn parse(what: &'static str, path: &str) -> Result<Self, PathError> {
-        let bad =
-            |reason: &str| PathError::BadPath { what, path: path.to_string(), reason: reason.to_string() };
-        if path.starts_with('/') {
-            return Err(bad("is absolute"));
-        }
-        if path.contains('\0') {
-            return Err(bad("contains NUL"));
-        }
+        let bad = check_relative(what, path)?;
         let mut components = Vec::new();
         for component in path.split('/') {
             match component {
@@ -69,14 +78,7 @@ impl RelativePath {
     /// root, never above it. BuildStream's output paths need this
     /// (`../../../buildstream-install` from its working directory).
     pub fn resolve_from(what: &'static str, base: &RelativePath, path: &str) -> Result<Self, PathError> {
-        let bad =
-            |reason: &str| PathError::BadPath { what, path: path.to_string(), reason: reason.to_string() };
-        if path.starts_with('/') {
-            return Err(bad("is absolute"));
-        }
-        if path.contains('\0') {
-            return Err(bad("contains NUL"));
-        }
+        let bad = check_relative(what, path)?;
         let mut components = base.0.clone();
         for component in path.split('/') {
             match component {
