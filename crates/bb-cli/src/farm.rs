@@ -2,10 +2,11 @@
 //!
 //! The scheduler (with embedded storage) runs in this process; each worker
 //! and its runner are processes of their own (this same binary, `bb worker`
-//! and `bb runner`). As root, with users `bb-worker` and `bb-runner` present,
-//! they run as those users with no capabilities, as a NixOS host would run
-//! them; otherwise as the current user, with a warning. A worker or runner
-//! that dies is started again (see `supervise`).
+//! and `bb runner`). As root they run as users `bb-worker` and `bb-runner`
+//! (created when missing) with no capabilities, as a NixOS host would run
+//! them: foreign code never runs as root. Otherwise they run as the current
+//! user, with a warning. A worker or runner that dies is started again (see
+//! `supervise`).
 
 use crate::supervise::{Program, RunAs, Supervised};
 use bb_util::config::ByteSize;
