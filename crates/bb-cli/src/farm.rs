@@ -8,6 +8,7 @@
 //! user, with a warning. A worker or runner that dies is started again (see
 //! `supervise`).
 
+use crate::farm_config;
 use crate::supervise::{Program, RunAs, Supervised};
 use bb_util::config::ByteSize;
 use clap::Args;
@@ -48,6 +49,11 @@ pub struct FarmArgs {
     /// Size of each worker's file cache.
     #[arg(long, default_value = "10GiB")]
     pub cache_size: ByteSize,
+    /// A platform property the workers offer, as KEY=VALUE (repeatable).
+    /// They offer OSFamily=linux and this machine's ISA (BuildStream's
+    /// spelling, e.g. x86-64) unless told otherwise for the same key.
+    #[arg(long = "platform", value_name = "KEY=VALUE")]
+    pub platform: Vec<String>,
 }
 
 /// Who the worker and runner processes run as.
@@ -121,47 +127,14 @@ struct WorkerProcesses {
 fn scheduler_config(args: &FarmArgs) -> anyhow::Result<bb_scheduler::config::Config> {
     let state = args.state_dir.canonicalize()?;
     let listen = |port: u16| std::net::SocketAddr::new(args.listen, port).to_string();
-    let text = format!(
-        r#"
-client_listen = ["{client}"]
-worker_listen = ["127.0.0.1:{worker_port}"]
-http_listen = "{http}"
-[log]
-level = "info"
-[scheduler]
-default_action_timeout = "30m"
-maximum_action_timeout = "3h"
-keepalive_interval = "30s"
-client_disconnect_grace = "60s"
-completed_retention = "60s"
-worker_timeout = "60s"
-executing_sync_interval = "10s"
-idle_sync_wait = "30s"
-max_attempts = 3
-unmatched_platform_timeout = "60s"
-# No fsync per blob: every read is checked (CAS blobs against their
-# digest, Action Cache entries against their checksum), so a crash can lose
-# entries but never serve a damaged one; and a farm on one machine wants
-# the 0.4 ms per write back.
-[storage.cas]
-backend = "disk"
-path = "{state}/storage/cas"
-max_size = "{storage_size}"
-sync_writes = false
-[storage.action_cache]
-[storage.action_cache.store]
-backend = "disk"
-path = "{state}/storage/ac"
-max_size = "1GiB"
-sync_writes = false
-"#,
-        client = listen(args.port),
-        worker_port = args.worker_port,
-        http = listen(args.http_port),
-        state = state.display(),
-        storage_size = args.storage_size,
+    let table = farm_config::scheduler(
+        &listen(args.port),
+        args.worker_port,
+        &listen(args.http_port),
+        &state,
+        args.storage_size,
     );
-    Ok(bb_util::config::parse(&text, "bb farm")?)
+    Ok(bb_util::config::parse(&toml::to_string(&table)?, "bb farm")?)
 }
 
 /// Prepares one worker's directories and configs, and starts its runner
@@ -198,36 +171,21 @@ async fn start_worker(
     let runner_config = directory.join("runner.toml");
     std::fs::write(
         &runner_config,
-        format!(
-            "listen = \"unix:{}\"\nbuild_directory = \"{}\"\nkill_user_processes = {kill_user_processes}\n",
-            socket.display(),
-            build.display()
-        ),
+        toml::to_string(&farm_config::runner(&socket, &build, kill_user_processes))?,
     )?;
     let worker_config = directory.join("worker.toml");
-    std::fs::write(
-        &worker_config,
-        format!(
-            r#"scheduler = "grpc://127.0.0.1:{worker_port}"
-storage = "grpc://127.0.0.1:{port}"
-runner = "unix:{socket}"
-build_directory = "{build}"
-cache_directory = "{cache}"
-cache_max_size = "{cache_size}"
-cache_max_files = 1000000
-concurrency = {slots}
-name = "{name}"
-platform = [{{ name = "OSFamily", value = "linux" }}]
-shutdown_grace = "10s"
-"#,
-            worker_port = args.worker_port,
-            port = args.port,
-            socket = socket.display(),
-            build = build.display(),
-            cache = cache.display(),
-            cache_size = args.cache_size,
-        ),
-    )?;
+    let worker = farm_config::Worker {
+        scheduler_port: args.worker_port,
+        storage_port: args.port,
+        socket: &socket,
+        build: &build,
+        cache: &cache,
+        cache_size: args.cache_size,
+        slots,
+        name: &name,
+        platform: &farm_config::platform(&args.platform)?,
+    };
+    std::fs::write(&worker_config, toml::to_string(&farm_config::worker(&worker))?)?;
     let runner_as: RunAs = runner_user.map(|u| (u.uid, u.gid, vec![u.gid]));
     // The worker joins the runner's group, for the socket.
     let worker_as: RunAs =

@@ -30,6 +30,10 @@ impl Drop for Farm {
 }
 
 fn start_farm() -> Farm {
+    start_farm_with(&[])
+}
+
+fn start_farm_with(extra: &[&str]) -> Farm {
     let dir = tempfile::tempdir().unwrap();
     // As root the farm's users must reach the state directory.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -46,6 +50,7 @@ fn start_farm() -> Farm {
         ])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
+        .args(extra)
         .stdout(std::fs::File::create(dir.path().join("farm.out")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("farm.err")).unwrap())
         .spawn()
@@ -179,4 +184,22 @@ fn the_status_page_follows_the_endpoint() {
         .output()
         .unwrap();
     assert!(text(&output.stderr).contains("http://127.0.0.3:1"), "{}", text(&output.stderr));
+}
+
+/// Workers offer OSFamily=linux and the host's ISA by default, so Bazel's
+/// and BuildStream's platforms both match; `--platform` adds properties.
+#[test]
+fn workers_offer_the_os_the_isa_and_what_they_are_given() {
+    let farm = start_farm_with(&["--platform", "container-image=test-image"]);
+    let output = farm.bb(&["status", "--json"], farm.dir.path());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let platform =
+        status["workers"][0]["platform"].as_str().unwrap_or_else(|| panic!("{status}")).to_string();
+    for property in ["OSFamily=linux", "ISA=", "container-image=test-image"] {
+        assert!(platform.contains(property), "{property} in {platform}");
+    }
+    let isa = platform.split(['{', '}', ',', ' ']).find_map(|p| p.strip_prefix("ISA=")).unwrap();
+    let ok = farm.bb(&["exec", "--platform", &format!("ISA={isa}"), "--", "true"], farm.dir.path());
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
 }

@@ -1,0 +1,185 @@
+//! The configurations `bb farm` gives its scheduler, workers and runners,
+//! rendered as TOML tables (never by pasting strings, so any path works).
+
+use bb_util::config::ByteSize;
+use std::path::Path;
+use toml::{Table, Value};
+
+fn table(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    Value::Table(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn text(value: impl ToString) -> Value {
+    Value::String(value.to_string())
+}
+
+fn path(value: &Path) -> Value {
+    text(value.display())
+}
+
+/// The scheduler with disk storage under `state`. No fsync per blob: every
+/// read is checked (CAS blobs against their digest, Action Cache entries
+/// against their checksum), so a crash can lose entries but never serve a
+/// damaged one, and a farm on one machine wants the 0.4 ms per write back.
+pub fn scheduler(client: &str, worker_port: u16, http: &str, state: &Path, storage_size: ByteSize) -> Table {
+    let store = |dir: &str, size: String| {
+        table([
+            ("backend", text("disk")),
+            ("path", path(&state.join("storage").join(dir))),
+            ("max_size", text(size)),
+            ("sync_writes", Value::Boolean(false)),
+        ])
+    };
+    let durations = [
+        ("default_action_timeout", "30m"),
+        ("maximum_action_timeout", "3h"),
+        ("keepalive_interval", "30s"),
+        ("client_disconnect_grace", "60s"),
+        ("completed_retention", "60s"),
+        ("worker_timeout", "60s"),
+        ("executing_sync_interval", "10s"),
+        ("idle_sync_wait", "30s"),
+        ("unmatched_platform_timeout", "60s"),
+    ];
+    let mut scheduler: Table = durations.into_iter().map(|(k, v)| (k.to_string(), text(v))).collect();
+    scheduler.insert("max_attempts".into(), Value::Integer(3));
+    let Value::Table(config) = table([
+        ("client_listen", Value::Array(vec![text(client)])),
+        ("worker_listen", Value::Array(vec![text(format!("127.0.0.1:{worker_port}"))])),
+        ("http_listen", text(http)),
+        ("log", table([("level", text("info"))])),
+        ("scheduler", Value::Table(scheduler)),
+        (
+            "storage",
+            table([
+                ("cas", store("cas", storage_size.to_string())),
+                ("action_cache", table([("store", store("ac", "1GiB".into()))])),
+            ]),
+        ),
+    ]) else {
+        unreachable!("table() makes a table")
+    };
+    config
+}
+
+pub fn runner(socket: &Path, build: &Path, kill_user_processes: bool) -> Table {
+    [
+        ("listen", text(format!("unix:{}", socket.display()))),
+        ("build_directory", path(build)),
+        ("kill_user_processes", Value::Boolean(kill_user_processes)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Where one worker finds everything, and what it offers.
+pub struct Worker<'a> {
+    pub scheduler_port: u16,
+    pub storage_port: u16,
+    pub socket: &'a Path,
+    pub build: &'a Path,
+    pub cache: &'a Path,
+    pub cache_size: ByteSize,
+    pub slots: usize,
+    pub name: &'a str,
+    pub platform: &'a [(String, String)],
+}
+
+pub fn worker(w: &Worker) -> Table {
+    let platform = w
+        .platform
+        .iter()
+        .map(|(name, value)| table([("name", text(name)), ("value", text(value))]))
+        .collect();
+    [
+        ("scheduler", text(format!("grpc://127.0.0.1:{}", w.scheduler_port))),
+        ("storage", text(format!("grpc://127.0.0.1:{}", w.storage_port))),
+        ("runner", text(format!("unix:{}", w.socket.display()))),
+        ("build_directory", path(w.build)),
+        ("cache_directory", path(w.cache)),
+        ("cache_max_size", text(w.cache_size)),
+        ("cache_max_files", Value::Integer(1_000_000)),
+        ("concurrency", Value::Integer(w.slots as i64)),
+        ("name", text(w.name)),
+        ("platform", Value::Array(platform)),
+        ("shutdown_grace", text("10s")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// This machine's instruction set as BuildStream spells it (`ISA`).
+pub fn host_isa() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        "x86" => "x86-32",
+        "aarch64" => "aarch64",
+        "arm" => "aarch32",
+        "powerpc64" if cfg!(target_endian = "little") => "power-isa-le",
+        "powerpc64" => "power-isa-be",
+        other => other,
+    }
+}
+
+/// What workers offer: `OSFamily=linux` and the host's `ISA` (so Bazel's
+/// and BuildStream's actions both match), then each `KEY=VALUE` given,
+/// replacing a default of the same name; sorted by name.
+pub fn platform(given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut properties = std::collections::BTreeMap::from([
+        ("OSFamily".to_string(), "linux".to_string()),
+        ("ISA".to_string(), host_isa().to_string()),
+    ]);
+    for property in given {
+        let (name, value) = property
+            .split_once('=')
+            .filter(|(name, _)| !name.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--platform {property:?}: write it as KEY=VALUE"))?;
+        properties.insert(name.to_string(), value.to_string());
+    }
+    Ok(properties.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_default_and_given() {
+        let defaults = platform(&[]).unwrap();
+        assert_eq!(defaults[0], ("ISA".to_string(), host_isa().to_string()));
+        assert_eq!(defaults[1], ("OSFamily".to_string(), "linux".to_string()));
+        let given = platform(&["container-image=nixos".into(), "ISA=x86-64".into()]).unwrap();
+        assert_eq!(given.len(), 3);
+        assert!(given.contains(&("container-image".to_string(), "nixos".to_string())));
+        assert!(platform(&["novalue".into()]).is_err() && platform(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn configs_parse_as_the_programs_read_them_whatever_the_paths() {
+        let odd = Path::new("/tmp/a \"quoted\" dir\\with\nbreaks");
+        let text = toml::to_string(&runner(&odd.join("s.sock"), &odd.join("build"), true)).unwrap();
+        let runner: bb_runner::config::Config = bb_util::config::parse(&text, "runner").unwrap();
+        assert_eq!(runner.build_directory, odd.join("build"));
+        let platform = platform(&[]).unwrap();
+        let w = Worker {
+            scheduler_port: 1,
+            storage_port: 2,
+            socket: &odd.join("s.sock"),
+            build: &odd.join("build"),
+            cache: &odd.join("cache"),
+            cache_size: ByteSize(1 << 30),
+            slots: 2,
+            name: "vm",
+            platform: &platform,
+        };
+        let text = toml::to_string(&worker(&w)).unwrap();
+        let worker: bb_worker::config::Config = bb_util::config::parse(&text, "worker").unwrap();
+        assert_eq!(worker.cache_directory, odd.join("cache"));
+        assert_eq!(worker.platform().properties.len(), 2);
+        let text =
+            toml::to_string(&scheduler("[::]:8980", 8983, "[::]:7982", odd, ByteSize(1 << 30))).unwrap();
+        let _: bb_scheduler::config::Config = bb_util::config::parse(&text, "scheduler").unwrap();
+    }
+}
