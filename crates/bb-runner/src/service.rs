@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -98,10 +98,18 @@ impl Inner {
     }
 
     /// A directory of a request, beneath the build directory, reached
-    /// without following symlinks.
-    fn open_beneath(&self, build: &Directory, path: &str, what: &'static str) -> Result<Directory, Status> {
+    /// without following symlinks; and its path as the runner names it.
+    fn open_beneath(
+        &self,
+        build: &Directory,
+        path: &str,
+        what: &'static str,
+    ) -> Result<(Directory, PathBuf), Status> {
         let relative = RelativePath::parse(what, path)?;
-        build.open_dir(&relative).map_err(|e| Status::invalid_argument(format!("{what} {path:?}: {e}")))
+        let handle = build
+            .open_dir(&relative)
+            .map_err(|e| Status::invalid_argument(format!("{what} {path:?}: {e}")))?;
+        Ok((handle, relative.under(&self.config.build_directory)))
     }
 
     /// Creates (or truncates) a file of a request for the action to write.
@@ -188,8 +196,8 @@ impl Runner for RunnerService {
             return Err(Status::invalid_argument("arguments are empty: there is no command to run"));
         };
         let build = inner.build_directory()?;
-        let input_root = inner.open_beneath(&build, &request.input_root_directory, "input_root_directory")?;
-        let input_root_path = inner.config.build_directory.join(&request.input_root_directory);
+        let (input_root, input_root_path) =
+            inner.open_beneath(&build, &request.input_root_directory, "input_root_directory")?;
         let working = RelativePath::parse("working_directory", &request.working_directory)?;
         let working_handle = input_root.open_dir(&working).map_err(|e| {
             Status::invalid_argument(format!(
@@ -198,18 +206,20 @@ impl Runner for RunnerService {
             ))
         })?;
         let working_directory = working.under(&input_root_path);
-        let temporary_directory = match request.temporary_directory.as_str() {
-            "" => None,
-            path => Some(inner.open_beneath(&build, path, "temporary_directory")?),
+        let (temporary_directory, temporary_path) = match request.temporary_directory.as_str() {
+            "" => (None, None),
+            path => {
+                let (handle, path) = inner.open_beneath(&build, path, "temporary_directory")?;
+                (Some(handle), Some(path))
+            }
         };
-        let temporary_path = inner.config.build_directory.join(&request.temporary_directory);
         let stdout = inner.create_beneath(&build, &request.stdout_path, "stdout_path")?;
         let mut stderr = inner.create_beneath(&build, &request.stderr_path, "stderr_path")?;
 
         let chroot = inner.config.chroot_into_input_root;
         let mut environment: HashMap<String, String> = request.environment_variables;
-        if let (Some(_), false) = (&temporary_directory, chroot) {
-            environment.insert("TMPDIR".into(), temporary_path.display().to_string());
+        if let (Some(tmp), false) = (&temporary_path, chroot) {
+            environment.insert("TMPDIR".into(), tmp.display().to_string());
         }
         let inside = Path::new("/").join(working.to_string());
         let program = if chroot {
@@ -244,9 +254,7 @@ impl Runner for RunnerService {
             stdout,
             stderr: stderr.try_clone().map_err(|e| Status::internal(e.to_string()))?,
             chroot: if chroot {
-                let handle = input_root
-                    .open_dir(&RelativePath::default())
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                let handle = input_root.try_clone().map_err(|e| Status::internal(e.to_string()))?;
                 Some((handle, inside.clone()))
             } else {
                 None

@@ -115,11 +115,16 @@ impl Directory {
         Ok(Directory { fd })
     }
 
+    /// A second handle on the same directory.
+    pub fn try_clone(&self) -> io::Result<Directory> {
+        Ok(Directory { fd: self.fd.try_clone()? })
+    }
+
     /// The directory at `path` beneath this one; no component may be a
     /// symlink. An error names the component that is not a directory.
     pub fn open_dir(&self, path: &RelativePath) -> io::Result<Directory> {
         if path.is_empty() {
-            return Ok(Directory { fd: self.fd.try_clone()? });
+            return self.try_clone();
         }
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         if !OPENAT2_MISSING.load(Ordering::Relaxed) {

@@ -14,6 +14,7 @@ use bb_util::dir::Directory;
 use bb_util::path::RelativePath;
 use bb_util::{Digest, DigestFunction};
 use prost::Message;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -155,8 +156,9 @@ impl ActionDirectory {
         let root = handle.create_dir("root", 0o777).map_err(error)?;
         handle.create_dir("tmp", 0o777).map_err(error)?;
         for name in ["stdout", "stderr"] {
-            handle.create_regular(name, 0o666).map_err(error)?;
-            handle.set_entry_mode(name, 0o666).map_err(error)?;
+            // Exactly 0666, whatever the umask: the runner's user writes them.
+            let file = handle.create_regular(name, 0o666).map_err(error)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o666)).map_err(error)?;
         }
         Ok(ActionDirectory { handle: Arc::new(handle), root: Arc::new(root) })
     }

@@ -141,7 +141,7 @@ impl FileCache {
             }
         }
         // Clears the marks however this call ends, cancellation included.
-        let downloads = Downloads { cache: self, keys: fetch, finished: false };
+        let mut downloads = Downloads { cache: self, keys: fetch, done: false };
         let mut waiting = Vec::with_capacity(wait.len());
         for (key, notify) in wait {
             waiting.push((key, Box::pin(notify.notified_owned())));
@@ -151,7 +151,8 @@ impl FileCache {
             notified.as_mut().enable();
         }
         let fetched = self.fetch(&downloads.keys, storage, instance).await;
-        downloads.finish(fetched.is_ok());
+        downloads.done = fetched.is_ok();
+        drop(downloads);
         fetched?;
         let mut abandoned = Vec::new();
         for (key, notified) in waiting {
@@ -254,26 +255,18 @@ impl FileCache {
     }
 }
 
-/// Downloads one `ensure` call started: their in-flight marks are cleared,
-/// and waiters woken, when it finishes or is dropped half-way.
+/// Downloads one `ensure` call started: when it is dropped (finished, or
+/// cancelled half-way) their in-flight marks are cleared and waiters woken;
+/// the files are recorded only if `done`.
 struct Downloads<'a> {
     cache: &'a FileCache,
     keys: Vec<Key>,
-    finished: bool,
-}
-
-impl Downloads<'_> {
-    fn finish(mut self, done: bool) {
-        self.finished = true;
-        self.cache.finish(&self.keys, done);
-    }
+    done: bool,
 }
 
 impl Drop for Downloads<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.cache.finish(&self.keys, false);
-        }
+        self.cache.finish(&self.keys, self.done);
     }
 }
 

@@ -38,9 +38,17 @@ enum Step {
 
 struct Escaped;
 
+/// What a name in a directory is, for resolution.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Directory(Digest),
+    Symlink(&'a str),
+    File,
+}
+
 /// Checks every symlink of the tree at every path it is laid out at.
 pub fn check(tree: &InputTree) -> Result<(), Status> {
-    let mut checker = Checker { tree, has_links: HashMap::new(), steps: 0 };
+    let mut checker = Checker { tree, has_links: HashMap::new(), names: HashMap::new(), steps: 0 };
     if !checker.has_links(&tree.root) {
         return Ok(());
     }
@@ -53,12 +61,22 @@ struct Checker<'a> {
     tree: &'a InputTree,
     /// Whether a directory holds a symlink anywhere below it.
     has_links: HashMap<Digest, bool>,
+    /// The entries, by name, of each directory resolution looked into: a
+    /// lookup costs the same however large the directory.
+    names: HashMap<Digest, HashMap<&'a str, Entry<'a>>>,
     steps: u64,
 }
 
-impl Checker<'_> {
-    fn node(&self, digest: &Digest) -> &Node {
-        &self.tree.nodes[digest]
+impl<'a> Checker<'a> {
+    fn lookup(&mut self, directory: &Digest, name: &str) -> Option<Entry<'a>> {
+        let node: &'a Node = &self.tree.nodes[directory];
+        let names = self.names.entry(*directory).or_insert_with(|| {
+            let files = node.files.iter().map(|(n, _)| (n.as_str(), Entry::File));
+            let directories = node.directories.iter().map(|(n, d)| (n.as_str(), Entry::Directory(*d)));
+            let symlinks = node.symlinks.iter().map(|(n, t)| (n.as_str(), Entry::Symlink(t.as_str())));
+            files.chain(directories).chain(symlinks).collect()
+        });
+        names.get(name).copied()
     }
 
     fn has_links(&mut self, digest: &Digest) -> bool {
@@ -128,21 +146,14 @@ impl Checker<'_> {
                         at.push(Step::Unknown);
                         continue;
                     };
-                    let node = self.node(&current);
-                    if let Some((_, child)) = node.directories.iter().find(|(n, _)| n == name) {
-                        at.push(Step::Known(*child));
-                    } else if let Some((_, link)) = node.symlinks.iter().find(|(n, _)| n == name) {
-                        if hops == MAX_HOPS {
-                            // The kernel stops here (ELOOP): nothing escapes.
-                            return Ok(at);
-                        }
-                        let link = link.clone();
-                        at = self.resolve(&link, at, hops + 1)?;
-                    } else if node.files.iter().any(|(n, _)| n == name) {
+                    match self.lookup(&current, name) {
+                        Some(Entry::Directory(child)) => at.push(Step::Known(child)),
+                        // The kernel stops here (ELOOP): nothing escapes.
+                        Some(Entry::Symlink(_)) if hops == MAX_HOPS => return Ok(at),
+                        Some(Entry::Symlink(link)) => at = self.resolve(link, at, hops + 1)?,
                         // Nothing resolves through a file (ENOTDIR).
-                        return Ok(at);
-                    } else {
-                        at.push(Step::Unknown);
+                        Some(Entry::File) => return Ok(at),
+                        None => at.push(Step::Unknown),
                     }
                 }
             }
@@ -182,7 +193,7 @@ mod tests {
             .map(|(path, node)| (Digest::of(DigestFunction::Sha256, path.as_bytes()), Arc::new(node)))
             .collect();
         let root = Digest::of(DigestFunction::Sha256, b"");
-        InputTree { root, nodes, keys: Default::default(), totals: Default::default() }
+        InputTree { root, nodes, keys: Default::default() }
     }
 
     #[test]

@@ -66,16 +66,14 @@ impl DirectoryCache {
     }
 }
 
-/// What the paths of a tree add up to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub files: u64,
-    pub directories: u64,
-    pub symlinks: u64,
-    /// Deepest nesting seen.
-    pub depth: usize,
+/// What the paths of a tree add up to, while it is fetched.
+#[derive(Default)]
+struct Totals {
+    files: u64,
+    directories: u64,
+    symlinks: u64,
     /// Bytes of the distinct files.
-    pub distinct_bytes: u64,
+    distinct_bytes: u64,
 }
 
 /// A checked input tree: the distinct Directories of the DAG.
@@ -84,7 +82,6 @@ pub struct InputTree {
     pub root: Digest,
     pub nodes: HashMap<Digest, Arc<Node>>,
     pub(crate) keys: HashSet<Key>,
-    pub totals: Totals,
 }
 
 impl InputTree {
@@ -98,8 +95,8 @@ impl InputTree {
         limits: &InputLimits,
         cache_bytes: u64,
     ) -> Result<Self, Status> {
-        let mut tree =
-            InputTree { root: *root, nodes: HashMap::new(), keys: HashSet::new(), totals: Totals::default() };
+        let mut tree = InputTree { root: *root, nodes: HashMap::new(), keys: HashSet::new() };
+        let mut totals = Totals::default();
         let max_bytes = limits.max_bytes.map_or(cache_bytes, |b| b.bytes());
         // Each distinct Directory of this level, with how many paths reach
         // it and the first of them (for messages).
@@ -115,27 +112,29 @@ impl InputTree {
                     shorten(&path.to_string())
                 )));
             }
-            tree.totals.depth = depth;
             let wanted: Vec<(Digest, &RelativePath)> = level
                 .iter()
                 .filter(|(d, _)| !tree.nodes.contains_key(d))
                 .map(|(d, (_, p))| (*d, p))
                 .collect();
             for (digest, node) in load(storage, instance, &wanted, cache).await? {
-                tree.keys.extend(node.files.iter().map(|(_, key)| *key));
+                for (_, key) in &node.files {
+                    if tree.keys.insert(*key) {
+                        totals.distinct_bytes = totals.distinct_bytes.saturating_add(key.0.size());
+                    }
+                }
                 tree.nodes.insert(digest, node);
             }
             let mut next: HashMap<Digest, (u64, RelativePath)> = HashMap::new();
             for (digest, (count, path)) in &level {
                 let node = &tree.nodes[digest];
-                tree.totals.add(node, *count);
+                totals.add(node, *count);
                 for (name, child) in &node.directories {
                     let entry = next.entry(*child).or_insert_with(|| (0, path.join_name(name)));
                     entry.0 = entry.0.saturating_add(*count);
                 }
             }
-            tree.totals.distinct_bytes = tree.keys.iter().map(|(d, _)| d.size()).sum();
-            tree.totals.check(root, limits, max_bytes)?;
+            totals.check(root, limits, max_bytes)?;
             level = next;
             depth += 1;
         }
@@ -220,7 +219,7 @@ fn link_or_copy(source: &std::path::Path, directory: &Directory, name: &str) -> 
             let mode = from.metadata()?.permissions().mode() & 0o7777;
             let mut to = directory.create_regular(name, mode)?;
             std::io::copy(&mut from, &mut to)?;
-            directory.set_entry_mode(name, mode)
+            to.set_permissions(std::fs::Permissions::from_mode(mode))
         }
         Err(e) => Err(e),
     }

@@ -60,7 +60,7 @@ fn outputs(command: &reapi::Command) -> Result<Vec<Output>, Status> {
 /// to pass through a symlink or a file of the input root.
 pub fn prepare(command: &reapi::Command, input_root: &Directory) -> Result<(), Status> {
     for output in outputs(command)? {
-        let mut directory = input_root.open_dir(&RelativePath::default()).map_err(internal("input root"))?;
+        let mut directory = input_root.try_clone().map_err(internal("input root"))?;
         for component in output.path.parent().components() {
             directory = match directory.metadata(component) {
                 Ok(m) if m.kind == Kind::Directory => directory.open_child(component),

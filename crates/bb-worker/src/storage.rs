@@ -246,18 +246,23 @@ impl StorageClient {
         let (small, large): (Vec<Digest>, Vec<Digest>) =
             missing.into_iter().partition(|d| d.size() <= SMALL_BLOB);
         for batch in batches(&small) {
-            let mut requests = Vec::with_capacity(batch.len());
-            for digest in &batch {
-                let Some(source) = unique.remove(digest) else { continue };
-                let data = tokio::task::spawn_blocking(move || source.read())
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))??;
-                requests.push(reapi::batch_update_blobs_request::Request {
-                    digest: Some(digest.to_proto()),
-                    data,
-                    compressor: 0,
-                });
-            }
+            let sources: Vec<(Digest, Source)> =
+                batch.iter().filter_map(|d| unique.remove(d).map(|s| (*d, s))).collect();
+            // Files of one batch are read in one blocking call.
+            let requests = tokio::task::spawn_blocking(move || {
+                sources
+                    .into_iter()
+                    .map(|(digest, source)| {
+                        Ok(reapi::batch_update_blobs_request::Request {
+                            digest: Some(digest.to_proto()),
+                            data: source.read()?,
+                            compressor: 0,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Status>>()
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
             let request = reapi::BatchUpdateBlobsRequest {
                 instance_name: instance.to_string(),
                 requests,
