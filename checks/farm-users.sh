@@ -8,10 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$CHECKS_ROOT"
 
-if [ "$(id -u)" != 0 ]; then
-  log "SKIPPED: the farm-users check needs root"
-  exit 0
-fi
+skip_unless_root "the farm-users check needs root"
 require_tool unshare "apt-get install -y util-linux"
 require_tool useradd "apt-get install -y passwd"
 require_binary bb

@@ -10,10 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$CHECKS_ROOT"
 
-if [ "$(id -u)" != 0 ]; then
-  log "SKIPPED: the fault suite needs root (it runs the farm with users bb-worker and bb-runner)"
-  exit 0
-fi
+skip_unless_root "the fault suite needs root (it runs the farm with users bb-worker and bb-runner)"
 require_tool unshare "apt-get install -y util-linux"
 require_tool pgrep "apt-get install -y procps"
 cargo build --release -p bb-cli --bin bb --example faults

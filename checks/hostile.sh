@@ -10,10 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$CHECKS_ROOT"
 
-if [ "$(id -u)" != 0 ]; then
-  log "SKIPPED: the hostile-input suite needs root (it runs actions as user bb-runner)"
-  exit 0
-fi
+skip_unless_root "the hostile-input suite needs root (it runs actions as user bb-runner)"
 require_tool unshare "apt-get install -y util-linux"
 require_tool useradd "apt-get install -y passwd"
 require_tool pgrep "apt-get install -y procps"

@@ -8,6 +8,14 @@ BB_BIN_DIR=${BB_BIN_DIR:-$CHECKS_ROOT/target/release}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
+# skip_unless_root WHY: a check that needs root reports itself SKIPPED
+# (never passed) and ends the script when not run as root.
+skip_unless_root() {
+  [ "$(id -u)" = 0 ] && return
+  log "SKIPPED: $*"
+  exit 0
+}
+
 # require_tool NAME HINT: fails, with the hint, when NAME is not installed.
 require_tool() {
   command -v "$1" >/dev/null 2>&1 || die "$1 is not installed; install it with: $2"

@@ -12,10 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then
-  log "SKIPPED: the multi-host test needs root (network namespaces, users)"
-  exit 0
-fi
+skip_unless_root "the multi-host test needs root (network namespaces, users)"
 require_tool ip "apt-get install -y iproute2"
 require_tool setpriv "apt-get install -y util-linux"
 require_tool python3 "apt-get install -y python3"

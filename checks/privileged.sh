@@ -7,10 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$CHECKS_ROOT"
 
-if [ "$(id -u)" != 0 ]; then
-  log "SKIPPED: the privilege-separation tests need root (they create users bb-worker and bb-runner)"
-  exit 0
-fi
+skip_unless_root "the privilege-separation tests need root (they create users bb-worker and bb-runner)"
 require_tool setpriv "apt-get install -y util-linux"
 require_tool useradd "apt-get install -y passwd"
 cargo build --workspace --bins
