@@ -54,6 +54,8 @@ async fn replaced_stdout_stderr_and_input_root_leak_nothing() {
         (format!("rm -f ../stdout && ln -s {secret} ../stdout"), "stdout"),
         ("rm -f ../stderr && ln -s /proc/self/environ ../stderr".to_string(), "stderr"),
         ("rm -f ../stdout && mkfifo ../stdout".to_string(), "stdout"),
+        ("rm -f ../stderr && mkfifo ../stderr".to_string(), "stderr"),
+        (format!("rm -rf out && ln -s {secret} out"), "out"),
         ("rm -f ../stderr && mkdir ../stderr".to_string(), "stderr"),
         ("cd .. && mv root moved && ln -s ../.. root".to_string(), "input root"),
         ("cd .. && mv root moved && mkfifo root".to_string(), "input root"),
@@ -61,6 +63,7 @@ async fn replaced_stdout_stderr_and_input_root_leak_nothing() {
     if nix::unistd::geteuid().is_root() {
         // Device nodes need CAP_MKNOD: /dev/zero would never end.
         cases.push(("rm -f ../stdout && mknod ../stdout c 1 5".to_string(), "stdout"));
+        cases.push(("rm -f ../stderr && mknod ../stderr c 1 5".to_string(), "stderr"));
         cases.push(("cd .. && mv root moved && mknod root c 1 5".to_string(), "input root"));
     }
     for (script, says) in cases {
