@@ -1,5 +1,6 @@
 //! bb-runner's configuration; `default-config.toml` documents every key.
 
+use bb_util::config::HumanDuration;
 use bb_util::grpc::ListenAddress;
 use bb_util::logging::LogConfig;
 use serde::Deserialize;
@@ -23,8 +24,54 @@ pub struct Config {
     pub kill_user_processes: bool,
     #[serde(default)]
     pub readiness_paths: Vec<PathBuf>,
+    /// How each action is isolated from the host and from other actions.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The `[sandbox]` table: namespaces, cgroup limits and how actions end.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Run every action in new user, PID, mount, network, IPC and UTS
+    /// namespaces: `kill -9 -1` reaches only the action, everything it
+    /// started dies with it, `/tmp` is its own, and it has no network.
+    pub namespaces: bool,
+    /// The hostname actions see, the same on every worker.
+    pub hostname: String,
+    /// Let actions use the host's network. Otherwise they have a loopback
+    /// interface of their own and nothing else.
+    pub allow_network: bool,
+    /// Directories covered by an empty read-only directory inside actions.
+    /// The build directory is always covered, and only the action's own
+    /// input root and temporary directory are laid back over it.
+    pub hidden_paths: Vec<PathBuf>,
+    /// Directories (with everything mounted beneath) that actions see
+    /// read-only. Their input root, temporary directory, `/tmp` and
+    /// `/dev/shm` stay writable.
+    pub read_only_paths: Vec<PathBuf>,
+    /// When an action runs out of time, it gets SIGTERM, and SIGKILL this
+    /// long after.
+    pub termination_grace: HumanDuration,
+    /// Refuse to start, rather than run with less, when the host cannot
+    /// give every action its namespaces and its cgroup.
+    pub require_isolation: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            namespaces: true,
+            hostname: "localhost".into(),
+            allow_network: false,
+            hidden_paths: vec!["/root".into(), "/home".into()],
+            read_only_paths: vec!["/".into()],
+            termination_grace: HumanDuration::from_secs(5),
+            require_isolation: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]

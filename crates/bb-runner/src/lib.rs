@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod cleanup;
 pub mod config;
 pub mod process;
+pub mod sandbox;
 pub mod service;
 
 use bb_proto::buildbarn::runner::runner_server::RunnerServer;
@@ -14,13 +15,24 @@ use tonic::service::Routes;
 
 /// Serves the Runner API on the configured socket until `shutdown`.
 pub async fn serve(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let service = service::RunnerService::new(config.clone())?;
+    let missing = service.missing_isolation();
+    if !missing.is_empty() {
+        let missing = missing.join("; ");
+        if config.sandbox.require_isolation {
+            anyhow::bail!("require_isolation is set, but this host cannot give actions {missing}");
+        }
+        tracing::warn!("actions run without {missing}");
+    } else {
+        tracing::info!("each action runs in user, PID, mount, network, IPC and UTS namespaces of its own");
+    }
     let listeners = bb_util::grpc::bind_all(std::slice::from_ref(&config.listen)).await?;
     if let bb_util::grpc::ListenAddress::Unix(path) = &config.listen {
         // Reachable by the socket's group (the worker), nobody else.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     }
-    let routes = Routes::new(RunnerServer::new(service::RunnerService::new(config)));
+    let routes = Routes::new(RunnerServer::new(service));
     bb_util::grpc::serve(routes, listeners, shutdown).await
 }
 

@@ -2,7 +2,8 @@
 
 use crate::cleanup;
 use crate::config::Config;
-use crate::process::{self, Launch};
+use crate::process;
+use crate::sandbox::{self, Sandbox};
 use bb_proto::buildbarn::resourceusage::PosixResourceUsage;
 use bb_proto::buildbarn::runner::runner_server::Runner;
 use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest, RunResponse};
@@ -24,6 +25,7 @@ pub struct RunnerService {
 
 struct Inner {
     config: Config,
+    sandbox: Sandbox,
     /// The user actions run as.
     action_uid: u32,
     /// Actions running; held while starting one and while killing all of
@@ -88,6 +90,17 @@ impl Inner {
         }
     }
 
+    /// Ends an action that ran out of time: SIGTERM to all of it, SIGKILL
+    /// after the grace period; returns once it is gone.
+    async fn stop(&self, running: &mut sandbox::Running) {
+        running.terminate();
+        let grace = self.config.sandbox.termination_grace.get();
+        if tokio::time::timeout(grace, running.wait()).await.is_err() {
+            running.kill();
+            let _ = running.wait().await;
+        }
+    }
+
     fn build_directory(&self) -> Result<Directory, Status> {
         Directory::open(&self.config.build_directory).map_err(|e| {
             Status::unavailable(format!(
@@ -124,13 +137,20 @@ impl Inner {
 }
 
 impl RunnerService {
-    pub fn new(config: Config) -> Self {
+    /// The service, with its sandbox checked against the host.
+    pub fn new(config: Config) -> std::io::Result<Self> {
         let action_uid = config.action_uid(nix::unistd::geteuid().as_raw());
-        RunnerService { inner: Arc::new(Inner { config, action_uid, active: Mutex::new(0) }) }
+        let sandbox = Sandbox::new(&config)?;
+        Ok(RunnerService { inner: Arc::new(Inner { config, sandbox, action_uid, active: Mutex::new(0) }) })
+    }
+
+    /// The isolation actions run without on this host.
+    pub fn missing_isolation(&self) -> Vec<&'static str> {
+        self.inner.sandbox.missing()
     }
 }
 
-fn posix_resource_usage(exit: &process::Exit) -> PosixResourceUsage {
+fn posix_resource_usage(exit: &sandbox::Exit) -> PosixResourceUsage {
     let r = &exit.rusage;
     let duration =
         |t: libc::timeval| prost_types::Duration { seconds: t.tv_sec, nanos: (t.tv_usec * 1000) as i32 };
@@ -246,54 +266,59 @@ impl Runner for RunnerService {
             ));
         };
 
-        let launch = Launch {
+        let action = sandbox::Action {
             program: program.clone(),
             arguments: request.arguments.clone(),
             environment,
-            working_directory: working_handle,
+            input_root: (input_root, input_root_path),
+            working_directory: (working_handle, PathBuf::from(working.to_string())),
+            temporary_directory: temporary_directory.zip(temporary_path),
             stdout,
             stderr: stderr.try_clone().map_err(|e| Status::internal(e.to_string()))?,
-            chroot: if chroot {
-                let handle = input_root.try_clone().map_err(|e| Status::internal(e.to_string()))?;
-                Some((handle, inside.clone()))
-            } else {
-                None
-            },
-            run_as: inner.config.run_as.map(|r| (r.uid, r.gid)),
+            network: inner.config.sandbox.allow_network,
         };
         let mut running = {
             let mut active = inner.active.lock();
-            match process::start(launch) {
+            match inner.sandbox.start(&action) {
                 Ok(running) => {
                     *active += 1;
                     running
                 }
                 Err(e) => {
                     drop(active);
+                    let Some(errno) = e.exec_errno() else {
+                        return Err(Status::internal(format!("cannot start the action: {e}")));
+                    };
+                    let exit_code = if errno == libc::ENOENT { 127 } else { 126 };
                     let message = format!("{}: cannot run: {e}", program.display());
-                    return Ok(shell_like_failure(&mut stderr, 126, &message));
+                    return Ok(shell_like_failure(&mut stderr, exit_code, &message));
                 }
             }
         };
         // From here on, cleanup happens however this call ends.
-        let after = AfterAction { work: Some((inner.clone(), input_root, temporary_directory)) };
+        let sandbox::Action { input_root: (input_root, _), temporary_directory, .. } = action;
+        let after = AfterAction { work: Some((inner.clone(), input_root, temporary_directory.map(|t| t.0))) };
         let exit = match timeout {
-            Some(limit) => tokio::time::timeout(limit, running.wait()).await.ok(),
+            Some(limit) => match tokio::time::timeout(limit, running.wait()).await {
+                Ok(exit) => Some(exit),
+                Err(_) => {
+                    inner.stop(&mut running).await;
+                    None
+                }
+            },
             None => Some(running.wait().await),
         };
-        running.kill_group();
-        if exit.is_none() {
-            // Reap the killed command before answering.
-            let _ = running.wait().await;
-        }
+        running.kill();
         after.finish().await;
         let exit = match exit {
             Some(exit) => exit.map_err(|e| Status::internal(format!("waiting for the action: {e}")))?,
             None => {
                 let limit = timeout.unwrap_or_default();
                 return Err(Status::deadline_exceeded(format!(
-                    "the action ran longer than its timeout of {}; its processes were killed",
-                    humantime_like(limit)
+                    "the action ran longer than its timeout of {}; its processes got SIGTERM, and SIGKILL {} \
+                     later if still running",
+                    humantime_like(limit),
+                    humantime_like(inner.config.sandbox.termination_grace.get())
                 )));
             }
         };

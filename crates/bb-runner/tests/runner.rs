@@ -2,95 +2,17 @@
 //! codes, resource usage, process groups, timeouts and path checks.
 
 use bb_proto::buildbarn::resourceusage::PosixResourceUsage;
-use bb_proto::buildbarn::runner::runner_client::RunnerClient;
-use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest, RunResponse};
+use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunResponse};
 use prost::Message;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
-struct Runner {
-    client: RunnerClient<Channel>,
-    build: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
+mod common;
 
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn runner() -> Runner {
-    let build = tempfile::tempdir().unwrap();
-    let socket = build.path().join("runner.sock");
-    let text =
-        format!("listen = \"unix:{}\"\nbuild_directory = \"{}\"\n", socket.display(), build.path().display());
-    let config: bb_runner::config::Config = bb_util::config::parse(&text, "test").unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(bb_runner::serve(config, shutdown.clone()));
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let channel = bb_util::grpc::channel(&format!("unix:{}", socket.display())).unwrap();
-    Runner { client: RunnerClient::new(channel), build, shutdown }
-}
-
-impl Runner {
-    /// Creates `<build>/<id>/{root,tmp}` and returns a request running `args`.
-    fn action(&self, id: &str, args: &[&str]) -> RunRequest {
-        let dir = self.build.path().join(id);
-        std::fs::create_dir_all(dir.join("root")).unwrap();
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        RunRequest {
-            arguments: args.iter().map(|s| s.to_string()).collect(),
-            environment_variables: HashMap::from([("PATH".to_string(), "/bin:/usr/bin".to_string())]),
-            working_directory: String::new(),
-            stdout_path: format!("{id}/stdout"),
-            stderr_path: format!("{id}/stderr"),
-            input_root_directory: format!("{id}/root"),
-            temporary_directory: format!("{id}/tmp"),
-            server_logs_directory: String::new(),
-        }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.build.path().join(relative)
-    }
-
-    fn read(&self, relative: &str) -> String {
-        std::fs::read_to_string(self.path(relative)).unwrap()
-    }
-
-    async fn run(&self, request: RunRequest) -> Result<RunResponse, tonic::Status> {
-        self.client.clone().run(request).await.map(|r| r.into_inner())
-    }
-
-    async fn run_with_timeout(
-        &self,
-        request: RunRequest,
-        timeout: Duration,
-    ) -> Result<RunResponse, tonic::Status> {
-        let mut request = tonic::Request::new(request);
-        request
-            .metadata_mut()
-            .insert(bb_util::RUNNER_TIMEOUT_HEADER, timeout.as_millis().to_string().parse().unwrap());
-        self.client.clone().run(request).await.map(|r| r.into_inner())
-    }
-}
+use common::{runner, runner_with};
 
 fn usage(response: &RunResponse) -> PosixResourceUsage {
     PosixResourceUsage::decode(response.resource_usage[0].value.as_slice()).unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    // Not a zombie, and still there.
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ"))
 }
 
 #[tokio::test]
@@ -148,12 +70,14 @@ async fn signals_and_leftover_processes() {
     assert_eq!(usage(&response).termination_signal, "KILL");
 
     // A background process outlives its shell, but not the action.
-    let response =
-        r.run(r.action("s2", &["sh", "-c", "sleep 1000 & echo $! > $TMPDIR/../pid"])).await.unwrap();
+    let response = r
+        .run(r.action("s2", &["sh", "-c", "(sleep 0.5; echo survived > late) & echo started"]))
+        .await
+        .unwrap();
     assert_eq!(response.exit_code, 0);
-    let pid: i32 = r.read("s2/pid").trim().parse().unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!alive(pid), "background sleep {pid} survived the action");
+    assert_eq!(r.read("s2/stdout"), "started\n");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!r.path("s2/root/late").exists(), "a background process survived the action");
     // The temporary directory was emptied.
     let response = r
         .run(r.action("s3", &["sh", "-c", "touch $TMPDIR/leftover; mkdir $TMPDIR/d; chmod 0 $TMPDIR/d"]))
@@ -164,41 +88,56 @@ async fn signals_and_leftover_processes() {
 }
 
 #[tokio::test]
-async fn timeouts_kill_the_whole_group_and_keep_partial_output() {
-    let r = runner().await;
-    let request = r.action(
-        "t1",
-        &["sh", "-c", "echo before; (sleep 1000 & echo $! > $TMPDIR/../pid; wait) ; echo after"],
-    );
+async fn timeouts_kill_every_process_and_keep_partial_output() {
+    let r = runner_with("[sandbox]\ntermination_grace = \"1s\"\n").await;
+    let request = r
+        .action("t1", &["sh", "-c", "echo before; (sleep 1; echo survived > late) & sleep 1000; echo after"]);
     let start = std::time::Instant::now();
     let err = r.run_with_timeout(request, Duration::from_millis(500)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(r.read("t1/stdout"), "before\n");
-    let pid: i32 = r.read("t1/pid").trim().parse().unwrap();
-    assert!(!alive(pid), "the grandchild was killed with the group");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!r.path("t1/root/late").exists(), "a background process survived the timeout");
+}
+
+/// Out of time, an action gets SIGTERM (all of its processes), and those
+/// that trap it SIGKILL after the grace period.
+#[tokio::test]
+async fn timeouts_terminate_then_kill() {
+    let r = runner_with("[sandbox]\ntermination_grace = \"1500ms\"\n").await;
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; sleep 100 & wait";
+    let start = std::time::Instant::now();
+    let err = r.run_with_timeout(r.action("g1", &["sh", "-c", script]), Duration::from_millis(300)).await;
+    assert_eq!(err.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(r.read("g1/stdout"), "ready\ngot TERM\n", "the action saw TERM and could flush");
+    assert!(start.elapsed() < Duration::from_millis(1500), "it ended on TERM: {:?}", start.elapsed());
+
+    let script = "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done";
+    let start = std::time::Instant::now();
+    let err = r.run_with_timeout(r.action("g2", &["sh", "-c", script]), Duration::from_millis(300)).await;
+    let message = err.unwrap_err().message().to_string();
+    let elapsed = start.elapsed();
+    assert!(r.read("g2/stdout").starts_with("ready\nignoring TERM\n"), "{}", r.read("g2/stdout"));
+    assert!(elapsed >= Duration::from_millis(1800), "KILL came after the grace period: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(message.contains("SIGTERM") && message.contains("SIGKILL"), "{message}");
 }
 
 #[tokio::test]
 async fn abandoned_calls_kill_the_action() {
     let r = runner().await;
-    let request = r.action("c1", &["sh", "-c", "echo $$ > $TMPDIR/../pid; sleep 1000"]);
+    let request = r.action("c1", &["sh", "-c", "echo started > started; sleep 1; echo survived > late"]);
     let call = tokio::spawn({
         let mut client = r.client.clone();
         async move { client.run(request).await }
     });
-    while !r.path("c1/pid").exists() || r.read("c1/pid").is_empty() {
+    while !r.path("c1/root/started").exists() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid: i32 = r.read("c1/pid").trim().parse().unwrap();
     call.abort();
-    for _ in 0..100 {
-        if !alive(pid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the action {pid} outlived its abandoned Run call");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!r.path("c1/root/late").exists(), "the action outlived its abandoned Run call");
 }
 
 #[tokio::test]

@@ -365,6 +365,27 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.path().join("target")).unwrap(), "kept", "not truncated");
     }
 
+    /// Actions cannot make device nodes (the runner drops CAP_MKNOD), but
+    /// a runner that is not ours might let them: /dev/zero is never read.
+    #[test]
+    fn refuses_device_nodes() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let zero = nix::sys::stat::makedev(1, 5);
+        nix::sys::stat::mknod(
+            &dir.path().join("zero"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            zero,
+        )
+        .unwrap();
+        let root = Directory::open(dir.path()).unwrap();
+        assert!(message(root.open_regular("zero").unwrap_err()).contains("device"));
+        assert!(message(root.create_regular("zero", 0o644).unwrap_err()).contains("device"));
+    }
+
     #[test]
     fn creates_with_exact_modes_and_removes_locked_trees() {
         let dir = tempfile::tempdir().unwrap();

@@ -207,8 +207,11 @@ http_listen = "127.0.0.1:{metrics_port}"
     }
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ"))
+/// How many processes run exactly `command_line` on this host (the
+/// action's own pids mean nothing here: it has a PID namespace).
+fn running(command_line: &str) -> usize {
+    let output = std::process::Command::new("pgrep").args(["-c", "-x", "-f", command_line]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
 }
 
 #[tokio::test]
@@ -222,7 +225,7 @@ async fn inputs_are_protected_and_actions_hold_no_capabilities() {
          if chmod 0666 input.txt; then echo CHMOD-OK; else echo CHMOD-DENIED; fi; \
          if ls {} >/dev/null 2>&1; then echo LIST-OK; else echo LIST-DENIED; fi; \
          mkdir -p out/private && echo secret > out/private/f && chmod 0600 out/private/f && chmod 0700 out/private; \
-         sleep 1000 & echo \"bg=$!\"",
+         sleep 1001 &",
         cache.display()
     );
     let mut action = TestAction::shell(&script);
@@ -251,9 +254,8 @@ async fn inputs_are_protected_and_actions_hold_no_capabilities() {
     assert_eq!(result.output_directories.len(), 1);
 
     // The background sleep did not outlive the action.
-    let pid: i32 = stdout.lines().find_map(|l| l.strip_prefix("bg=")).unwrap().parse().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!alive(pid), "background process {pid} survived");
+    assert_eq!(running("sleep 1001"), 0, "the background sleep survived");
     // And the build directory is gone.
     let left: Vec<_> = std::fs::read_dir(farm.path("build")).unwrap().collect();
     assert!(left.is_empty(), "build directory left behind: {left:?}");
@@ -263,14 +265,13 @@ async fn inputs_are_protected_and_actions_hold_no_capabilities() {
 #[ignore = "needs root; run by checks/privileged.sh"]
 async fn timeouts_kill_the_process_group() {
     let farm = PrivilegedFarm::start().await;
-    let mut action = TestAction::shell("echo partial; sleep 1000 & echo \"bg=$!\"; wait");
+    let mut action = TestAction::shell("echo partial; sleep 1002 & wait");
     action.timeout = Some(Duration::from_secs(1));
     let response = farm.run(action).await;
     assert_eq!(code(&response), Code::DeadlineExceeded, "{:?}\n{}", response.status, farm.logs());
     let stdout = farm.stdout(response.result.as_ref().unwrap()).await;
     assert!(stdout.starts_with("partial\n"), "{stdout}");
-    let pid: i32 = stdout.lines().find_map(|l| l.strip_prefix("bg=")).unwrap().parse().unwrap();
-    assert!(!alive(pid), "the group's sleep {pid} survived the timeout");
+    assert_eq!(running("sleep 1002"), 0, "the action's sleep survived the timeout");
 }
 
 #[tokio::test]

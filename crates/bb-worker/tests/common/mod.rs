@@ -80,6 +80,18 @@ impl Farm {
     }
 
     pub async fn start_with_grace(slots: usize, shutdown_grace: &str) -> Farm {
+        Self::start_with(slots, shutdown_grace, "").await
+    }
+
+    /// A farm whose runner gives actions no namespaces: what the worker
+    /// itself must withstand (behind a runner that cannot isolate, or one
+    /// of Buildbarn's).
+    pub async fn start_unsandboxed(slots: usize) -> Farm {
+        Self::start_with(slots, "5s", "[sandbox]\nnamespaces = false\n").await
+    }
+
+    /// `runner_extra` is appended to the runner's config.
+    pub async fn start_with(slots: usize, shutdown_grace: &str, runner_extra: &str) -> Farm {
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
         let (client_address, worker_address) = start_scheduler(&shutdown).await;
@@ -87,7 +99,11 @@ impl Farm {
         let build = dir.path().join("build");
         let socket = dir.path().join("runner.sock");
         let runner_config: bb_runner::config::Config = bb_util::config::parse(
-            &format!("listen = \"unix:{}\"\nbuild_directory = \"{}\"\n", socket.display(), build.display()),
+            &format!(
+                "listen = \"unix:{}\"\nbuild_directory = \"{}\"\n{runner_extra}",
+                socket.display(),
+                build.display()
+            ),
             "runner",
         )
         .unwrap();

@@ -1,0 +1,223 @@
+//! The runner's side of a sandbox: clone its init, map the action's user
+//! into the new user namespace, let init go, and learn whether the action
+//! started; then wait for it, stop it, or kill it.
+
+use super::child;
+use super::plan::{Plan, Stage};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// The user and group the action runs as, mapped to themselves in its user
+/// namespace. `privileged`: the runner holds CAP_SETUID and CAP_SETGID
+/// (for `run_as`), so the mapping need not be of its own ids.
+pub struct IdMaps {
+    pub uid: u32,
+    pub gid: u32,
+    pub privileged: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}: {}", .0.describe(), std::io::Error::from_raw_os_error(*.1))]
+    Child(Stage, i32),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StartError {
+    /// The errno of a failed exec, which a shell would report as 126/127.
+    pub fn exec_errno(&self) -> Option<i32> {
+        match self {
+            StartError::Child(Stage::Exec, errno) => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// How the action ended.
+pub struct Exit {
+    pub exit_code: i64,
+    pub signal: Option<Signal>,
+    /// The action's and everything init reaped, init included.
+    pub rusage: libc::rusage,
+}
+
+/// A started action. Dropping it kills everything it started.
+pub struct Running {
+    /// A pidfd of init: signals never reach a process that reused its pid.
+    init: OwnedFd,
+    /// The action's process group, as the runner sees it, when there is no
+    /// PID namespace to take everything down with init.
+    group: Option<Pid>,
+    waiter: Option<tokio::task::JoinHandle<std::io::Result<Exit>>>,
+    done: bool,
+}
+
+fn pipe() -> std::io::Result<(File, File)> {
+    let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((File::from(read), File::from(write)))
+}
+
+/// Clones init with `flags` and lets it set up; `Ok` once init is ready to
+/// start the action (or exited, for a probe).
+fn launch(mut plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<(Pid, File), StartError> {
+    let (go_read, mut go_write) = pipe()?;
+    let (mut report_read, report_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
+    plan.go_fd = go_read.as_raw_fd();
+    plan.report_fd = report_write.as_raw_fd();
+    plan.status_fd = status_write.as_raw_fd();
+    plan.collect_fds();
+    // SAFETY: the child only makes raw system calls on the prepared plan.
+    let pid = unsafe { super::sys::clone(flags) };
+    if pid == 0 {
+        unsafe { child::init_main(&plan) }
+    }
+    if pid < 0 {
+        return Err(StartError::Io(std::io::Error::last_os_error()));
+    }
+    let init = Pid::from_raw(pid);
+    drop((go_read, report_write, status_write));
+    if let Some(maps) = maps
+        && let Err(e) = write_id_maps(pid, &maps)
+    {
+        let _ = kill(init, Signal::SIGKILL);
+        reap(init);
+        return Err(StartError::Io(std::io::Error::new(e.kind(), format!("mapping the action's user: {e}"))));
+    }
+    go_write.write_all(&[1])?;
+    drop(go_write);
+    let mut report = Vec::new();
+    report_read.read_to_end(&mut report)?;
+    if let Ok(bytes) = <[u8; 8]>::try_from(report.as_slice()) {
+        reap(init);
+        let stage = i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_ne_bytes(bytes[4..].try_into().expect("4 bytes"));
+        let stage = Stage::from_code(stage).unwrap_or(Stage::Go);
+        return Err(StartError::Child(stage, errno));
+    }
+    drop(plan);
+    Ok((init, status_read))
+}
+
+fn write_id_maps(pid: libc::pid_t, maps: &IdMaps) -> std::io::Result<()> {
+    let proc = format!("/proc/{pid}");
+    if !maps.privileged {
+        std::fs::write(format!("{proc}/setgroups"), "deny")?;
+    }
+    std::fs::write(format!("{proc}/uid_map"), format!("{0} {0} 1\n", maps.uid))?;
+    std::fs::write(format!("{proc}/gid_map"), format!("{0} {0} 1\n", maps.gid))
+}
+
+fn reap(pid: Pid) {
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+/// Sets up a sandbox that starts nothing: whether the host allows it.
+pub fn probe(plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<(), StartError> {
+    let (init, _) = launch(plan, flags, maps)?;
+    reap(init);
+    Ok(())
+}
+
+/// Starts the action; returns once it runs (its program was executed).
+pub fn start(plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<Running, StartError> {
+    let pid_namespace = flags & libc::CLONE_NEWPID != 0;
+    let (init, mut status) = launch(plan, flags, maps)?;
+    // Not reaped before the waiter below: the pid is still init's.
+    let pidfd = pidfd_open(init)?;
+    let mut group = None;
+    if !pid_namespace {
+        let mut pid = [0u8; 4];
+        status.read_exact(&mut pid)?;
+        group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
+    }
+    let waiter = tokio::task::spawn_blocking(move || wait(init, status));
+    Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
+}
+
+/// Waits for init, then reads the action's wait status it left.
+fn wait(init: Pid, mut status: File) -> std::io::Result<Exit> {
+    let mut wait_status = 0;
+    // SAFETY: rusage is plain data, filled in by the kernel.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to locals.
+        if unsafe { libc::wait4(init.as_raw(), &mut wait_status, 0, &mut rusage) } == init.as_raw() {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    let mut action = [0u8; 4];
+    if status.read_exact(&mut action).is_ok() {
+        wait_status = i32::from_ne_bytes(action);
+    }
+    Ok(decode(wait_status, rusage))
+}
+
+fn decode(status: i32, rusage: libc::rusage) -> Exit {
+    if libc::WIFSIGNALED(status) {
+        let number = libc::WTERMSIG(status);
+        Exit { exit_code: 128 + i64::from(number), signal: Signal::try_from(number).ok(), rusage }
+    } else {
+        Exit { exit_code: i64::from(libc::WEXITSTATUS(status)), signal: None, rusage }
+    }
+}
+
+impl Running {
+    /// Waits for the action to exit; may be called again after a timeout.
+    pub async fn wait(&mut self) -> std::io::Result<Exit> {
+        let waiter = self.waiter.as_mut().ok_or_else(|| std::io::Error::other("already waited for"))?;
+        let exit = waiter.await.map_err(std::io::Error::other)?;
+        self.waiter = None;
+        self.done = true;
+        exit
+    }
+
+    /// Asks every process of the action to stop (SIGTERM, through init).
+    pub fn terminate(&self) {
+        if !self.done {
+            signal(&self.init, Signal::SIGTERM);
+        }
+    }
+
+    /// Kills everything the action started.
+    pub fn kill(&self) {
+        if let Some(group) = self.group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        if !self.done {
+            signal(&self.init, Signal::SIGKILL);
+        }
+    }
+}
+
+fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // SAFETY: a raw system call; the fd it returns is ours to own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// ESRCH (init is gone) is the usual and fine outcome.
+fn signal(pidfd: &OwnedFd, signal: Signal) {
+    // SAFETY: a raw system call on a descriptor we own.
+    unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal as libc::c_int, 0usize, 0u32)
+    };
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

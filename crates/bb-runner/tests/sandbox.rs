@@ -1,0 +1,104 @@
+//! What an action can reach from its sandbox: its own processes, its own
+//! /tmp, no network, a fixed hostname, none of the host's hidden paths.
+
+mod common;
+
+use common::{Runner, runner_with};
+use std::time::Duration;
+
+/// A runner that refuses to start without every namespace: the hostile
+/// actions below must never run on the host itself (as root, `kill -9 -1`
+/// there would end every process of the machine).
+async fn runner() -> Runner {
+    let r = runner_with("[sandbox]\nrequire_isolation = true\n").await;
+    let response =
+        r.run(r.action("isolated", &["sh", "-c", "echo $$"])).await.expect("the sandboxed runner runs");
+    assert_eq!(r.read("isolated/stdout"), "2\n", "the action runs in a PID namespace of its own");
+    assert_eq!(response.exit_code, 0);
+    r
+}
+
+#[tokio::test]
+async fn kill_every_process_reaches_only_the_action() {
+    let r = runner().await;
+    let response = r.run(r.action("k1", &["sh", "-c", "sleep 100 & kill -9 -1; echo $$"])).await.unwrap();
+    // The shell killed its sleep (and, with SIGKILL to -1, not itself).
+    assert_eq!(response.exit_code, 0, "{}", r.read("k1/stderr"));
+    assert_eq!(r.read("k1/stdout"), "2\n", "the action's shell is the second process of its namespace");
+    let response = r.run(r.action("k2", &["sh", "-c", "echo next"])).await.unwrap();
+    assert_eq!((response.exit_code, r.read("k2/stdout").as_str()), (0, "next\n"), "the runner is up");
+}
+
+#[tokio::test]
+async fn tmp_is_private_and_empty() {
+    let r = runner().await;
+    let marker = format!("bb-sandbox-test-{}", std::process::id());
+    let script =
+        format!("ls -A /tmp | grep -v '^\\.tmp' | wc -l; echo x > /tmp/{marker}; ls /dev/shm | wc -l");
+    let response = r.run(r.action("p1", &["sh", "-c", &script])).await.unwrap();
+    assert_eq!(response.exit_code, 0, "{}", r.read("p1/stderr"));
+    assert_eq!(r.read("p1/stdout"), "0\n0\n", "nothing of the host's /tmp or /dev/shm");
+    assert!(!std::path::Path::new("/tmp").join(&marker).exists(), "the write reached the host's /tmp");
+    let response = r.run(r.action("p2", &["sh", "-c", &format!("test ! -e /tmp/{marker}")])).await.unwrap();
+    assert_eq!(response.exit_code, 0, "the next action saw the last one's /tmp");
+}
+
+#[tokio::test]
+async fn the_host_is_read_only_and_hidden_paths_are_empty() {
+    let r = runner().await;
+    let script = "touch /var/tmp/bb-sandbox-ro 2>/dev/null && echo wrote; ls -A /root | wc -l; \
+                  ls -A $TMPDIR/../.. | wc -l; echo ok > /dev/null && echo devices work; hostname";
+    let response = r.run(r.action("h1", &["sh", "-c", script])).await.unwrap();
+    assert_eq!(response.exit_code, 0, "{}", r.read("h1/stderr"));
+    // The build directory holds only this action's directory (root, tmp).
+    assert_eq!(r.read("h1/stdout"), "0\n1\ndevices work\nlocalhost\n");
+    assert!(!std::path::Path::new("/var/tmp/bb-sandbox-ro").exists());
+}
+
+/// A host listener on loopback: unreachable without network, reachable
+/// when the operator allows it.
+#[tokio::test]
+async fn network_is_off_unless_allowed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected");
+    let isolated = "[sandbox]\nrequire_isolation = true\n";
+    for (extra, want) in
+        [(isolated.to_string(), ""), (format!("{isolated}allow_network = true\n"), "connected\n")]
+    {
+        let r = runner_with(&extra).await;
+        let response = r.run(r.action("n1", &["bash", "-c", &script])).await.unwrap();
+        assert_eq!(r.read("n1/stdout"), want, "{extra:?}: {}", r.read("n1/stderr"));
+        assert_eq!(response.exit_code == 0, !want.is_empty());
+    }
+    // Loopback of its own works.
+    let r = runner().await;
+    let script = "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); \
+                  c=socket.create_connection(s.getsockname()); print(\"loopback\")'";
+    let response = r.run(r.action("n2", &["sh", "-c", script])).await.unwrap();
+    assert_eq!(
+        (response.exit_code, r.read("n2/stdout").as_str()),
+        (0, "loopback\n"),
+        "{}",
+        r.read("n2/stderr")
+    );
+}
+
+/// 2,000 background sleeps and a process that keeps forking are gone once
+/// the action's shell exits.
+#[tokio::test]
+async fn background_processes_end_with_the_action() {
+    let r = runner().await;
+    let script = "i=0; while [ $i -lt 2000 ]; do sleep 1000 & i=$((i+1)); done; \
+                  (while :; do (sleep 1000 &) ; done) & sleep 0.5; echo spawned";
+    let response = r.run(r.action("b1", &["sh", "-c", script])).await.unwrap();
+    assert_eq!(
+        (response.exit_code, r.read("b1/stdout").as_str()),
+        (0, "spawned\n"),
+        "{}",
+        r.read("b1/stderr")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sleeps = std::process::Command::new("pgrep").args(["-c", "-f", "^sleep 1000$"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&sleeps.stdout).trim(), "0", "sleeps outlived the action");
+}
