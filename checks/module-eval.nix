@@ -77,6 +77,7 @@ let
       storageEndpoint = "grpc://scheduler:8980";
     };
   }];
+  limited = evaluate [{ services.buildbarn.runner = { enable = true; limits = { memory = "1GiB"; processes = 512; }; }; }];
   networked = evaluate [{
     services.buildbarn.worker.enable = true;
     services.buildbarn.runner.allowNetwork = true;
@@ -131,8 +132,15 @@ let
     { name = "runner read-only system"; ok = runnerUnit.ProtectSystem == "strict"; }
     { name = "runner writes only the build directory"; ok = runnerUnit.ReadWritePaths == [ "/var/lib/bb-worker/build" ]; }
     { name = "runner private /tmp, no /home"; ok = runnerUnit.PrivateTmp && runnerUnit.ProtectHome; }
-    { name = "runner without network"; ok = runnerUnit.RestrictAddressFamilies == [ "AF_UNIX" ]; }
-    { name = "runner with network when allowed"; ok = networked.systemd.services.bb-runner.serviceConfig.RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ]; }
+    # Actions get their network from their namespace: none by default.
+    { name = "actions without network"; ok = !worker.services.buildbarn.runner.settings.sandbox.allow_network; }
+    { name = "actions with network when allowed"; ok = networked.services.buildbarn.runner.settings.sandbox.allow_network; }
+    { name = "runner gets its cgroup delegated"; ok = runnerUnit.Delegate == "memory pids cpu" && !(runnerUnit ? ProtectControlGroups); }
+    { name = "runner may make the namespaces of actions only"; ok = runnerUnit.RestrictNamespaces == "user pid mnt net ipc uts"; }
+    { name = "runner may set actions' hostname"; ok = !(runnerUnit ? ProtectHostname); }
+    { name = "runner refuses to run actions unisolated"; ok = worker.services.buildbarn.runner.settings.sandbox.require_isolation; }
+    { name = "limits reach the runner's settings"; ok = limited.services.buildbarn.runner.settings.sandbox.limits == { memory = "1GiB"; processes = 512; }; }
+    { name = "no limits by default"; ok = worker.services.buildbarn.runner.settings.sandbox.limits == { }; }
     { name = "runner runs as bb-runner"; ok = runnerUnit.User == "bb-runner"; }
     { name = "chroot adds exactly CAP_SYS_CHROOT"; ok = chrooted.systemd.services.bb-runner.serviceConfig.CapabilityBoundingSet == "CAP_SYS_CHROOT" && chrooted.services.buildbarn.runner.settings.keep_capabilities == [ "CAP_SYS_CHROOT" ] && chrooted.services.buildbarn.runner.settings.chroot_into_input_root; }
     { name = "run-as adds exactly CAP_SETUID and CAP_SETGID"; ok = runAs.systemd.services.bb-runner.serviceConfig.AmbientCapabilities == "CAP_SETUID CAP_SETGID" && runAs.services.buildbarn.runner.settings.run_as == { uid = 2001; gid = 2001; }; }

@@ -1,7 +1,9 @@
 # services.buildbarn.runner: the only process of the farm that runs foreign
 # code, so the most restricted one: user bb-runner, no capabilities beyond
 # what its settings need, no new privileges, a read-only system but for the
-# worker's build directory, and no network unless allowNetwork is set.
+# worker's build directory. Each action gets namespaces of its own (no
+# network unless allowNetwork is set) and a cgroup with the limits of
+# `limits`, in the cgroup systemd delegates to the unit.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.buildbarn.runner;
@@ -59,7 +61,28 @@ in
     allowNetwork = mkOption {
       type = types.bool;
       default = false;
-      description = "Let actions use the network (IPv4 and IPv6 sockets). Otherwise only UNIX sockets.";
+      description = "Let actions use the host's network. Otherwise each has a loopback interface of its own and nothing else.";
+    };
+
+    limits = {
+      memory = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "4GiB";
+        description = "Memory one action may use (swap off); past it the action is OOM-killed. null: unlimited.";
+      };
+      processes = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 4096;
+        description = "Processes and threads one action may have at once. null: unlimited.";
+      };
+      cpus = mkOption {
+        type = types.nullOr types.float;
+        default = null;
+        example = 2.0;
+        description = "CPU cores' worth of time one action may use. null: unlimited.";
+      };
     };
 
     settings = mkOption {
@@ -85,6 +108,13 @@ in
       # left over from the action.
       kill_user_processes = mkDefault true;
       readiness_paths = mkDefault [ ];
+      sandbox = {
+        allow_network = mkDefault cfg.allowNetwork;
+        # The cgroup below is systemd's, delegated: no isolation is missing.
+        require_isolation = mkDefault true;
+        hidden_paths = mkDefault [ "/root" "/home" "/var/lib/bb-worker" "/var/lib/bb-scheduler" "/var/lib/bb-storage" ];
+        limits = lib.filterAttrs (_: v: v != null) cfg.limits;
+      };
       log = {
         format = mkDefault "text";
         level = mkDefault "info";
@@ -111,6 +141,9 @@ in
         RestartSec = "1s";
         # Everything the unit started goes when it stops.
         KillMode = "control-group";
+        # The unit's cgroup is the runner's: it makes one per action there,
+        # with the memory, pids and cpu controllers.
+        Delegate = "memory pids cpu";
 
         # One space-separated value: NixOS writes a list as one line per
         # element, so an empty list would write no line at all and leave
@@ -124,14 +157,21 @@ in
         PrivateTmp = true;
         ProtectHome = true;
         PrivateDevices = true;
-        ProtectKernelTunables = true;
+        # Not ProtectKernelTunables or ProtectKernelLogs: their mounts over
+        # /proc would keep the runner from mounting each action's own /proc
+        # (the kernel refuses a procfs less covered than the one it sees).
+        # Actions run as bb-runner, without capabilities: /proc/sys and
+        # /proc/kmsg are not theirs to write or read.
         ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
+        # Not ProtectControlGroups: the delegated cgroup must be writable.
         ProtectClock = true;
-        ProtectHostname = true;
-        RestrictAddressFamilies = [ "AF_UNIX" ] ++ optionals cfg.allowNetwork [ "AF_INET" "AF_INET6" ];
-        RestrictNamespaces = true;
+        # Not ProtectHostname: it filters sethostname(2), which sets each
+        # action's fixed hostname in its own UTS namespace.
+        # Network isolation is each action's network namespace; IPv4 is
+        # needed for its loopback interface.
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        # The namespaces each action gets, and no others.
+        RestrictNamespaces = "user pid mnt net ipc uts";
         RestrictRealtime = true;
         RestrictSUIDSGID = true;
         LockPersonality = true;

@@ -1,6 +1,8 @@
 # On one host with the whole farm: an action cannot write its inputs and the
 # file cache stays intact; actions hold no capabilities, nor does the runner;
-# an action's background process is gone after it.
+# each action has namespaces and a cgroup (v2, delegated by systemd) of its
+# own: `kill -9 -1`, /tmp, the host's loopback, memory, fork loops and TERM
+# at the timeout are contained; its background processes end with it.
 { pkgs, module, packages }:
 pkgs.testers.runNixOSTest {
   name = "buildbarn-isolation";
@@ -8,7 +10,10 @@ pkgs.testers.runNixOSTest {
     imports = [ module ];
     services.buildbarn.scheduler = { enable = true; package = packages.bb-scheduler; };
     services.buildbarn.worker = { enable = true; package = packages.bb-worker; };
-    services.buildbarn.runner.package = packages.bb-runner;
+    services.buildbarn.runner = {
+      package = packages.bb-runner;
+      limits = { memory = "128MiB"; processes = 512; };
+    };
     environment.systemPackages = [ packages.bb ];
     virtualisation.memorySize = 1024;
   };
@@ -40,7 +45,42 @@ pkgs.testers.runNixOSTest {
         no_capabilities(machine.succeed(f"grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/{pid}/status"))
 
     with subtest("an action's background process is gone after it"):
-        pid = machine.succeed(f"bb exec {bb} -- sh -c 'sleep 1000 & echo $!'").strip()
-        machine.wait_until_fails(f"kill -0 {pid}", timeout=10)
+        machine.succeed(f"bb exec {bb} -- sh -c 'sleep 1003 &'")
+        machine.wait_until_fails("pgrep -x -f 'sleep 1003'", timeout=10)
+
+    with subtest("the runner makes a cgroup v2 per action in its delegated cgroup"):
+        machine.succeed("journalctl -u bb-runner.service | grep 'each action runs with namespaces, a cgroup each (cgroup v2'")
+
+    with subtest("kill -9 -1 reaches only the action"):
+        out = machine.succeed(f"bb exec {bb} -- sh -c 'sleep 100 & kill -9 -1; echo survived'")
+        assert out == "survived\n", out
+        machine.succeed("systemctl is-active bb-runner.service bb-worker.service bb-scheduler.service")
+        machine.succeed(f"bb exec {bb} -- true")
+
+    with subtest("/tmp is the action's own"):
+        machine.succeed(f"bb exec {bb} -- sh -c 'echo x > /tmp/bb-vm-marker'")
+        machine.succeed(f"bb exec {bb} -- sh -c 'test ! -e /tmp/bb-vm-marker'")
+        machine.fail("test -e /tmp/bb-vm-marker")
+
+    with subtest("the host's loopback is out of reach"):
+        machine.fail(f"bb exec {bb} -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/8980'")
+
+    with subtest("past its memory limit an action fails, saying so"):
+        out = machine.succeed(f"bb exec {bb} -- sh -c 'head -c 512M /dev/zero | tail >/dev/null' 2>&1 || true")
+        assert "out of memory" in out and "128MiB" in out, out
+        machine.succeed(f"bb exec {bb} -- true")
+
+    with subtest("a fork loop stops at the process limit and is gone after"):
+        out = machine.succeed(
+            f"bb exec {bb} -- sh -c 'i=0; while [ $i -lt 2000 ]; do sleep 1001 & i=$((i+1)); done 2>/dev/null; echo done' 2>&1"
+        )
+        assert "limit of 512 processes" in out, out
+        machine.wait_until_fails("pgrep -x -f 'sleep 1001'", timeout=10)
+
+    with subtest("at its timeout an action gets TERM first"):
+        out = machine.succeed(
+            f"bb exec {bb} --timeout 2s -- sh -c \"trap 'echo got TERM; exit 1' TERM; sleep 1000 & wait\" 2>&1; echo exit=$?"
+        )
+        assert "got TERM" in out and "exit=124" in out, out
   '';
 }

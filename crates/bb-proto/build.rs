@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "buildbarn/remoteworker/remoteworker.proto",
     "buildbarn/runner/runner.proto",
     "buildbarn/resourceusage/resourceusage.proto",
+    "bbrs/sandbox/sandbox.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

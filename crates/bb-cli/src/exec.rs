@@ -399,6 +399,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     } else if response.cached_result {
         eprintln!("bb: result served from the cache (it ran on {worker})");
     }
+    if status.code == 0 && !response.message.is_empty() {
+        // What the farm says of the run, e.g. that it ran out of memory.
+        eprintln!("bb: {}", response.message);
+    }
     if status.code != 0 {
         eprintln!(
             "bb: the action did not complete: {:?}: {}",

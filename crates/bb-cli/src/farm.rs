@@ -54,6 +54,24 @@ pub struct FarmArgs {
     /// spelling, e.g. x86-64) unless told otherwise for the same key.
     #[arg(long = "platform", value_name = "KEY=VALUE")]
     pub platform: Vec<String>,
+    /// Memory one action may use (swap off), e.g. 4GiB; past it the action
+    /// is OOM-killed. Default: unlimited.
+    #[arg(long, value_name = "SIZE")]
+    pub action_memory: Option<ByteSize>,
+    /// Processes and threads one action may have at once. Default: unlimited.
+    #[arg(long, value_name = "N")]
+    pub action_processes: Option<u64>,
+    /// CPU cores' worth of time one action may use. Default: unlimited.
+    #[arg(long, value_name = "CORES")]
+    pub action_cpus: Option<f64>,
+    /// Give actions the host's network (by default they have only a
+    /// loopback interface of their own).
+    #[arg(long)]
+    pub allow_network: bool,
+    /// Let an action ask for the host's network with the platform property
+    /// dockerNetwork=bridge.
+    #[arg(long)]
+    pub network_property: bool,
 }
 
 /// Who the worker and runner processes run as.
@@ -122,6 +140,8 @@ struct WorkerProcesses {
     directory: PathBuf,
     runner: Supervised,
     worker: Supervised,
+    /// Removed once the runner is gone (fields drop in order).
+    _cgroups: Option<crate::farm_cgroups::Delegated>,
 }
 
 fn scheduler_config(args: &FarmArgs) -> anyhow::Result<bb_scheduler::config::Config> {
@@ -168,11 +188,20 @@ async fn start_worker(
     // action, unless several runners (whose actions would be killed too)
     // share it. Process groups are killed in any case.
     let kill_user_processes = runner_user.is_some() && args.workers == 1;
+    let cgroups = runner_user.and_then(|user| crate::farm_cgroups::delegate(index, user));
     let runner_config = directory.join("runner.toml");
-    std::fs::write(
-        &runner_config,
-        toml::to_string(&farm_config::runner(&socket, &build, kill_user_processes))?,
-    )?;
+    let runner = farm_config::Runner {
+        socket: &socket,
+        build: &build,
+        kill_user_processes,
+        cgroup_parent: cgroups.as_ref().map(|c| c.name.as_str()),
+        memory: args.action_memory,
+        processes: args.action_processes,
+        cpus: args.action_cpus,
+        allow_network: args.allow_network,
+        network_property: args.network_property,
+    };
+    std::fs::write(&runner_config, toml::to_string(&farm_config::runner(&runner))?)?;
     let worker_config = directory.join("worker.toml");
     let worker = farm_config::Worker {
         scheduler_port: args.worker_port,
@@ -215,7 +244,7 @@ async fn start_worker(
     // Running actions get the worker's shutdown grace.
     let worker =
         Supervised::start(program("worker", worker_config, worker_as, Duration::from_secs(15), None))?;
-    Ok(WorkerProcesses { name, directory, runner, worker })
+    Ok(WorkerProcesses { name, directory, runner, worker, _cgroups: cgroups })
 }
 
 /// Waits until the scheduler lists `slots` worker slots, or a while.

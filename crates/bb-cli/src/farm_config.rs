@@ -62,11 +62,45 @@ pub fn scheduler(client: &str, worker_port: u16, http: &str, state: &Path, stora
     config
 }
 
-pub fn runner(socket: &Path, build: &Path, kill_user_processes: bool) -> Table {
+/// What one runner is given.
+pub struct Runner<'a> {
+    pub socket: &'a Path,
+    pub build: &'a Path,
+    pub kill_user_processes: bool,
+    /// The cgroup delegated to the runner, beneath the farm's own.
+    pub cgroup_parent: Option<&'a str>,
+    /// Per-action limits.
+    pub memory: Option<ByteSize>,
+    pub processes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub allow_network: bool,
+    pub network_property: bool,
+}
+
+pub fn runner(r: &Runner) -> Table {
+    let mut limits = Table::new();
+    if let Some(memory) = r.memory {
+        limits.insert("memory".into(), text(memory));
+    }
+    if let Some(processes) = r.processes {
+        limits.insert("processes".into(), Value::Integer(i64::try_from(processes).unwrap_or(i64::MAX)));
+    }
+    if let Some(cpus) = r.cpus {
+        limits.insert("cpus".into(), Value::Float(cpus));
+    }
+    let mut sandbox = table([
+        ("allow_network", Value::Boolean(r.allow_network)),
+        ("network_property", Value::Boolean(r.network_property)),
+        ("limits", Value::Table(limits)),
+    ]);
+    if let (Some(parent), Value::Table(sandbox)) = (r.cgroup_parent, &mut sandbox) {
+        sandbox.insert("cgroup_parent".into(), text(parent));
+    }
     [
-        ("listen", text(format!("unix:{}", socket.display()))),
-        ("build_directory", path(build)),
-        ("kill_user_processes", Value::Boolean(kill_user_processes)),
+        ("listen", text(format!("unix:{}", r.socket.display()))),
+        ("build_directory", path(r.build)),
+        ("kill_user_processes", Value::Boolean(r.kill_user_processes)),
+        ("sandbox", sandbox),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -159,9 +193,25 @@ mod tests {
     #[test]
     fn configs_parse_as_the_programs_read_them_whatever_the_paths() {
         let odd = Path::new("/tmp/a \"quoted\" dir\\with\nbreaks");
-        let text = toml::to_string(&runner(&odd.join("s.sock"), &odd.join("build"), true)).unwrap();
+        let (socket, build) = (odd.join("s.sock"), odd.join("build"));
+        let config = Runner {
+            socket: &socket,
+            build: &build,
+            kill_user_processes: true,
+            cgroup_parent: Some("c"),
+            memory: Some(ByteSize(1 << 30)),
+            processes: Some(100),
+            cpus: Some(1.5),
+            allow_network: false,
+            network_property: true,
+        };
+        let text = toml::to_string(&runner(&config)).unwrap();
         let runner: bb_runner::config::Config = bb_util::config::parse(&text, "runner").unwrap();
         assert_eq!(runner.build_directory, odd.join("build"));
+        assert_eq!(runner.sandbox.cgroup_parent.as_deref(), Some("c"));
+        assert!(runner.sandbox.network_property && !runner.sandbox.allow_network);
+        assert_eq!(runner.sandbox.limits.memory, Some(ByteSize(1 << 30)));
+        assert_eq!((runner.sandbox.limits.processes, runner.sandbox.limits.cpus), (Some(100), Some(1.5)));
         let platform = platform(&[]).unwrap();
         let w = Worker {
             scheduler_port: 1,

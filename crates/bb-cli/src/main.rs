@@ -7,6 +7,7 @@ mod admin;
 mod blobs;
 mod exec;
 mod farm;
+mod farm_cgroups;
 mod farm_config;
 mod http;
 mod remote;

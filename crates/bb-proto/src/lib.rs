@@ -31,6 +31,12 @@ pub mod google {
     }
 }
 
+pub mod bbrs {
+    pub mod sandbox {
+        tonic::include_proto!("bbrs.sandbox");
+    }
+}
+
 pub mod buildbarn {
     pub mod remoteworker {
         tonic::include_proto!("buildbarn.remoteworker");

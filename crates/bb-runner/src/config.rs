@@ -1,6 +1,6 @@
 //! bb-runner's configuration; `default-config.toml` documents every key.
 
-use bb_util::config::HumanDuration;
+use bb_util::config::{ByteSize, HumanDuration};
 use bb_util::grpc::ListenAddress;
 use bb_util::logging::LogConfig;
 use serde::Deserialize;
@@ -42,8 +42,14 @@ pub struct SandboxConfig {
     /// The hostname actions see, the same on every worker.
     pub hostname: String,
     /// Let actions use the host's network. Otherwise they have a loopback
-    /// interface of their own and nothing else.
+    /// interface of their own and nothing else, unless `network_property`
+    /// lets an action ask. An action may always refuse it
+    /// (`dockerNetwork=off`).
     pub allow_network: bool,
+    /// An action may ask for the host's network with the platform property
+    /// `dockerNetwork=bridge` (or `host`), as BuildBuddy's users write it.
+    /// Otherwise such an action fails with FAILED_PRECONDITION.
+    pub network_property: bool,
     /// Directories covered by an empty read-only directory inside actions.
     /// The build directory is always covered, and only the action's own
     /// input root and temporary directory are laid back over it.
@@ -58,6 +64,30 @@ pub struct SandboxConfig {
     /// Refuse to start, rather than run with less, when the host cannot
     /// give every action its namespaces and its cgroup.
     pub require_isolation: bool,
+    /// Make action cgroups in this subdirectory of the runner's own cgroup
+    /// (in every hierarchy), one that was delegated to the runner's user by
+    /// whoever started it (`bb farm` does). Unset: the runner's own cgroup,
+    /// delegated by systemd's `Delegate=yes`.
+    pub cgroup_parent: Option<String>,
+    /// What one action may use, through a cgroup of its own, unless it
+    /// asks otherwise (platform properties `memoryLimit`, `processLimit`,
+    /// `cpuLimit`).
+    pub limits: LimitsConfig,
+    /// The most an action may ask for; unset: whatever it asks.
+    pub max_limits: LimitsConfig,
+}
+
+/// The `[sandbox.limits]` table. Unset is unlimited (within the runner's
+/// own cgroup).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Memory, swap off; past it the action's processes are OOM-killed.
+    pub memory: Option<ByteSize>,
+    /// Processes and threads at once: a fork bomb stops here.
+    pub processes: Option<u64>,
+    /// CPU time per wall-clock second, in cores (`1.5`).
+    pub cpus: Option<f64>,
 }
 
 impl Default for SandboxConfig {
@@ -66,10 +96,14 @@ impl Default for SandboxConfig {
             namespaces: true,
             hostname: "localhost".into(),
             allow_network: false,
+            network_property: false,
             hidden_paths: vec!["/root".into(), "/home".into()],
             read_only_paths: vec!["/".into()],
             termination_grace: HumanDuration::from_secs(5),
             require_isolation: false,
+            cgroup_parent: None,
+            limits: LimitsConfig::default(),
+            max_limits: LimitsConfig::default(),
         }
     }
 }

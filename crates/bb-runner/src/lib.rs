@@ -23,9 +23,8 @@ pub async fn serve(config: config::Config, shutdown: CancellationToken) -> anyho
             anyhow::bail!("require_isolation is set, but this host cannot give actions {missing}");
         }
         tracing::warn!("actions run without {missing}");
-    } else {
-        tracing::info!("each action runs in user, PID, mount, network, IPC and UTS namespaces of its own");
     }
+    tracing::info!("each action runs with {}", service.describe_isolation());
     let listeners = bb_util::grpc::bind_all(std::slice::from_ref(&config.listen)).await?;
     if let bb_util::grpc::ListenAddress::Unix(path) = &config.listen {
         // Reachable by the socket's group (the worker), nobody else.

@@ -36,14 +36,25 @@ struct Inner {
 /// Cleans up after an action: awaited before the answer normally, and run
 /// in the background when the Run call is abandoned (dropped).
 struct AfterAction {
-    work: Option<(Arc<Inner>, Directory, Option<Directory>)>,
+    work: Option<Work>,
 }
 
+type Work = (Arc<Inner>, Directory, Option<Directory>, Option<sandbox::ActionCgroup>);
+
 impl AfterAction {
-    fn work(work: (Arc<Inner>, Directory, Option<Directory>)) -> impl FnOnce() + Send + 'static {
+    fn work(work: Work) -> impl FnOnce() + Send + 'static {
         move || {
-            let (inner, root, tmp) = work;
+            let (inner, root, tmp, cgroup) = work;
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
             inner.clean_up(&root, tmp.as_ref());
+        }
+    }
+
+    fn remove_too(&mut self, cgroup: Option<sandbox::ActionCgroup>) {
+        if let Some(work) = self.work.as_mut() {
+            work.3 = cgroup;
         }
     }
 
@@ -145,8 +156,13 @@ impl RunnerService {
     }
 
     /// The isolation actions run without on this host.
-    pub fn missing_isolation(&self) -> Vec<&'static str> {
+    pub fn missing_isolation(&self) -> Vec<String> {
         self.inner.sandbox.missing()
+    }
+
+    /// The isolation actions get.
+    pub fn describe_isolation(&self) -> String {
+        self.inner.sandbox.describe()
     }
 }
 
@@ -215,6 +231,7 @@ impl Runner for RunnerService {
         let Some(argv0) = request.arguments.first() else {
             return Err(Status::invalid_argument("arguments are empty: there is no command to run"));
         };
+        let settled = sandbox::properties::settle(&request.platform_properties, &inner.config.sandbox)?;
         let build = inner.build_directory()?;
         let (input_root, input_root_path) =
             inner.open_beneath(&build, &request.input_root_directory, "input_root_directory")?;
@@ -275,7 +292,8 @@ impl Runner for RunnerService {
             temporary_directory: temporary_directory.zip(temporary_path),
             stdout,
             stderr: stderr.try_clone().map_err(|e| Status::internal(e.to_string()))?,
-            network: inner.config.sandbox.allow_network,
+            network: settled.network,
+            limits: settled.limits,
         };
         let mut running = {
             let mut active = inner.active.lock();
@@ -297,7 +315,8 @@ impl Runner for RunnerService {
         };
         // From here on, cleanup happens however this call ends.
         let sandbox::Action { input_root: (input_root, _), temporary_directory, .. } = action;
-        let after = AfterAction { work: Some((inner.clone(), input_root, temporary_directory.map(|t| t.0))) };
+        let mut after =
+            AfterAction { work: Some((inner.clone(), input_root, temporary_directory.map(|t| t.0), None)) };
         let exit = match timeout {
             Some(limit) => match tokio::time::timeout(limit, running.wait()).await {
                 Ok(exit) => Some(exit),
@@ -309,6 +328,11 @@ impl Runner for RunnerService {
             None => Some(running.wait().await),
         };
         running.kill();
+        // Read before the cleanup removes it (an abandoned call leaves the
+        // cgroup to `running`, which removes it when dropped).
+        let cgroup = running.take_cgroup();
+        let cgroup_usage = cgroup.as_ref().map(|c| c.usage());
+        after.remove_too(cgroup);
         after.finish().await;
         let exit = match exit {
             Some(exit) => exit.map_err(|e| Status::internal(format!("waiting for the action: {e}")))?,
@@ -322,9 +346,13 @@ impl Runner for RunnerService {
                 )));
             }
         };
-        let usage = posix_resource_usage(&exit);
-        let any = prost_types::Any::from_msg(&usage).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RunResponse { exit_code: exit.exit_code, resource_usage: vec![any] }))
+        let pack = |e: prost::EncodeError| Status::internal(e.to_string());
+        let mut resource_usage =
+            vec![prost_types::Any::from_msg(&posix_resource_usage(&exit)).map_err(pack)?];
+        if let Some(usage) = cgroup_usage {
+            resource_usage.push(prost_types::Any::from_msg(&usage).map_err(pack)?);
+        }
+        Ok(Response::new(RunResponse { exit_code: exit.exit_code, resource_usage }))
     }
 }
 

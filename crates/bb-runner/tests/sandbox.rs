@@ -71,6 +71,25 @@ async fn network_is_off_unless_allowed() {
         assert_eq!(r.read("n1/stdout"), want, "{extra:?}: {}", r.read("n1/stderr"));
         assert_eq!(response.exit_code == 0, !want.is_empty());
     }
+    // Asking for it: given where the operator lets actions ask, refused
+    // with a clear message elsewhere.
+    for (extra, want) in
+        [(format!("{isolated}network_property = true\n"), Ok("connected\n")), (isolated.to_string(), Err(()))]
+    {
+        let r = runner_with(&extra).await;
+        let mut request = r.action("n3", &["bash", "-c", &script]);
+        request.platform_properties.insert("dockerNetwork".into(), "bridge".into());
+        match (r.run(request).await, want) {
+            (Ok(response), Ok(want)) => {
+                assert_eq!((response.exit_code, r.read("n3/stdout").as_str()), (0, want))
+            }
+            (Err(status), Err(())) => {
+                assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+                assert!(status.message().contains("dockerNetwork=bridge"), "{}", status.message());
+            }
+            (got, _) => panic!("{extra:?}: {got:?}"),
+        }
+    }
     // Loopback of its own works.
     let r = runner().await;
     let script = "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); \
@@ -101,4 +120,49 @@ async fn background_processes_end_with_the_action() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sleeps = std::process::Command::new("pgrep").args(["-c", "-f", "^sleep 1000$"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&sleeps.stdout).trim(), "0", "sleeps outlived the action");
+}
+
+fn cgroup_usage(
+    response: &bb_proto::buildbarn::runner::RunResponse,
+) -> bb_proto::bbrs::sandbox::CgroupResourceUsage {
+    use prost::Message;
+    let any =
+        response.resource_usage.iter().find(|a| a.type_url.ends_with("bbrs.sandbox.CgroupResourceUsage"));
+    bb_proto::bbrs::sandbox::CgroupResourceUsage::decode(
+        any.expect("cgroup usage is reported").value.as_slice(),
+    )
+    .unwrap()
+}
+
+/// Past its memory limit an action is OOM-killed, and the usage says so;
+/// a fork loop stops at the process limit.
+#[tokio::test]
+async fn limits_hold_and_usage_is_reported() {
+    let r = runner_with(
+        "[sandbox]\nrequire_isolation = true\n[sandbox.limits]\nmemory = \"64MiB\"\nprocesses = 64\n",
+    )
+    .await;
+    let grow = "python3 -c 'x = bytearray(256 << 20); print(len(x))'";
+    let response = r.run(r.action("m1", &["sh", "-c", grow])).await.unwrap();
+    assert_ne!(response.exit_code, 0, "{}", r.read("m1/stdout"));
+    let usage = cgroup_usage(&response);
+    assert!(usage.oom_kills > 0, "{usage:?}");
+    assert_eq!(usage.memory_limit_bytes, 64 << 20);
+
+    let bomb = "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo done";
+    let response = r.run(r.action("f1", &["sh", "-c", bomb])).await.unwrap();
+    let usage = cgroup_usage(&response);
+    assert!(usage.process_limit_hits > 0, "{usage:?}");
+    assert_eq!(usage.process_limit, 64);
+
+    let response = r
+        .run(r.action("u1", &["sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"]))
+        .await
+        .unwrap();
+    let usage = cgroup_usage(&response);
+    assert_eq!(response.exit_code, 0);
+    assert!(
+        usage.memory_peak_bytes > 0 && usage.cpu_user_time.is_some_and(|t| t.nanos > 0 || t.seconds > 0),
+        "{usage:?}"
+    );
 }

@@ -219,6 +219,7 @@ async fn memory(actions: usize) -> anyhow::Result<()> {
     let config = QueueConfig {
         instance_names: vec![],
         platform_matching: MatchMode::Subset,
+        execution_properties: vec![],
         default_action_timeout: HumanDuration::from_secs(1800),
         maximum_action_timeout: HumanDuration::from_secs(3600),
         keepalive_interval: HumanDuration::from_secs(30),

@@ -48,6 +48,10 @@ pub struct QueueConfig {
     pub instance_names: Vec<String>,
     #[serde(default)]
     pub platform_matching: MatchMode,
+    /// Platform properties that say how an action is run, not where: left
+    /// out of matching, passed on to the worker's runner.
+    #[serde(default = "default_execution_properties")]
+    pub execution_properties: Vec<String>,
     pub default_action_timeout: HumanDuration,
     pub maximum_action_timeout: HumanDuration,
     pub keepalive_interval: HumanDuration,
@@ -58,6 +62,10 @@ pub struct QueueConfig {
     pub idle_sync_wait: HumanDuration,
     pub max_attempts: u32,
     pub unmatched_platform_timeout: HumanDuration,
+}
+
+fn default_execution_properties() -> Vec<String> {
+    bb_util::platform::EXECUTION_PROPERTIES.iter().map(|p| p.to_string()).collect()
 }
 
 impl Config {

@@ -46,6 +46,11 @@ impl Platform {
         Ok(Platform(properties))
     }
 
+    /// Without the properties named in `names`.
+    pub fn without(self, names: &[String]) -> Self {
+        Platform(self.0.into_iter().filter(|(name, _)| !names.contains(name)).collect())
+    }
+
     /// A worker's offer, in any order.
     pub fn from_worker(platform: Option<&reapi::Platform>) -> Self {
         let mut properties: Vec<(String, String)> = platform
@@ -129,6 +134,10 @@ mod tests {
         let err = Platform::from_action(Some(&proto(&[("a", "1"), ("a", "1")]))).unwrap_err();
         assert!(err.message().contains("twice"));
         assert_eq!(Platform::from_action(None).unwrap(), Platform::default());
+        let sandboxed =
+            Platform::from_action(Some(&proto(&[("OSFamily", "linux"), ("dockerNetwork", "bridge")])));
+        let names = vec!["dockerNetwork".to_string()];
+        assert_eq!(sandboxed.unwrap().without(&names), Platform::from_pairs(&[("OSFamily", "linux")]));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod logging;
 pub mod metrics;
 pub mod path;
+pub mod platform;
 pub mod resource_name;
 pub mod shutdown;
 pub mod status;

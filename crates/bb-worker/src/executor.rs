@@ -215,16 +215,18 @@ impl Executor {
                 status.message()
             );
         }
+        let message = if status.code() == tonic::Code::Ok {
+            let metadata = result.as_ref().and_then(|r| r.execution_metadata.as_ref());
+            metadata.and_then(crate::sandbox_report::limits_message).unwrap_or_default()
+        } else {
+            status.message().to_string()
+        };
         Outcome::Done(Box::new(reapi::ExecuteResponse {
             result,
             cached_result: false,
             status: Some(bb_util::status::to_rpc(&status)),
             server_logs: Default::default(),
-            message: if status.code() == tonic::Code::Ok {
-                String::new()
-            } else {
-                status.message().to_string()
-            },
+            message,
         }))
     }
 
@@ -318,6 +320,9 @@ impl Executor {
             input_root_directory: format!("{id}/root"),
             temporary_directory: format!("{id}/tmp"),
             server_logs_directory: String::new(),
+            platform_properties: bb_util::platform::of_action(action, &command)
+                .map(|p| p.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect())
+                .unwrap_or_default(),
         });
         request.metadata_mut().insert(
             bb_util::RUNNER_TIMEOUT_HEADER,

@@ -8,6 +8,7 @@ pub mod input_symlinks;
 pub mod inputs;
 pub mod metrics;
 pub mod outputs;
+pub mod sandbox_report;
 pub mod slot;
 pub mod storage;
 pub mod tree;

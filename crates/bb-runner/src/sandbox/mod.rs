@@ -3,12 +3,15 @@
 //! (no external tool). Init reaps everything the action starts, passes
 //! TERM on to all of it, and its exit takes the whole namespace with it.
 
+pub mod cgroup;
 mod child;
 mod mounts;
 mod plan;
+pub mod properties;
 mod spawn;
 mod sys;
 
+pub use cgroup::{ActionCgroup, Limits};
 pub use spawn::{Exit, Running, StartError};
 
 use crate::config::{Config, SandboxConfig};
@@ -36,6 +39,7 @@ pub struct Action {
     pub stderr: File,
     /// The action may use the host's network.
     pub network: bool,
+    pub limits: Limits,
 }
 
 /// What the host lets the runner do, found out at start.
@@ -55,6 +59,8 @@ pub struct Sandbox {
     run_as: Option<(u32, u32)>,
     /// /dev/null, the actions' stdin.
     null: File,
+    /// Where action cgroups are made, or why they are not.
+    cgroups: Result<cgroup::Cgroups, String>,
 }
 
 const ALL_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
@@ -75,6 +81,7 @@ impl Sandbox {
             chroot: config.chroot_into_input_root,
             run_as: config.run_as.map(|r| (r.uid, r.gid)),
             null: File::open("/dev/null")?,
+            cgroups: cgroup::Cgroups::discover(config.sandbox.cgroup_parent.as_deref()),
         };
         if sandbox.isolation.namespaces && sandbox.probe().is_err() {
             sandbox.isolation.proc = false;
@@ -92,14 +99,34 @@ impl Sandbox {
 
     /// What actions run without, for the runner's start-up message; empty
     /// when they get everything.
-    pub fn missing(&self) -> Vec<&'static str> {
+    pub fn missing(&self) -> Vec<String> {
         let mut missing = Vec::new();
         if !self.isolation.namespaces {
-            missing.push("namespaces (actions share the host's processes, /tmp and network)");
+            missing.push("namespaces (actions share the host's processes, /tmp and network)".to_string());
         } else if !self.isolation.proc {
-            missing.push("a /proc of their own (actions see the host's processes in /proc)");
+            missing.push("a /proc of their own (actions see the host's processes in /proc)".to_string());
+        }
+        match &self.cgroups {
+            Err(why) => missing.push(format!("a cgroup each (no limits; {why})")),
+            Ok(cgroups) => {
+                let limits = cgroups.missing();
+                if !limits.is_empty() {
+                    missing.push(format!("{} limits ({})", limits.join(" and "), cgroups.describe()));
+                }
+            }
         }
         missing
+    }
+
+    /// The isolation actions get, for the runner's start-up message.
+    pub fn describe(&self) -> String {
+        let namespaces = if self.isolation.namespaces { "namespaces" } else { "no namespaces" };
+        match &self.cgroups {
+            Ok(cgroups) => {
+                format!("{namespaces}, a cgroup each ({})", cgroups.describe())
+            }
+            Err(_) => format!("{namespaces}, no cgroups"),
+        }
     }
 
     fn probe(&self) -> Result<(), StartError> {
@@ -110,7 +137,7 @@ impl Sandbox {
         let mut plan = self.plan_base(c_string("/")?, Vec::new(), Vec::new(), mounts, true);
         plan.working_directory = Place::Fd(build.as_fd().as_raw_fd());
         plan.probe_only = true;
-        spawn::probe(plan, self.flags(true), self.id_maps())
+        spawn::probe(plan, self.flags(true), self.id_maps(), &[])
     }
 
     fn flags(&self, network_namespace: bool) -> libc::c_int {
@@ -169,8 +196,15 @@ impl Sandbox {
         }
     }
 
-    /// Starts `action` in its sandbox.
+    /// Starts `action` in its sandbox, in a cgroup of its own where the
+    /// host has them.
     pub fn start(&self, action: &Action) -> Result<Running, StartError> {
+        let cgroup = match &self.cgroups {
+            Ok(cgroups) => Some(cgroups.create(action.limits).map_err(|e| {
+                StartError::Io(std::io::Error::new(e.kind(), format!("creating the action's cgroup: {e}")))
+            })?),
+            Err(_) => None,
+        };
         let network_namespace = !action.network;
         let mut exposed = vec![(&action.input_root.0, action.input_root.1.as_path())];
         if let Some((handle, path)) = &action.temporary_directory {
@@ -209,6 +243,6 @@ impl Sandbox {
         } else {
             plan.working_directory = place(working, &root_path.join(inside))?;
         }
-        spawn::start(plan, self.flags(network_namespace), self.id_maps())
+        spawn::start(plan, self.flags(network_namespace), self.id_maps(), cgroup)
     }
 }

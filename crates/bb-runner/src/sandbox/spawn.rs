@@ -2,6 +2,7 @@
 //! into the new user namespace, let init go, and learn whether the action
 //! started; then wait for it, stop it, or kill it.
 
+use super::cgroup::ActionCgroup;
 use super::child;
 use super::plan::{Plan, Stage};
 use nix::sys::signal::{Signal, kill, killpg};
@@ -54,6 +55,7 @@ pub struct Running {
     group: Option<Pid>,
     waiter: Option<tokio::task::JoinHandle<std::io::Result<Exit>>>,
     done: bool,
+    cgroup: Option<ActionCgroup>,
 }
 
 fn pipe() -> std::io::Result<(File, File)> {
@@ -63,7 +65,12 @@ fn pipe() -> std::io::Result<(File, File)> {
 
 /// Clones init with `flags` and lets it set up; `Ok` once init is ready to
 /// start the action (or exited, for a probe).
-fn launch(mut plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<(Pid, File), StartError> {
+fn launch(
+    mut plan: Plan,
+    flags: libc::c_int,
+    maps: Option<IdMaps>,
+    cgroup_procs: &[std::path::PathBuf],
+) -> Result<(Pid, File), StartError> {
     let (go_read, mut go_write) = pipe()?;
     let (mut report_read, report_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
@@ -81,12 +88,18 @@ fn launch(mut plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<(P
     }
     let init = Pid::from_raw(pid);
     drop((go_read, report_write, status_write));
-    if let Some(maps) = maps
-        && let Err(e) = write_id_maps(pid, &maps)
-    {
+    let prepared =
+        maps.map_or(Ok(()), |maps| write_id_maps(pid, &maps))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("mapping the action's user: {e}")))
+            .and_then(|()| {
+                cgroup_procs.iter().try_for_each(|procs| std::fs::write(procs, pid.to_string())).map_err(
+                    |e| std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}")),
+                )
+            });
+    if let Err(e) = prepared {
         let _ = kill(init, Signal::SIGKILL);
         reap(init);
-        return Err(StartError::Io(std::io::Error::new(e.kind(), format!("mapping the action's user: {e}"))));
+        return Err(StartError::Io(e));
     }
     go_write.write_all(&[1])?;
     drop(go_write);
@@ -117,16 +130,36 @@ fn reap(pid: Pid) {
 }
 
 /// Sets up a sandbox that starts nothing: whether the host allows it.
-pub fn probe(plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<(), StartError> {
-    let (init, _) = launch(plan, flags, maps)?;
+pub fn probe(
+    plan: Plan,
+    flags: libc::c_int,
+    maps: Option<IdMaps>,
+    cgroup_procs: &[std::path::PathBuf],
+) -> Result<(), StartError> {
+    let (init, _) = launch(plan, flags, maps, cgroup_procs)?;
     reap(init);
     Ok(())
 }
 
 /// Starts the action; returns once it runs (its program was executed).
-pub fn start(plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<Running, StartError> {
+pub fn start(
+    plan: Plan,
+    flags: libc::c_int,
+    maps: Option<IdMaps>,
+    cgroup: Option<ActionCgroup>,
+) -> Result<Running, StartError> {
     let pid_namespace = flags & libc::CLONE_NEWPID != 0;
-    let (init, mut status) = launch(plan, flags, maps)?;
+    let procs = cgroup.as_ref().map(ActionCgroup::procs_files).unwrap_or_default();
+    let launched = launch(plan, flags, maps, &procs);
+    let (init, mut status) = match launched {
+        Ok(launched) => launched,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+            return Err(e);
+        }
+    };
     // Not reaped before the waiter below: the pid is still init's.
     let pidfd = pidfd_open(init)?;
     let mut group = None;
@@ -136,7 +169,7 @@ pub fn start(plan: Plan, flags: libc::c_int, maps: Option<IdMaps>) -> Result<Run
         group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
     }
     let waiter = tokio::task::spawn_blocking(move || wait(init, status));
-    Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
+    Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false, cgroup })
 }
 
 /// Waits for init, then reads the action's wait status it left.
@@ -180,6 +213,12 @@ impl Running {
         exit
     }
 
+    /// The action's cgroup, to read what it used and remove it once the
+    /// action is over.
+    pub fn take_cgroup(&mut self) -> Option<ActionCgroup> {
+        self.cgroup.take()
+    }
+
     /// Asks every process of the action to stop (SIGTERM, through init).
     pub fn terminate(&self) {
         if !self.done {
@@ -219,5 +258,8 @@ fn signal(pidfd: &OwnedFd, signal: Signal) {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+        if let Some(cgroup) = self.cgroup.take() {
+            std::thread::spawn(move || cgroup.remove());
+        }
     }
 }

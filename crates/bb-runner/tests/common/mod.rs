@@ -63,6 +63,7 @@ impl Runner {
             input_root_directory: format!("{id}/root"),
             temporary_directory: format!("{id}/tmp"),
             server_logs_directory: String::new(),
+            platform_properties: HashMap::new(),
         }
     }
 

@@ -15,6 +15,7 @@ fn config() -> QueueConfig {
     QueueConfig {
         instance_names: vec![],
         platform_matching: MatchMode::Subset,
+        execution_properties: vec![],
         default_action_timeout: HumanDuration::from_secs(60),
         maximum_action_timeout: HumanDuration::from_secs(600),
         keepalive_interval: HumanDuration::from_secs(5),

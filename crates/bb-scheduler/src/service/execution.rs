@@ -112,11 +112,8 @@ impl Execution for ExecutionService {
         let command: reapi::Command = self.storage.message(&instance, &command_digest, "Command").await?;
         bb_util::command::check(&command)
             .map_err(|e| Status::invalid_argument(format!("Command {command_digest}: {}", e.message())))?;
-        // REv2.0 clients (Bazel 4) put the platform in the Command only.
-        let platform = match &action.platform {
-            Some(platform) if !platform.properties.is_empty() => Platform::from_action(Some(platform))?,
-            _ => Platform::from_action(command.platform.as_ref())?,
-        };
+        let platform = Platform::from_action(bb_util::platform::of_action(&action, &command))?
+            .without(&self.queue.config().execution_properties);
         action.timeout = Some(self.timeout(&action, &action_digest)?);
 
         let auxiliary_metadata =

@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
+mod sandbox;
+
 #[derive(Parser)]
 struct Flags {
     #[arg(long, default_value = "grpc://127.0.0.1:8980")]
@@ -60,6 +62,21 @@ struct Case {
     want: Code,
     /// For a successful case, the exact stdout.
     stdout: Option<String>,
+    timeout: Duration,
+    /// Checks of what came back, beyond the code and stdout.
+    check: Option<Box<Check>>,
+}
+
+/// A check of an outcome: what is wrong with it, if anything.
+type Check = dyn Fn(&Outcome) -> Result<(), String>;
+
+/// What a case got back.
+pub struct Outcome {
+    code: Code,
+    message: String,
+    stdout: Option<Bytes>,
+    elapsed: Duration,
+    response: Option<reapi::ExecuteResponse>,
 }
 
 impl Case {
@@ -76,7 +93,14 @@ impl Case {
             upload_command: true,
             want,
             stdout: None,
+            timeout: Duration::from_secs(60),
+            check: None,
         }
+    }
+
+    fn checked(mut self, check: impl Fn(&Outcome) -> Result<(), String> + 'static) -> Case {
+        self.check = Some(Box::new(check));
+        self
     }
 
     fn prints(mut self, stdout: &str) -> Case {
@@ -107,23 +131,26 @@ struct Suite {
 }
 
 impl Suite {
-    /// Runs a case: the code it got, the message, its stdout, and how long
-    /// the Execute call took (uploads not counted).
-    async fn run(&self, case: &Case) -> anyhow::Result<(Code, String, Option<Bytes>, Duration)> {
+    /// Runs a case: what it got, and how long the Execute call took
+    /// (uploads not counted).
+    async fn run(&self, case: &Case) -> anyhow::Result<Outcome> {
         let mut command = case.command.clone();
         command.environment_variables.push(reapi::command::EnvironmentVariable {
             name: "BB_HOSTILE_RUN".into(),
             value: self.salt.clone(),
         });
         command.environment_variables.sort_by(|a, b| a.name.cmp(&b.name));
-        command.platform = Some(reapi::Platform {
-            properties: vec![reapi::platform::Property { name: "OSFamily".into(), value: "linux".into() }],
-        });
+        let mut platform = command.platform.take().unwrap_or_default();
+        platform
+            .properties
+            .push(reapi::platform::Property { name: "OSFamily".into(), value: "linux".into() });
+        platform.properties.sort_by(|a, b| (&a.name, &a.value).cmp(&(&b.name, &b.value)));
+        command.platform = Some(platform);
         let (command_digest, command_bytes) = blob(&command);
         let (action_digest, action_bytes) = blob(&reapi::Action {
             command_digest: Some(command_digest.to_proto()),
             input_root_digest: Some(case.root.to_proto()),
-            timeout: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+            timeout: Some(prost_types::Duration::try_from(case.timeout)?),
             do_not_cache: true,
             ..Default::default()
         });
@@ -143,16 +170,14 @@ impl Suite {
         };
         let mut stream = match self.execution.clone().execute(request).await {
             Ok(stream) => stream.into_inner(),
-            Err(status) => return Ok((status.code(), status.message().to_string(), None, started.elapsed())),
+            Err(status) => return Ok(Outcome::failed(&status, started.elapsed())),
         };
         let mut last = None;
         loop {
             match stream.message().await {
                 Ok(Some(operation)) => last = Some(operation),
                 Ok(None) => break,
-                Err(status) => {
-                    return Ok((status.code(), status.message().to_string(), None, started.elapsed()));
-                }
+                Err(status) => return Ok(Outcome::failed(&status, started.elapsed())),
             }
         }
         let elapsed = started.elapsed();
@@ -161,7 +186,7 @@ impl Suite {
             anyhow::bail!("the operation ended without a response");
         };
         let response = reapi::ExecuteResponse::decode(any.value.as_slice())?;
-        let status = response.status.unwrap_or_default();
+        let status = response.status.clone().unwrap_or_default();
         let stdout = match response.result.as_ref().and_then(|r| r.stdout_digest.as_ref()) {
             Some(digest) => {
                 let digest = Digest::from_proto(DigestFunction::Sha256, digest)?;
@@ -170,18 +195,22 @@ impl Suite {
             }
             None => None,
         };
-        Ok((Code::from_i32(status.code), status.message, stdout, elapsed))
+        let message = if response.message.is_empty() { status.message } else { response.message.clone() };
+        Ok(Outcome { code: Code::from_i32(status.code), message, stdout, elapsed, response: Some(response) })
     }
 
     async fn check(&mut self, case: Case) -> anyhow::Result<()> {
         let rss_before = self.memory("VmRSS");
-        let (code, message, stdout, elapsed) = self.run(&case).await?;
-        let stdout_ok = match (&case.stdout, &stdout) {
+        let outcome = self.run(&case).await?;
+        let (code, message, stdout, elapsed) =
+            (outcome.code, &outcome.message, &outcome.stdout, outcome.elapsed);
+        let checked = case.check.as_ref().map_or(Ok(()), |check| check(&outcome));
+        let stdout_ok = match (&case.stdout, stdout) {
             (Some(want), Some(got)) => got == want.as_bytes(),
             (Some(_), None) => false,
             (None, _) => true,
         };
-        let verdict = if code == case.want && stdout_ok { "PASS" } else { "FAIL" };
+        let verdict = if code == case.want && stdout_ok && checked.is_ok() { "PASS" } else { "FAIL" };
         if verdict == "PASS" {
             self.passed += 1;
         } else {
@@ -195,7 +224,10 @@ impl Suite {
         println!("{line}");
         if verdict == "FAIL" {
             println!("    message: {message}");
-            println!("    stdout: {:?}", stdout.map(|s| String::from_utf8_lossy(&s).into_owned()));
+            println!("    stdout: {:?}", stdout.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()));
+            if let Err(why) = checked {
+                println!("    {why}");
+            }
         }
         Ok(())
     }
@@ -206,8 +238,9 @@ impl Suite {
         let read = self.storage.read_blobs("", &digests, "sentinel").await;
         let intact = read.is_ok_and(|blobs| self.sentinels.iter().all(|(d, b)| blobs.get(d) == Some(b)));
         let case = Case::shell("a plain action", "echo up", Code::Ok).prints("up\n");
-        let (code, _, stdout, elapsed) = self.run(&case).await?;
-        let up = code == Code::Ok && stdout.as_deref() == Some(b"up\n".as_slice());
+        let outcome = self.run(&case).await?;
+        let up = outcome.code == Code::Ok && outcome.stdout.as_deref() == Some(b"up\n".as_slice());
+        let elapsed = outcome.elapsed;
         let verdict = if intact && up { "PASS" } else { "FAIL" };
         if intact && up {
             self.passed += 1;
@@ -230,6 +263,18 @@ impl Suite {
     fn reset_peak(&self) {
         if let Some(pid) = self.worker_pid {
             let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
+    }
+}
+
+impl Outcome {
+    fn failed(status: &tonic::Status, elapsed: Duration) -> Outcome {
+        Outcome {
+            code: status.code(),
+            message: status.message().to_string(),
+            stdout: None,
+            elapsed,
+            response: None,
         }
     }
 }
@@ -449,16 +494,20 @@ async fn main() -> anyhow::Result<()> {
     if let Some(rss) = suite.memory("VmRSS") {
         println!("worker idle RSS: {:.1} MiB", rss as f64 / 1024.0);
     }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
     let groups = [
         ("the build directory", build_directory_cases(&flags.state_dir)),
         ("input trees", input_tree_cases()),
         ("commands", command_cases()),
+        ("the sandbox", sandbox::cases(&suite.salt, port)),
     ];
     for (group, cases) in groups {
         println!("== {group}");
         for case in cases {
             let name = case.name;
-            if tokio::time::timeout(Duration::from_secs(60), suite.check(case)).await.is_err() {
+            let limit = case.timeout + Duration::from_secs(60);
+            if tokio::time::timeout(limit, suite.check(case)).await.is_err() {
                 println!("FAIL {name}: no answer after 60 s");
                 suite.failed += 1;
             }

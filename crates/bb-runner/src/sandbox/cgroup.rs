@@ -1,0 +1,368 @@
+//! A cgroup per action: memory (swap off), process and CPU limits, what
+//! the action used, and a kill that reaches every one of its processes.
+//!
+//! cgroup v2 where the runner's own cgroup has the controllers (systemd's
+//! `Delegate=yes`); otherwise the v1 hierarchies of `memory`, `pids`, `cpu`
+//! and `cpuacct` beneath the runner's own cgroups, where it may write.
+
+use bb_proto::bbrs::sandbox::CgroupResourceUsage;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What one action may use; `None` is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub processes: Option<u64>,
+    pub cpus: Option<f64>,
+}
+
+const CPU_PERIOD_MICROS: u64 = 100_000;
+
+#[derive(Debug)]
+enum Layout {
+    /// The directory action cgroups are made in.
+    V2(PathBuf),
+    /// The same, per v1 controller the runner can use.
+    V1 { memory: Option<PathBuf>, pids: Option<PathBuf>, cpu: Option<PathBuf>, cpuacct: Option<PathBuf> },
+}
+
+/// Where the runner makes its actions' cgroups.
+#[derive(Debug)]
+pub struct Cgroups {
+    layout: Layout,
+    prefix: String,
+}
+
+/// Numbers action cgroups: unique in the process, also with several
+/// runners in it (tests), so no two actions ever share one.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// One action's cgroup (one directory per hierarchy).
+pub struct ActionCgroup {
+    v2: bool,
+    directories: Vec<(&'static str, PathBuf)>,
+    limits: Limits,
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// A number from a flat-keyed file (`memory.events`, `cpu.stat`).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn number(path: &Path) -> Option<u64> {
+    read(path)?.trim().parse().ok()
+}
+
+/// Whether the runner may make cgroups in `directory`.
+fn writable(directory: &Path) -> bool {
+    let probe = directory.join(format!("bb-runner-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).is_ok() && std::fs::remove_dir(&probe).is_ok()
+}
+
+impl Cgroups {
+    /// Finds the runner's cgroups and what it may do there; `Err` says why
+    /// actions get no cgroup. `beneath`: a subdirectory of the runner's own
+    /// cgroups delegated to it (made by whoever started it).
+    pub fn discover(beneath: Option<&str>) -> Result<Cgroups, String> {
+        let own = read(Path::new("/proc/self/cgroup")).ok_or("no /proc/self/cgroup")?;
+        let mounts = read(Path::new("/proc/self/mountinfo")).ok_or("no /proc/self/mountinfo")?;
+        let layout = match v2_base(&own, &mounts, beneath) {
+            Ok(base) => Layout::V2(base),
+            Err(v2) => v1_layout(&own, &mounts, beneath).map_err(|v1| format!("{v2}; {v1}"))?,
+        };
+        Ok(Cgroups { layout, prefix: format!("action-{}-", std::process::id()) })
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.layout {
+            Layout::V2(base) => format!("cgroup v2 under {}", base.display()),
+            Layout::V1 { memory, pids, cpu, .. } => {
+                let names: Vec<&str> = [("memory", memory), ("pids", pids), ("cpu", cpu)]
+                    .into_iter()
+                    .filter_map(|(name, dir)| dir.as_ref().map(|_| name))
+                    .collect();
+                format!("cgroup v1 ({})", names.join(", "))
+            }
+        }
+    }
+
+    /// What these cgroups cannot limit.
+    pub fn missing(&self) -> Vec<&'static str> {
+        match &self.layout {
+            Layout::V2(_) => Vec::new(),
+            Layout::V1 { memory, pids, cpu, .. } => [("memory", memory), ("process", pids), ("CPU", cpu)]
+                .into_iter()
+                .filter(|(_, dir)| dir.is_none())
+                .map(|(name, _)| name)
+                .collect(),
+        }
+    }
+
+    /// A fresh cgroup with `limits`, for one action.
+    pub fn create(&self, limits: Limits) -> std::io::Result<ActionCgroup> {
+        let name = format!("{}{}", self.prefix, NEXT.fetch_add(1, Ordering::Relaxed));
+        let (v2, directories) = match &self.layout {
+            Layout::V2(base) => (true, vec![("unified", base.join(&name))]),
+            Layout::V1 { memory, pids, cpu, cpuacct } => {
+                let all = [("memory", memory), ("pids", pids), ("cpu", cpu), ("cpuacct", cpuacct)];
+                let dirs = all.into_iter().filter_map(|(c, d)| Some((c, d.as_ref()?.join(&name)))).collect();
+                (false, dirs)
+            }
+        };
+        let cgroup = ActionCgroup { v2, directories, limits };
+        for (_, directory) in &cgroup.directories {
+            std::fs::create_dir(directory)?;
+        }
+        if let Err(e) = cgroup.apply_limits() {
+            cgroup.remove();
+            return Err(e);
+        }
+        Ok(cgroup)
+    }
+}
+
+/// The runner's v2 cgroup, set up to hold action cgroups with the memory,
+/// pids and cpu controllers: the runner moves itself into a leaf of its
+/// own (no process may sit beside child cgroups in v2).
+fn v2_base(own: &str, mounts: &str, beneath: Option<&str>) -> Result<PathBuf, String> {
+    let mount = mount_points(mounts, "cgroup2").next().ok_or("no cgroup v2 mount")?.0;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::")).ok_or("in no v2 cgroup")?;
+    let mut base = mount.join(path.trim_start_matches('/'));
+    if let Some(beneath) = beneath {
+        base = base.join(beneath);
+    }
+    let controllers = read(&base.join("cgroup.controllers")).unwrap_or_default();
+    let has = |name: &str| controllers.split_whitespace().any(|c| c == name);
+    if !has("memory") || !has("pids") {
+        return Err(format!("cgroup v2 {} has no memory and pids controllers", base.display()));
+    }
+    if base == mount {
+        return Err("the runner is in the root cgroup: give it a delegated one (systemd Delegate=yes)".into());
+    }
+    if !writable(&base) {
+        return Err(format!("cgroup v2 {} is not delegated to the runner", base.display()));
+    }
+    if beneath.is_none() {
+        let leaf = base.join("runner");
+        if !leaf.is_dir() {
+            std::fs::create_dir(&leaf).map_err(|e| format!("{}: {e}", leaf.display()))?;
+        }
+        std::fs::write(leaf.join("cgroup.procs"), "0")
+            .map_err(|e| format!("moving into {}: {e}", leaf.display()))?;
+    }
+    let control = base.join("cgroup.subtree_control");
+    for controller in ["memory", "pids", "cpu"] {
+        if has(controller)
+            && std::fs::write(&control, format!("+{controller}")).is_err()
+            && controller != "cpu"
+        {
+            return Err(format!("cannot enable {controller} in {}", control.display()));
+        }
+    }
+    Ok(base)
+}
+
+/// The controllers action cgroups use on v1.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+
+/// This process's own cgroup directory in each v1 hierarchy of a
+/// controller actions use (those mounted).
+pub fn own_v1_directories() -> Vec<(&'static str, PathBuf)> {
+    let (Some(own), Some(mounts)) =
+        (read(Path::new("/proc/self/cgroup")), read(Path::new("/proc/self/mountinfo")))
+    else {
+        return Vec::new();
+    };
+    v1_directories(&own, &mounts)
+}
+
+fn v1_directories(own: &str, mounts: &str) -> Vec<(&'static str, PathBuf)> {
+    let directory = |controller: &str| -> Option<PathBuf> {
+        let (mount, _) = mount_points(mounts, "cgroup").find(|(_, options)| options.contains(&controller))?;
+        let path = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+            names.split(',').any(|n| n == controller).then_some(path)
+        })?;
+        Some(mount.join(path.trim_start_matches('/')))
+    };
+    V1_CONTROLLERS.into_iter().filter_map(|c| Some((c, directory(c)?))).collect()
+}
+
+fn v1_layout(own: &str, mounts: &str, beneath: Option<&str>) -> Result<Layout, String> {
+    let directories = v1_directories(own, mounts);
+    let base = |controller: &str| -> Option<PathBuf> {
+        let (_, own) = directories.iter().find(|(c, _)| *c == controller)?;
+        let base = match beneath {
+            Some(beneath) => own.join(beneath),
+            None => own.clone(),
+        };
+        writable(&base).then_some(base)
+    };
+    let layout =
+        Layout::V1 { memory: base("memory"), pids: base("pids"), cpu: base("cpu"), cpuacct: base("cpuacct") };
+    match &layout {
+        Layout::V1 { memory: None, pids: None, cpu: None, .. } => {
+            Err("no cgroup v1 memory, pids or cpu hierarchy the runner may write".into())
+        }
+        _ => Ok(layout),
+    }
+}
+
+/// Mount points of filesystems of `fstype`, with their super options.
+fn mount_points<'a>(mounts: &'a str, fstype: &'a str) -> impl Iterator<Item = (PathBuf, Vec<&'a str>)> + 'a {
+    mounts.lines().filter_map(move |line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split_whitespace();
+        if after.next()? != fstype {
+            return None;
+        }
+        let options = after.nth(1).unwrap_or_default().split(',').collect();
+        Some((PathBuf::from(before.split_whitespace().nth(4)?), options))
+    })
+}
+
+impl ActionCgroup {
+    fn directory(&self, controller: &str) -> Option<&Path> {
+        let wanted = if self.v2 { "unified" } else { controller };
+        self.directories.iter().find(|(c, _)| *c == wanted).map(|(_, d)| d.as_path())
+    }
+
+    fn apply_limits(&self) -> std::io::Result<()> {
+        let write = |controller: &str, file: &str, value: String| -> std::io::Result<()> {
+            match self.directory(controller) {
+                Some(dir) => std::fs::write(dir.join(file), value),
+                None => Ok(()),
+            }
+        };
+        let optional = |controller: &str, file: &str, value: &str| {
+            let _ = write(controller, file, value.to_string());
+        };
+        let limits = self.limits;
+        if self.v2 {
+            optional("memory", "memory.oom.group", "1");
+            optional("memory", "memory.swap.max", "0");
+            if let Some(bytes) = limits.memory {
+                write("memory", "memory.max", bytes.to_string())?;
+            }
+            if let Some(processes) = limits.processes {
+                write("pids", "pids.max", processes.to_string())?;
+            }
+            if let Some(cpus) = limits.cpus {
+                let quota = (cpus * CPU_PERIOD_MICROS as f64).round() as u64;
+                write("cpu", "cpu.max", format!("{} {CPU_PERIOD_MICROS}", quota.max(1000)))?;
+            }
+        } else {
+            optional("memory", "memory.swappiness", "0");
+            if let Some(bytes) = limits.memory {
+                write("memory", "memory.limit_in_bytes", bytes.to_string())?;
+                optional("memory", "memory.memsw.limit_in_bytes", &bytes.to_string());
+            }
+            if let Some(processes) = limits.processes {
+                write("pids", "pids.max", processes.to_string())?;
+            }
+            if let Some(cpus) = limits.cpus {
+                let quota = (cpus * CPU_PERIOD_MICROS as f64).round() as u64;
+                write("cpu", "cpu.cfs_period_us", CPU_PERIOD_MICROS.to_string())?;
+                write("cpu", "cpu.cfs_quota_us", quota.max(1000).to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The files a process is moved in by writing its pid.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.directories.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
+    }
+
+    /// What the action used, read once it exited.
+    pub fn usage(&self) -> CgroupResourceUsage {
+        let micros = |us: u64| prost_types::Duration {
+            seconds: (us / 1_000_000) as i64,
+            nanos: (us % 1_000_000 * 1000) as i32,
+        };
+        let nanos = |ns: u64| prost_types::Duration {
+            seconds: (ns / 1_000_000_000) as i64,
+            nanos: (ns % 1_000_000_000) as i32,
+        };
+        let file = |controller: &str, name: &str| self.directory(controller).map(|d| d.join(name));
+        let num = |controller: &str, name: &str| file(controller, name).and_then(|p| number(&p)).unwrap_or(0);
+        let key = |controller: &str, name: &str, key: &str| {
+            file(controller, name).and_then(|p| read(&p)).and_then(|t| keyed(&t, key)).unwrap_or(0)
+        };
+        let mut usage = CgroupResourceUsage {
+            memory_limit_bytes: self.limits.memory.unwrap_or(0),
+            process_limit: self.limits.processes.unwrap_or(0),
+            cpu_limit: self.limits.cpus.unwrap_or(0.0),
+            process_limit_hits: key("pids", "pids.events", "max"),
+            ..Default::default()
+        };
+        if self.v2 {
+            usage.memory_peak_bytes = num("memory", "memory.peak");
+            usage.oom_kills = key("memory", "memory.events", "oom_kill");
+            usage.processes_peak = num("pids", "pids.peak");
+            usage.cpu_user_time = Some(micros(key("cpu", "cpu.stat", "user_usec")));
+            usage.cpu_system_time = Some(micros(key("cpu", "cpu.stat", "system_usec")));
+        } else {
+            usage.memory_peak_bytes = num("memory", "memory.max_usage_in_bytes");
+            usage.oom_kills = key("memory", "memory.oom_control", "oom_kill");
+            usage.cpu_user_time = Some(nanos(num("cpuacct", "cpuacct.usage_user")));
+            usage.cpu_system_time = Some(nanos(num("cpuacct", "cpuacct.usage_sys")));
+        }
+        usage
+    }
+
+    /// Kills whatever is left in the cgroup and removes it.
+    pub fn remove(&self) {
+        if self.v2 {
+            if let Some(dir) = self.directory("unified") {
+                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            }
+        } else {
+            for (_, dir) in &self.directories {
+                for pid in read(&dir.join("cgroup.procs")).unwrap_or_default().lines() {
+                    if let Ok(pid) = pid.parse() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, dir) in &self.directories {
+            // Busy while the last processes are still exiting.
+            while std::fs::remove_dir(dir).is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mount_points_and_keyed_files() {
+        let mounts = "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      31 25 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let v1: Vec<_> = mount_points(mounts, "cgroup").collect();
+        assert_eq!(v1, vec![(PathBuf::from("/sys/fs/cgroup/memory"), vec!["rw", "memory"])]);
+        assert_eq!(
+            mount_points(mounts, "cgroup2").next().unwrap().0,
+            PathBuf::from("/sys/fs/cgroup/unified")
+        );
+        assert_eq!(keyed("low 0\nmax 3\noom_kill 2\n", "oom_kill"), Some(2));
+        assert_eq!(keyed("max 3\n", "ma"), None);
+    }
+}
