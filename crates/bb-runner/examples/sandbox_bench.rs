@@ -81,9 +81,25 @@ async fn main() -> anyhow::Result<()> {
     let floor = median(spawns);
     let bare_config = "namespaces = false\ncgroup_parent = \"bb-bench-no-such-cgroup\"\n";
     let (bare, bare_isolation) = measure(bare_config, flags.actions).await?;
+    let parts = [
+        "namespaces = false\n",
+        "cgroup_parent = \"bb-bench-no-such-cgroup\"\n",
+        "cgroup_parent = \"bb-bench-no-such-cgroup\"\nread_only_paths = []\nhidden_paths = []\n",
+    ];
+    let mut measured = Vec::new();
+    for part in parts {
+        measured.push(measure(part, flags.actions).await?);
+    }
     let (sandboxed, isolation) = measure("require_isolation = true\n", flags.actions).await?;
     println!("spawning /bin/true directly (the floor): median {floor:.3} ms");
     println!("runner, {bare_isolation}: median {bare:.3} ms ({:.2}x the floor)", bare / floor);
+    for ((time, isolation), part) in measured.iter().zip(parts) {
+        println!(
+            "runner, {isolation} ({}): median {time:.3} ms ({:.2}x the floor)",
+            part.trim().replace('\n', ", "),
+            time / floor
+        );
+    }
     println!("runner, {isolation}: median {sandboxed:.3} ms ({:.2}x the floor)", sandboxed / floor);
     let added = sandboxed - bare;
     println!("the sandbox adds {added:.3} ms per action ({:.2}x the floor)", added / floor);

@@ -39,22 +39,13 @@ struct AfterAction {
     work: Option<Work>,
 }
 
-type Work = (Arc<Inner>, Directory, Option<Directory>, Option<sandbox::ActionCgroup>);
+type Work = (Arc<Inner>, Directory, Option<Directory>);
 
 impl AfterAction {
     fn work(work: Work) -> impl FnOnce() + Send + 'static {
         move || {
-            let (inner, root, tmp, cgroup) = work;
-            if let Some(cgroup) = cgroup {
-                cgroup.remove();
-            }
+            let (inner, root, tmp) = work;
             inner.clean_up(&root, tmp.as_ref());
-        }
-    }
-
-    fn remove_too(&mut self, cgroup: Option<sandbox::ActionCgroup>) {
-        if let Some(work) = self.work.as_mut() {
-            work.3 = cgroup;
         }
     }
 
@@ -315,8 +306,7 @@ impl Runner for RunnerService {
         };
         // From here on, cleanup happens however this call ends.
         let sandbox::Action { input_root: (input_root, _), temporary_directory, .. } = action;
-        let mut after =
-            AfterAction { work: Some((inner.clone(), input_root, temporary_directory.map(|t| t.0), None)) };
+        let after = AfterAction { work: Some((inner.clone(), input_root, temporary_directory.map(|t| t.0))) };
         let exit = match timeout {
             Some(limit) => match tokio::time::timeout(limit, running.wait()).await {
                 Ok(exit) => Some(exit),
@@ -328,11 +318,6 @@ impl Runner for RunnerService {
             None => Some(running.wait().await),
         };
         running.kill();
-        // Read before the cleanup removes it (an abandoned call leaves the
-        // cgroup to `running`, which removes it when dropped).
-        let cgroup = running.take_cgroup();
-        let cgroup_usage = cgroup.as_ref().map(|c| c.usage());
-        after.remove_too(cgroup);
         after.finish().await;
         let exit = match exit {
             Some(exit) => exit.map_err(|e| Status::internal(format!("waiting for the action: {e}")))?,
@@ -349,8 +334,8 @@ impl Runner for RunnerService {
         let pack = |e: prost::EncodeError| Status::internal(e.to_string());
         let mut resource_usage =
             vec![prost_types::Any::from_msg(&posix_resource_usage(&exit)).map_err(pack)?];
-        if let Some(usage) = cgroup_usage {
-            resource_usage.push(prost_types::Any::from_msg(&usage).map_err(pack)?);
+        if let Some(usage) = &exit.cgroup_usage {
+            resource_usage.push(prost_types::Any::from_msg(usage).map_err(pack)?);
         }
         Ok(Response::new(RunResponse { exit_code: exit.exit_code, resource_usage }))
     }

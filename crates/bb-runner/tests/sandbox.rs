@@ -166,3 +166,39 @@ async fn limits_hold_and_usage_is_reported() {
         "{usage:?}"
     );
 }
+
+/// Copies `program` and the shared libraries `ldd` names into `root`, at
+/// the same paths.
+fn install_with_libraries(program: &str, root: &std::path::Path) {
+    let ldd = std::process::Command::new("ldd").arg(program).output().expect("ldd");
+    let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let libraries = text.split_whitespace().filter(|w| w.starts_with('/')).map(str::to_string);
+    for file in std::iter::once(program.to_string()).chain(libraries) {
+        let target = root.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &target).unwrap();
+    }
+}
+
+/// chroot_into_input_root inside the mount namespace: the action sees its
+/// input root as `/`, and still gets its PID namespace.
+#[tokio::test]
+async fn chroot_into_the_input_root_inside_the_namespaces() {
+    let r = runner_with(
+        "chroot_into_input_root = true\nkeep_capabilities = [\"CAP_SYS_CHROOT\"]\n[sandbox]\nrequire_isolation = true\n",
+    )
+    .await;
+    let request = r.action("c1", &["/bin/sh", "-c", "echo $$; cd /; echo *; cd /work && pwd"]);
+    let root = r.path("c1/root");
+    install_with_libraries("/bin/sh", &root);
+    std::fs::create_dir_all(root.join("work")).unwrap();
+    let response = r.run(request).await.unwrap();
+    assert_eq!(response.exit_code, 0, "{}", r.read("c1/stderr"));
+    let top: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut top = top;
+    top.sort();
+    assert_eq!(r.read("c1/stdout"), format!("2\n{}\n/work\n", top.join(" ")));
+}

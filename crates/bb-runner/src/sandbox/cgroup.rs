@@ -61,7 +61,8 @@ fn number(path: &Path) -> Option<u64> {
 
 /// Whether the runner may make cgroups in `directory`.
 fn writable(directory: &Path) -> bool {
-    let probe = directory.join(format!("bb-runner-probe-{}", std::process::id()));
+    let probe =
+        directory.join(format!("probe-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir(&probe).is_ok() && std::fs::remove_dir(&probe).is_ok()
 }
 

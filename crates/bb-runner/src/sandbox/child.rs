@@ -229,17 +229,27 @@ unsafe fn supervise(plan: &Plan) -> i32 {
         let signal = unsafe { libc::sigwaitinfo(&signals, &mut info) };
         if signal == libc::SIGCHLD {
             if let Some(status) = unsafe { reap(action) } {
-                unsafe {
-                    libc::write(plan.status_fd, (&raw const status).cast(), std::mem::size_of::<i32>());
-                    if !plan.pid_namespace {
-                        libc::kill(everyone, libc::SIGKILL);
-                    }
-                }
+                unsafe { finish(plan, everyone, status) };
                 return 0;
             }
         } else if signal > 0 {
             unsafe { libc::kill(everyone, signal) };
         }
+    }
+}
+
+/// The action exited: kill and reap everything it left, then tell the
+/// runner its wait status and the resource usage of all of it. The runner
+/// answers from that; the namespaces are torn down as init exits, after.
+unsafe fn finish(plan: &Plan, everyone: libc::pid_t, status: i32) {
+    unsafe {
+        libc::kill(everyone, libc::SIGKILL);
+        let mut ignored = 0;
+        // With a PID namespace, everyone left is our child; until ECHILD.
+        while plan.pid_namespace && libc::waitpid(-1, &mut ignored, 0) > 0 {}
+        let mut report = sys::StatusReport { status, rusage: std::mem::zeroed() };
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut report.rusage);
+        libc::write(plan.status_fd, (&raw const report).cast(), std::mem::size_of::<sys::StatusReport>());
     }
 }
 

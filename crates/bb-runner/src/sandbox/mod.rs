@@ -11,7 +11,7 @@ pub mod properties;
 mod spawn;
 mod sys;
 
-pub use cgroup::{ActionCgroup, Limits};
+pub use cgroup::Limits;
 pub use spawn::{Exit, Running, StartError};
 
 use crate::config::{Config, SandboxConfig};

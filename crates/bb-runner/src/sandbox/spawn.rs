@@ -5,11 +5,14 @@
 use super::cgroup::ActionCgroup;
 use super::child;
 use super::plan::{Plan, Stage};
+use super::sys::StatusReport;
+use bb_proto::bbrs::sandbox::CgroupResourceUsage;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use tokio::sync::oneshot;
 
 /// The user and group the action runs as, mapped to themselves in its user
 /// namespace. `privileged`: the runner holds CAP_SETUID and CAP_SETGID
@@ -42,8 +45,10 @@ impl StartError {
 pub struct Exit {
     pub exit_code: i64,
     pub signal: Option<Signal>,
-    /// The action's and everything init reaped, init included.
+    /// The action's and everything init reaped.
     pub rusage: libc::rusage,
+    /// What its cgroup measured, where it had one.
+    pub cgroup_usage: Option<CgroupResourceUsage>,
 }
 
 /// A started action. Dropping it kills everything it started.
@@ -53,9 +58,8 @@ pub struct Running {
     /// The action's process group, as the runner sees it, when there is no
     /// PID namespace to take everything down with init.
     group: Option<Pid>,
-    waiter: Option<tokio::task::JoinHandle<std::io::Result<Exit>>>,
+    waiter: Option<oneshot::Receiver<std::io::Result<Exit>>>,
     done: bool,
-    cgroup: Option<ActionCgroup>,
 }
 
 fn pipe() -> std::io::Result<(File, File)> {
@@ -168,38 +172,72 @@ pub fn start(
         status.read_exact(&mut pid)?;
         group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
     }
-    let waiter = tokio::task::spawn_blocking(move || wait(init, status));
-    Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false, cgroup })
+    let (send, waiter) = oneshot::channel();
+    tokio::task::spawn_blocking(move || wait(init, status, cgroup, send));
+    Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
 }
 
 /// Waits for init, then reads the action's wait status it left.
-fn wait(init: Pid, mut status: File) -> std::io::Result<Exit> {
+/// The waiter, on a blocking thread: the action's end as init reports it
+/// (or, if init was killed, as init's own), sent as soon as it is known;
+/// then init is reaped (the namespaces' teardown) and the cgroup removed,
+/// after the runner has answered.
+fn wait(
+    init: Pid,
+    mut status: File,
+    cgroup: Option<ActionCgroup>,
+    send: oneshot::Sender<std::io::Result<Exit>>,
+) {
+    let mut report = [0u8; std::mem::size_of::<StatusReport>()];
+    let reported = status.read_exact(&mut report).is_ok();
+    let reaped = if reported { None } else { Some(wait4(init)) };
+    let exit = match reaped {
+        // SAFETY: StatusReport is plain data, written whole by init.
+        None => Ok(unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) })
+            .map(|r| decode(r.status, r.rusage)),
+        Some(Ok((wait_status, rusage))) => Ok(decode(wait_status, rusage)),
+        Some(Err(e)) => Err(e),
+    };
+    let exit = exit.map(|mut exit| {
+        exit.cgroup_usage = cgroup.as_ref().map(ActionCgroup::usage);
+        exit
+    });
+    let _ = send.send(exit);
+    if reported {
+        let _ = wait4(init);
+    }
+    if let Some(cgroup) = cgroup {
+        cgroup.remove();
+    }
+}
+
+fn wait4(pid: Pid) -> std::io::Result<(i32, libc::rusage)> {
     let mut wait_status = 0;
     // SAFETY: rusage is plain data, filled in by the kernel.
     let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: valid pointers to locals.
-        if unsafe { libc::wait4(init.as_raw(), &mut wait_status, 0, &mut rusage) } == init.as_raw() {
-            break;
+        if unsafe { libc::wait4(pid.as_raw(), &mut wait_status, 0, &mut rusage) } == pid.as_raw() {
+            return Ok((wait_status, rusage));
         }
         let error = std::io::Error::last_os_error();
         if error.kind() != std::io::ErrorKind::Interrupted {
             return Err(error);
         }
     }
-    let mut action = [0u8; 4];
-    if status.read_exact(&mut action).is_ok() {
-        wait_status = i32::from_ne_bytes(action);
-    }
-    Ok(decode(wait_status, rusage))
 }
 
 fn decode(status: i32, rusage: libc::rusage) -> Exit {
     if libc::WIFSIGNALED(status) {
         let number = libc::WTERMSIG(status);
-        Exit { exit_code: 128 + i64::from(number), signal: Signal::try_from(number).ok(), rusage }
+        Exit {
+            exit_code: 128 + i64::from(number),
+            signal: Signal::try_from(number).ok(),
+            rusage,
+            cgroup_usage: None,
+        }
     } else {
-        Exit { exit_code: i64::from(libc::WEXITSTATUS(status)), signal: None, rusage }
+        Exit { exit_code: i64::from(libc::WEXITSTATUS(status)), signal: None, rusage, cgroup_usage: None }
     }
 }
 
@@ -207,16 +245,10 @@ impl Running {
     /// Waits for the action to exit; may be called again after a timeout.
     pub async fn wait(&mut self) -> std::io::Result<Exit> {
         let waiter = self.waiter.as_mut().ok_or_else(|| std::io::Error::other("already waited for"))?;
-        let exit = waiter.await.map_err(std::io::Error::other)?;
+        let exit = waiter.await.map_err(|_| std::io::Error::other("the waiter is gone"))?;
         self.waiter = None;
         self.done = true;
         exit
-    }
-
-    /// The action's cgroup, to read what it used and remove it once the
-    /// action is over.
-    pub fn take_cgroup(&mut self) -> Option<ActionCgroup> {
-        self.cgroup.take()
     }
 
     /// Asks every process of the action to stop (SIGTERM, through init).
@@ -258,8 +290,5 @@ fn signal(pidfd: &OwnedFd, signal: Signal) {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
-        if let Some(cgroup) = self.cgroup.take() {
-            std::thread::spawn(move || cgroup.remove());
-        }
     }
 }

@@ -34,6 +34,13 @@ impl InterfaceFlags {
     }
 }
 
+/// What init writes to the runner once the action is over.
+#[repr(C)]
+pub struct StatusReport {
+    pub status: libc::c_int,
+    pub rusage: libc::rusage,
+}
+
 /// A detached copy of the mount tree at `source` (open_tree(2)).
 ///
 /// # Safety

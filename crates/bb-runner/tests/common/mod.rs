@@ -37,11 +37,9 @@ pub async fn runner_with(extra: &str) -> Runner {
     );
     let config: bb_runner::config::Config = bb_util::config::parse(&text, "test").unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(bb_runner::serve(config, shutdown.clone()));
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
+    let serving = tokio::spawn(bb_runner::serve(config, shutdown.clone()));
+    while !socket.exists() {
+        assert!(!serving.is_finished(), "the runner did not start: {:?}", serving.await);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let channel = bb_util::grpc::channel(&format!("unix:{}", socket.display())).unwrap();
