@@ -17,6 +17,11 @@ struct Flags {
     /// Actions per runner, after a warm-up.
     #[arg(long, default_value_t = 500)]
     actions: usize,
+    /// Idle time between actions, as between a worker's actions: what the
+    /// runner prepares ahead is then ready (0: back to back, the
+    /// preparing competes with the actions for the CPU).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
 
 fn median(mut samples: Vec<Duration>) -> f64 {
@@ -26,7 +31,7 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 
 /// Median milliseconds per Run of `/bin/true`, with `sandbox` as the
 /// runner's `[sandbox]` table.
-async fn measure(sandbox: &str, actions: usize) -> anyhow::Result<(f64, String)> {
+async fn measure(sandbox: &str, actions: usize, pause: Duration) -> anyhow::Result<(f64, String)> {
     let build = tempfile::tempdir()?;
     let socket = build.path().join("runner.sock");
     let text = format!(
@@ -63,6 +68,7 @@ async fn measure(sandbox: &str, actions: usize) -> anyhow::Result<(f64, String)>
             samples.push(start.elapsed());
         }
         std::fs::remove_dir_all(build.path().join(&id))?;
+        tokio::time::sleep(pause).await;
     }
     shutdown.cancel();
     Ok((median(samples), isolation))
@@ -71,6 +77,7 @@ async fn measure(sandbox: &str, actions: usize) -> anyhow::Result<(f64, String)>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    let pause = Duration::from_millis(flags.pause_ms);
     let spawns = (0..200)
         .map(|_| {
             let start = Instant::now();
@@ -80,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let floor = median(spawns);
     let bare_config = "namespaces = false\ncgroup_parent = \"bb-bench-no-such-cgroup\"\n";
-    let (bare, bare_isolation) = measure(bare_config, flags.actions).await?;
+    let (bare, bare_isolation) = measure(bare_config, flags.actions, pause).await?;
     let parts = [
         "namespaces = false\n",
         "cgroup_parent = \"bb-bench-no-such-cgroup\"\n",
@@ -88,9 +95,9 @@ async fn main() -> anyhow::Result<()> {
     ];
     let mut measured = Vec::new();
     for part in parts {
-        measured.push(measure(part, flags.actions).await?);
+        measured.push(measure(part, flags.actions, pause).await?);
     }
-    let (sandboxed, isolation) = measure("require_isolation = true\n", flags.actions).await?;
+    let (sandboxed, isolation) = measure("require_isolation = true\n", flags.actions, pause).await?;
     println!("spawning /bin/true directly (the floor): median {floor:.3} ms");
     println!("runner, {bare_isolation}: median {bare:.3} ms ({:.2}x the floor)", bare / floor);
     for ((time, isolation), part) in measured.iter().zip(parts) {

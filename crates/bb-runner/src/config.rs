@@ -64,6 +64,10 @@ pub struct SandboxConfig {
     /// Refuse to start, rather than run with less, when the host cannot
     /// give every action its namespaces and its cgroup.
     pub require_isolation: bool,
+    /// Sandboxes kept ready (in their namespaces and cgroup, waiting for
+    /// an action), so that starting an action costs little more than its
+    /// own mounts. 0 makes each when its action comes.
+    pub prepared: usize,
     /// Make action cgroups in this subdirectory of the runner's own cgroup
     /// (in every hierarchy), one that was delegated to the runner's user by
     /// whoever started it (`bb farm` does). Unset: the runner's own cgroup,
@@ -101,6 +105,7 @@ impl Default for SandboxConfig {
             read_only_paths: vec!["/".into()],
             termination_grace: HumanDuration::from_secs(5),
             require_isolation: false,
+            prepared: 2,
             cgroup_parent: None,
             limits: LimitsConfig::default(),
             max_limits: LimitsConfig::default(),

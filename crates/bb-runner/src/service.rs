@@ -319,6 +319,7 @@ impl Runner for RunnerService {
         };
         running.kill();
         after.finish().await;
+        inner.sandbox.top_up();
         let exit = match exit {
             Some(exit) => exit.map_err(|e| Status::internal(format!("waiting for the action: {e}")))?,
             None => {

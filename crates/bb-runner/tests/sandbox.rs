@@ -47,11 +47,13 @@ async fn tmp_is_private_and_empty() {
 async fn the_host_is_read_only_and_hidden_paths_are_empty() {
     let r = runner().await;
     let script = "touch /var/tmp/bb-sandbox-ro 2>/dev/null && echo wrote; ls -A /root | wc -l; \
-                  ls -A $TMPDIR/../.. | wc -l; echo ok > /dev/null && echo devices work; hostname";
+                  ls -A $TMPDIR/../.. | tr '\\n' ' '; ls -A $TMPDIR/../../.bb-staging | wc -l; \
+                  echo ok > /dev/null && echo devices work; hostname";
     let response = r.run(r.action("h1", &["sh", "-c", script])).await.unwrap();
     assert_eq!(response.exit_code, 0, "{}", r.read("h1/stderr"));
-    // The build directory holds only this action's directory (root, tmp).
-    assert_eq!(r.read("h1/stdout"), "0\n1\ndevices work\nlocalhost\n");
+    // The build directory holds only this action's directory (root, tmp),
+    // and the empty cover over where the others were staged.
+    assert_eq!(r.read("h1/stdout"), "0\n.bb-staging h1 0\ndevices work\nlocalhost\n");
     assert!(!std::path::Path::new("/var/tmp/bb-sandbox-ro").exists());
 }
 

@@ -2,8 +2,8 @@
 //! the action used, and a kill that reaches every one of its processes.
 //!
 //! cgroup v2 where the runner's own cgroup has the controllers (systemd's
-//! `Delegate=yes`); otherwise the v1 hierarchies of `memory`, `pids`, `cpu`
-//! and `cpuacct` beneath the runner's own cgroups, where it may write.
+//! `Delegate=yes`); otherwise the v1 hierarchies of `memory`, `pids` and
+//! `cpu` beneath the runner's own cgroups, where it may write.
 
 use bb_proto::bbrs::sandbox::CgroupResourceUsage;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ enum Layout {
     /// The directory action cgroups are made in.
     V2(PathBuf),
     /// The same, per v1 controller the runner can use.
-    V1 { memory: Option<PathBuf>, pids: Option<PathBuf>, cpu: Option<PathBuf>, cpuacct: Option<PathBuf> },
+    V1 { memory: Option<PathBuf>, pids: Option<PathBuf>, cpu: Option<PathBuf> },
 }
 
 /// Where the runner makes its actions' cgroups.
@@ -43,6 +43,10 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 pub struct ActionCgroup {
     v2: bool,
     directories: Vec<(&'static str, PathBuf)>,
+    /// On v1, the action's cgroup in the `cpu` hierarchy, made only for an
+    /// action with a CPU limit: a task's first exec in a fresh v1 cpu
+    /// cgroup costs about a millisecond. CPU time is measured without it.
+    cpu_directory: Option<PathBuf>,
     limits: Limits,
 }
 
@@ -105,24 +109,34 @@ impl Cgroups {
         }
     }
 
-    /// A fresh cgroup with `limits`, for one action.
-    pub fn create(&self, limits: Limits) -> std::io::Result<ActionCgroup> {
+    /// A fresh cgroup without limits, for one action.
+    pub fn create(&self) -> std::io::Result<ActionCgroup> {
         let name = format!("{}{}", self.prefix, NEXT.fetch_add(1, Ordering::Relaxed));
         let (v2, directories) = match &self.layout {
             Layout::V2(base) => (true, vec![("unified", base.join(&name))]),
-            Layout::V1 { memory, pids, cpu, cpuacct } => {
-                let all = [("memory", memory), ("pids", pids), ("cpu", cpu), ("cpuacct", cpuacct)];
+            Layout::V1 { memory, pids, .. } => {
+                let all = [("memory", memory), ("pids", pids)];
                 let dirs = all.into_iter().filter_map(|(c, d)| Some((c, d.as_ref()?.join(&name)))).collect();
                 (false, dirs)
             }
         };
-        let cgroup = ActionCgroup { v2, directories, limits };
+        let cpu_directory = match &self.layout {
+            Layout::V1 { cpu: Some(cpu), .. } => Some(cpu.join(&name)),
+            _ => None,
+        };
+        let cgroup = ActionCgroup { v2, directories, cpu_directory, limits: Limits::default() };
         for (_, directory) in &cgroup.directories {
-            std::fs::create_dir(directory)?;
+            if let Err(e) = std::fs::create_dir(directory) {
+                cgroup.remove();
+                return Err(e);
+            }
         }
-        if let Err(e) = cgroup.apply_limits() {
-            cgroup.remove();
-            return Err(e);
+        if v2 {
+            let dir = &cgroup.directories[0].1;
+            let _ = std::fs::write(dir.join("memory.oom.group"), "1");
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        } else if let Some(dir) = cgroup.directory("memory") {
+            let _ = std::fs::write(dir.join("memory.swappiness"), "0");
         }
         Ok(cgroup)
     }
@@ -170,7 +184,7 @@ fn v2_base(own: &str, mounts: &str, beneath: Option<&str>) -> Result<PathBuf, St
 }
 
 /// The controllers action cgroups use on v1.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// This process's own cgroup directory in each v1 hierarchy of a
 /// controller actions use (those mounted).
@@ -206,8 +220,7 @@ fn v1_layout(own: &str, mounts: &str, beneath: Option<&str>) -> Result<Layout, S
         };
         writable(&base).then_some(base)
     };
-    let layout =
-        Layout::V1 { memory: base("memory"), pids: base("pids"), cpu: base("cpu"), cpuacct: base("cpuacct") };
+    let layout = Layout::V1 { memory: base("memory"), pids: base("pids"), cpu: base("cpu") };
     match &layout {
         Layout::V1 { memory: None, pids: None, cpu: None, .. } => {
             Err("no cgroup v1 memory, pids or cpu hierarchy the runner may write".into())
@@ -235,6 +248,20 @@ impl ActionCgroup {
         self.directories.iter().find(|(c, _)| *c == wanted).map(|(_, d)| d.as_path())
     }
 
+    /// Sets the limits of the action that will run here (before it runs),
+    /// whose init is `pid`.
+    pub fn set_limits(&mut self, limits: Limits, pid: libc::pid_t) -> std::io::Result<()> {
+        self.limits = limits;
+        if limits.cpus.is_some()
+            && let Some(directory) = self.cpu_directory.take()
+        {
+            std::fs::create_dir(&directory)?;
+            self.directories.push(("cpu", directory.clone()));
+            std::fs::write(directory.join("cgroup.procs"), pid.to_string())?;
+        }
+        self.apply_limits()
+    }
+
     fn apply_limits(&self) -> std::io::Result<()> {
         let write = |controller: &str, file: &str, value: String| -> std::io::Result<()> {
             match self.directory(controller) {
@@ -247,8 +274,6 @@ impl ActionCgroup {
         };
         let limits = self.limits;
         if self.v2 {
-            optional("memory", "memory.oom.group", "1");
-            optional("memory", "memory.swap.max", "0");
             if let Some(bytes) = limits.memory {
                 write("memory", "memory.max", bytes.to_string())?;
             }
@@ -260,7 +285,6 @@ impl ActionCgroup {
                 write("cpu", "cpu.max", format!("{} {CPU_PERIOD_MICROS}", quota.max(1000)))?;
             }
         } else {
-            optional("memory", "memory.swappiness", "0");
             if let Some(bytes) = limits.memory {
                 write("memory", "memory.limit_in_bytes", bytes.to_string())?;
                 optional("memory", "memory.memsw.limit_in_bytes", &bytes.to_string());
@@ -288,10 +312,6 @@ impl ActionCgroup {
             seconds: (us / 1_000_000) as i64,
             nanos: (us % 1_000_000 * 1000) as i32,
         };
-        let nanos = |ns: u64| prost_types::Duration {
-            seconds: (ns / 1_000_000_000) as i64,
-            nanos: (ns % 1_000_000_000) as i32,
-        };
         let file = |controller: &str, name: &str| self.directory(controller).map(|d| d.join(name));
         let num = |controller: &str, name: &str| file(controller, name).and_then(|p| number(&p)).unwrap_or(0);
         let key = |controller: &str, name: &str, key: &str| {
@@ -313,8 +333,9 @@ impl ActionCgroup {
         } else {
             usage.memory_peak_bytes = num("memory", "memory.max_usage_in_bytes");
             usage.oom_kills = key("memory", "memory.oom_control", "oom_kill");
-            usage.cpu_user_time = Some(nanos(num("cpuacct", "cpuacct.usage_user")));
-            usage.cpu_system_time = Some(nanos(num("cpuacct", "cpuacct.usage_sys")));
+            // Measured by init's rusage of everything it reaped instead.
+            usage.cpu_user_time = None;
+            usage.cpu_system_time = None;
         }
         usage
     }

@@ -3,31 +3,51 @@
 //! The runner is multithreaded, and the child is made by a raw `clone`
 //! system call, so nothing here may take a lock another thread could have
 //! held: no allocation, no glibc wrapper that synchronises threads
-//! (`setuid` and friends are called as raw system calls). Everything is
-//! prepared by the runner in a [`Plan`] before the clone, and only read
-//! here.
+//! (`setuid` and friends are called as raw system calls). What the child
+//! does is written by the runner into shared memory ([`super::plan`]) and
+//! only read here: the [`Generic`] part before the clone, the
+//! [`ActionPlan`] when the action is known (maybe long after).
 
-use super::plan::{MountStep, Place, Plan, Stage, TREES};
+use super::plan::{ActionPlan, Generic, MountStep, Place, Stage, TREES};
 use super::sys;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+type Failure = (Stage, i32);
+
+/// The mount steps at `start` (null when there are none).
+unsafe fn steps<'a>(start: *const MountStep, len: usize) -> &'a [MountStep] {
+    if start.is_null() { &[] } else { unsafe { std::slice::from_raw_parts(start, len) } }
+}
+
 /// The first thing the child runs; never returns.
 ///
 /// # Safety
-/// Called once, in the child of a raw `clone`, with the plan the parent
-/// prepared (the child's copy of the parent's memory).
-pub unsafe fn init_main(plan: &Plan) -> ! {
-    unsafe { sys::close_all_but(&plan.keep_fds) };
-    let status = match unsafe { set_up(plan) } {
-        Ok(()) if plan.probe_only => 0,
-        Ok(()) => unsafe { supervise(plan) },
+/// Called once, in the child of a raw `clone`, with a plan in memory shared
+/// with the runner.
+pub unsafe fn init_main(generic: *const Generic) -> ! {
+    let generic = unsafe { &*generic };
+    unsafe { sys::close_all_but(std::slice::from_raw_parts(generic.keep_fds, generic.keep_len)) };
+    let mut trees = [-1; TREES];
+    let status = match unsafe { run(generic, &mut trees) } {
+        Ok(status) => status,
         Err((stage, errno)) => {
-            report(plan.report_fd, stage, errno);
+            report(generic.report_fd, stage, errno);
             127
         }
     };
     unsafe { libc::_exit(status) }
+}
+
+unsafe fn run(generic: &Generic, trees: &mut [RawFd; TREES]) -> Result<i32, Failure> {
+    unsafe { prepare(generic, trees) }?;
+    if generic.probe_only {
+        return Ok(0);
+    }
+    let (action, stdout, stderr) = unsafe { receive(generic.control_fd) }?;
+    let action = unsafe { &*action };
+    unsafe { set_up(generic, action, trees) }?;
+    Ok(unsafe { supervise(generic, action, stdout, stderr) })
 }
 
 /// Writes why the start failed for the runner to read.
@@ -42,32 +62,65 @@ fn errno() -> i32 {
 }
 
 /// `Ok` when a system call's result says it worked.
-fn check(stage: Stage, result: libc::c_long) -> Result<(), (Stage, i32)> {
+fn check(stage: Stage, result: libc::c_long) -> Result<(), Failure> {
     if result < 0 { Err((stage, errno())) } else { Ok(()) }
 }
 
-/// Everything before the action starts: wait for the runner's go, mounts,
-/// hostname, loopback, directories, user, capabilities.
-unsafe fn set_up(plan: &Plan) -> Result<(), (Stage, i32)> {
-    let mut go = 0u8;
+/// What does not depend on the action: once the runner has mapped the
+/// user, the generic mounts, the hostname and the loopback interface.
+unsafe fn prepare(generic: &Generic, trees: &mut [RawFd; TREES]) -> Result<(), Failure> {
+    let mut mapped = 0u8;
     // SAFETY: reads one byte into a local.
-    if unsafe { libc::read(plan.go_fd, (&raw mut go).cast(), 1) } != 1 {
+    if unsafe { libc::read(generic.control_fd, (&raw mut mapped).cast(), 1) } != 1 {
         return Err((Stage::Go, errno()));
     }
-    let mut trees = [-1; TREES];
-    for step in &plan.mounts {
-        unsafe { mount_step(step, &mut trees) }?;
+    for step in unsafe { steps(generic.mounts, generic.mounts_len) } {
+        unsafe { mount_step(step, trees) }?;
     }
-    if let Some(hostname) = &plan.hostname {
-        let bytes = hostname.to_bytes();
-        check(Stage::Hostname, unsafe { libc::sethostname(hostname.as_ptr(), bytes.len()) }.into())?;
+    if !generic.hostname.is_null() {
+        let length = unsafe { CStr::from_ptr(generic.hostname) }.to_bytes().len();
+        check(Stage::Hostname, unsafe { libc::sethostname(generic.hostname, length) }.into())?;
     }
-    if plan.loopback_up {
+    if generic.loopback_up {
         unsafe { loopback_up() }?;
     }
-    unsafe { enter_directories(plan) }?;
-    if let Some((uid, gid)) = plan.switch_user {
-        if plan.may_set_groups {
+    unsafe { limit_capabilities() }
+}
+
+/// Waits for the action: its plan's address, and its stdout and stderr.
+unsafe fn receive(control: RawFd) -> Result<(*const ActionPlan, RawFd, RawFd), Failure> {
+    let mut address = 0usize;
+    let mut iov = libc::iovec { iov_base: (&raw mut address).cast(), iov_len: std::mem::size_of::<usize>() };
+    // Room for two descriptors, aligned for cmsghdr.
+    let mut control_buffer = [0u64; 8];
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control_buffer.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control_buffer) as _;
+    let received = unsafe { libc::recvmsg(control, &mut message, libc::MSG_CMSG_CLOEXEC) };
+    if received != std::mem::size_of::<usize>() as isize {
+        return Err((Stage::Go, errno()));
+    }
+    let header = unsafe { libc::CMSG_FIRSTHDR(&message) };
+    if header.is_null() || unsafe { (*header).cmsg_type } != libc::SCM_RIGHTS {
+        return Err((Stage::Streams, libc::EBADF));
+    }
+    let fds = unsafe { libc::CMSG_DATA(header) }.cast::<RawFd>();
+    let (stdout, stderr) = unsafe { (fds.read_unaligned(), fds.add(1).read_unaligned()) };
+    Ok((address as *const ActionPlan, stdout, stderr))
+}
+
+/// What depends on the action: its mounts, its directories, then the
+/// user switch and dropping every capability.
+unsafe fn set_up(generic: &Generic, action: &ActionPlan, trees: &mut [RawFd; TREES]) -> Result<(), Failure> {
+    for step in unsafe { steps(action.mounts, action.mounts_len) } {
+        unsafe { mount_step(step, trees) }?;
+    }
+    unsafe { enter_directories(action) }?;
+    if generic.switch_user {
+        let (uid, gid) = (generic.uid, generic.gid);
+        if generic.may_set_groups {
             let groups = [gid];
             check(Stage::User, unsafe { libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) })?;
         }
@@ -77,49 +130,48 @@ unsafe fn set_up(plan: &Plan) -> Result<(), (Stage, i32)> {
     unsafe { drop_capabilities() }
 }
 
-unsafe fn mount_step(step: &MountStep, trees: &mut [RawFd; TREES]) -> Result<(), (Stage, i32)> {
+unsafe fn mount_step(step: &MountStep, trees: &mut [RawFd; TREES]) -> Result<(), Failure> {
     let stage = Stage::Mount;
     let null = std::ptr::null::<libc::c_char>();
-    let result: libc::c_long = match step {
+    let result: libc::c_long = match *step {
         MountStep::Private => unsafe {
             libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
         }
         .into(),
         MountStep::Tmpfs { target, options } => unsafe {
             let flags = libc::MS_NOSUID | libc::MS_NODEV;
-            libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), flags, options.as_ptr().cast())
+            libc::mount(c"tmpfs".as_ptr(), target, c"tmpfs".as_ptr(), flags, options.cast())
         }
         .into(),
         MountStep::Proc { target } => unsafe {
             let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            libc::mount(c"proc".as_ptr(), target.as_ptr(), c"proc".as_ptr(), flags, std::ptr::null())
+            libc::mount(c"proc".as_ptr(), target, c"proc".as_ptr(), flags, std::ptr::null())
         }
         .into(),
-        MountStep::BindToItself { target } => unsafe {
-            let flags = libc::MS_BIND | libc::MS_REC;
-            libc::mount(target.as_ptr(), target.as_ptr(), null, flags, std::ptr::null())
+        MountStep::BindToItself { target } => {
+            unsafe { libc::mount(target, target, null, libc::MS_BIND | libc::MS_REC, std::ptr::null()) }
+                .into()
         }
-        .into(),
-        MountStep::ReadOnly { target, recursive } => unsafe { sys::make_read_only(target, *recursive) },
+        MountStep::ReadOnly { target, recursive } => unsafe { sys::make_read_only(target, recursive) },
         MountStep::Mkdir { path } => {
-            let result = unsafe { libc::mkdir(path.as_ptr(), 0o755) };
+            let result = unsafe { libc::mkdir(path, 0o755) };
             if result < 0 && errno() != libc::EEXIST {
                 return Err((stage, errno()));
             }
             0
         }
-        MountStep::CloneTree { source, slot, expect } => {
-            let fd = unsafe { sys::open_tree_clone(source) };
+        MountStep::CloneTree { source, slot, expect, recursive } => {
+            let fd = unsafe { sys::open_tree_clone(source, recursive) };
             if fd < 0 {
                 return Err((stage, errno()));
             }
-            if !unsafe { same_inode(fd as RawFd, *expect) } {
+            if !unsafe { same_inode(fd as RawFd, expect) } {
                 return Err((Stage::Replaced, 0));
             }
-            trees[*slot] = fd as RawFd;
+            trees[slot] = fd as RawFd;
             0
         }
-        MountStep::MoveTree { slot, target } => unsafe { sys::move_mount_to(trees[*slot], target) },
+        MountStep::MoveTree { slot, target } => unsafe { sys::move_mount_to(trees[slot], target) },
     };
     check(stage, result)
 }
@@ -135,23 +187,22 @@ unsafe fn same_inode(fd: RawFd, expect: (u64, u64)) -> bool {
 /// Enters the working directory (and the chroot), by path in the new mount
 /// namespace, checking each is the directory the runner opened: a path
 /// that leads elsewhere (a symlink made after the check) is refused.
-unsafe fn enter_directories(plan: &Plan) -> Result<(), (Stage, i32)> {
-    let cwd = |place: &Place| -> Result<(), (Stage, i32)> {
+unsafe fn enter_directories(action: &ActionPlan) -> Result<(), Failure> {
+    let cwd = |place: Place| -> Result<(), Failure> {
         match place {
-            Place::Fd(fd) => check(Stage::Directory, unsafe { libc::fchdir(*fd) }.into()),
+            Place::Fd(fd) => check(Stage::Directory, unsafe { libc::fchdir(fd) }.into()),
             Place::Path(path, expect) => {
-                check(Stage::Directory, unsafe { libc::chdir(path.as_ptr()) }.into())?;
-                if unsafe { same_inode_path(c".", *expect) } { Ok(()) } else { Err((Stage::Replaced, 0)) }
+                check(Stage::Directory, unsafe { libc::chdir(path) }.into())?;
+                if unsafe { same_inode_path(c".", expect) } { Ok(()) } else { Err((Stage::Replaced, 0)) }
             }
         }
     };
-    match &plan.chroot {
-        Some((root, inside)) => {
-            cwd(root)?;
-            check(Stage::Chroot, unsafe { libc::chroot(c".".as_ptr()) }.into())?;
-            cwd(inside)
-        }
-        None => cwd(&plan.working_directory),
+    if action.chroot {
+        cwd(action.chroot_root)?;
+        check(Stage::Chroot, unsafe { libc::chroot(c".".as_ptr()) }.into())?;
+        cwd(action.chroot_inside)
+    } else {
+        cwd(action.working_directory)
     }
 }
 
@@ -162,7 +213,7 @@ unsafe fn same_inode_path(path: &CStr, expect: (u64, u64)) -> bool {
 }
 
 /// Brings up `lo` in the new network namespace.
-unsafe fn loopback_up() -> Result<(), (Stage, i32)> {
+unsafe fn loopback_up() -> Result<(), Failure> {
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     check(Stage::Network, socket.into())?;
     let mut request = sys::InterfaceFlags::loopback();
@@ -178,7 +229,14 @@ unsafe fn loopback_up() -> Result<(), (Stage, i32)> {
 
 /// Empties every capability set, the bounding set included, and sets
 /// no_new_privs: nothing the action execs can gain a privilege.
-unsafe fn drop_capabilities() -> Result<(), (Stage, i32)> {
+unsafe fn drop_capabilities() -> Result<(), Failure> {
+    check(Stage::Capabilities, unsafe { sys::clear_capabilities() })
+}
+
+/// What nothing the action runs may ever gain: no_new_privs, and empty
+/// ambient and bounding sets. The effective set, needed for the action's
+/// own mounts, is emptied later ([`drop_capabilities`]).
+unsafe fn limit_capabilities() -> Result<(), Failure> {
     let stage = Stage::Capabilities;
     check(stage, unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into())?;
     check(
@@ -191,13 +249,13 @@ unsafe fn drop_capabilities() -> Result<(), (Stage, i32)> {
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
         }
     }
-    check(stage, unsafe { sys::clear_capabilities() })
+    Ok(())
 }
 
 /// Runs the action as a child and reaps everything until it exits. TERM
 /// from the runner is passed to every process of the action; the action's
 /// wait status goes to the runner through the status pipe.
-unsafe fn supervise(plan: &Plan) -> i32 {
+unsafe fn supervise(generic: &Generic, action: &ActionPlan, stdout: RawFd, stderr: RawFd) -> i32 {
     let mut signals: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
         libc::sigemptyset(&mut signals);
@@ -206,30 +264,31 @@ unsafe fn supervise(plan: &Plan) -> i32 {
         }
         libc::sigprocmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut());
     }
-    if !plan.pid_namespace {
+    if !generic.pid_namespace {
         // Orphans of the action come to us rather than to the host's init.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    let action = unsafe { sys::fork() };
-    if action < 0 {
-        report(plan.report_fd, Stage::Fork, errno());
+    let child = unsafe { spawn_action(generic, action, stdout, stderr) };
+    if child < 0 {
+        report(generic.report_fd, Stage::Fork, errno());
         return 127;
     }
-    if action == 0 {
-        unsafe { exec_action(plan) }
+    unsafe {
+        libc::close(generic.report_fd);
+        libc::close(stdout);
+        libc::close(stderr);
     }
-    unsafe { libc::close(plan.report_fd) };
-    if !plan.pid_namespace {
+    if !generic.pid_namespace {
         // The runner kills this group if it has to kill us.
-        unsafe { libc::write(plan.status_fd, (&raw const action).cast(), std::mem::size_of::<i32>()) };
+        unsafe { libc::write(generic.status_fd, (&raw const child).cast(), std::mem::size_of::<i32>()) };
     }
-    let everyone = if plan.pid_namespace { -1 } else { -action };
+    let everyone = if generic.pid_namespace { -1 } else { -child };
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let signal = unsafe { libc::sigwaitinfo(&signals, &mut info) };
         if signal == libc::SIGCHLD {
-            if let Some(status) = unsafe { reap(action) } {
-                unsafe { finish(plan, everyone, status) };
+            if let Some(status) = unsafe { reap(child) } {
+                unsafe { finish(generic, everyone, status) };
                 return 0;
             }
         } else if signal > 0 {
@@ -241,15 +300,15 @@ unsafe fn supervise(plan: &Plan) -> i32 {
 /// The action exited: kill and reap everything it left, then tell the
 /// runner its wait status and the resource usage of all of it. The runner
 /// answers from that; the namespaces are torn down as init exits, after.
-unsafe fn finish(plan: &Plan, everyone: libc::pid_t, status: i32) {
+unsafe fn finish(generic: &Generic, everyone: libc::pid_t, status: i32) {
     unsafe {
         libc::kill(everyone, libc::SIGKILL);
         let mut ignored = 0;
         // With a PID namespace, everyone left is our child; until ECHILD.
-        while plan.pid_namespace && libc::waitpid(-1, &mut ignored, 0) > 0 {}
+        while generic.pid_namespace && libc::waitpid(-1, &mut ignored, 0) > 0 {}
         let mut report = sys::StatusReport { status, rusage: std::mem::zeroed() };
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut report.rusage);
-        libc::write(plan.status_fd, (&raw const report).cast(), std::mem::size_of::<sys::StatusReport>());
+        libc::write(generic.status_fd, (&raw const report).cast(), std::mem::size_of::<sys::StatusReport>());
     }
 }
 
@@ -268,9 +327,32 @@ unsafe fn reap(action: libc::pid_t) -> Option<i32> {
     }
 }
 
+/// What the action's process needs, on init's stack.
+struct Start<'a> {
+    generic: &'a Generic,
+    action: &'a ActionPlan,
+    stdout: RawFd,
+    stderr: RawFd,
+}
+
+/// Starts the action as init's child the way posix_spawn does: sharing
+/// init's memory (no page tables to copy; init waits) until it execs.
+unsafe fn spawn_action(generic: &Generic, action: &ActionPlan, stdout: RawFd, stderr: RawFd) -> libc::pid_t {
+    extern "C" fn entry(start: *mut libc::c_void) -> libc::c_int {
+        let start = unsafe { &*start.cast::<Start>() };
+        unsafe { exec_action(start.generic, start.action, start.stdout, start.stderr) }
+    }
+    let mut start = Start { generic, action, stdout, stderr };
+    // The child's stack while it shares init's memory; 16-byte aligned.
+    let mut stack = [0u128; 4096];
+    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    unsafe { libc::clone(entry, top, flags, (&raw mut start).cast()) }
+}
+
 /// The action itself: its own session, default signals, the standard
 /// streams, a 022 umask, then exec. Never returns.
-unsafe fn exec_action(plan: &Plan) -> ! {
+unsafe fn exec_action(generic: &Generic, action: &ActionPlan, stdout: RawFd, stderr: RawFd) -> ! {
     unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
@@ -278,16 +360,15 @@ unsafe fn exec_action(plan: &Plan) -> ! {
         // The runner ignores SIGPIPE (Rust does); actions expect the default.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::setsid();
-        let streams = [(plan.stdin_fd, 0), (plan.stdout_fd, 1), (plan.stderr_fd, 2)];
-        for (from, to) in streams {
+        for (from, to) in [(generic.stdin_fd, 0), (stdout, 1), (stderr, 2)] {
             if libc::dup2(from, to) < 0 {
-                report(plan.report_fd, Stage::Streams, errno());
+                report(generic.report_fd, Stage::Streams, errno());
                 libc::_exit(127);
             }
         }
         libc::umask(0o022);
-        libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        report(plan.report_fd, Stage::Exec, errno());
+        libc::execve(action.program, action.argv, action.envp);
+        report(generic.report_fd, Stage::Exec, errno());
         libc::_exit(127)
     }
 }

@@ -2,11 +2,14 @@
 //! IPC and UTS namespaces, entered by an init process the runner clones
 //! (no external tool). Init reaps everything the action starts, passes
 //! TERM on to all of it, and its exit takes the whole namespace with it.
+//! Sandboxes are prepared ahead ([`pool`]): what costs most (the
+//! namespaces, the cgroup, the mounts) is done before the action comes.
 
 pub mod cgroup;
 mod child;
 mod mounts;
 mod plan;
+mod pool;
 pub mod properties;
 mod spawn;
 mod sys;
@@ -16,12 +19,13 @@ pub use spawn::{Exit, Running, StartError};
 
 use crate::config::{Config, SandboxConfig};
 use bb_util::dir::Directory;
-use plan::{Place, Plan, c_string};
+use plan::{ActionPlan, Arena, Generic, Place};
+use spawn::Prepared;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One action to start.
 pub struct Action {
@@ -50,8 +54,15 @@ pub struct Isolation {
     pub proc: bool,
 }
 
-/// The runner's sandbox settings, checked against the host.
+/// The runner's sandboxes: its settings checked against the host, and
+/// those prepared ahead.
 pub struct Sandbox {
+    spec: Arc<Spec>,
+    pool: Arc<pool::Pool>,
+}
+
+/// Everything a sandbox is made from.
+struct Spec {
     settings: SandboxConfig,
     isolation: Isolation,
     build_directory: PathBuf,
@@ -71,42 +82,43 @@ const ALL_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS;
 
 impl Sandbox {
-    /// Checks what the host allows by starting an empty sandbox.
+    /// Checks what the host allows by setting up an empty sandbox.
     pub fn new(config: &Config) -> std::io::Result<Sandbox> {
-        let build_directory = std::path::absolute(&config.build_directory)?;
-        let mut sandbox = Sandbox {
+        let mut spec = Spec {
             settings: config.sandbox.clone(),
             isolation: Isolation { namespaces: config.sandbox.namespaces, proc: config.sandbox.namespaces },
-            build_directory,
+            build_directory: std::path::absolute(&config.build_directory)?,
             chroot: config.chroot_into_input_root,
             run_as: config.run_as.map(|r| (r.uid, r.gid)),
             null: File::open("/dev/null")?,
             cgroups: cgroup::Cgroups::discover(config.sandbox.cgroup_parent.as_deref()),
         };
-        if sandbox.isolation.namespaces && sandbox.probe().is_err() {
-            sandbox.isolation.proc = false;
-            if let Err(e) = sandbox.probe() {
+        if spec.isolation.namespaces && spec.probe().is_err() {
+            spec.isolation.proc = false;
+            if let Err(e) = spec.probe() {
                 tracing::debug!("namespaces are not available: {e}");
-                sandbox.isolation.namespaces = false;
+                spec.isolation.namespaces = false;
             }
         }
-        Ok(sandbox)
+        let prepared = if spec.isolation.namespaces { config.sandbox.prepared } else { 0 };
+        Ok(Sandbox { spec: Arc::new(spec), pool: Arc::new(pool::Pool::new(prepared)) })
     }
 
     pub fn isolation(&self) -> &Isolation {
-        &self.isolation
+        &self.spec.isolation
     }
 
     /// What actions run without, for the runner's start-up message; empty
     /// when they get everything.
     pub fn missing(&self) -> Vec<String> {
+        let spec = &self.spec;
         let mut missing = Vec::new();
-        if !self.isolation.namespaces {
+        if !spec.isolation.namespaces {
             missing.push("namespaces (actions share the host's processes, /tmp and network)".to_string());
-        } else if !self.isolation.proc {
+        } else if !spec.isolation.proc {
             missing.push("a /proc of their own (actions see the host's processes in /proc)".to_string());
         }
-        match &self.cgroups {
+        match &spec.cgroups {
             Err(why) => missing.push(format!("a cgroup each (no limits; {why})")),
             Ok(cgroups) => {
                 let limits = cgroups.missing();
@@ -120,26 +132,36 @@ impl Sandbox {
 
     /// The isolation actions get, for the runner's start-up message.
     pub fn describe(&self) -> String {
-        let namespaces = if self.isolation.namespaces { "namespaces" } else { "no namespaces" };
-        match &self.cgroups {
-            Ok(cgroups) => {
-                format!("{namespaces}, a cgroup each ({})", cgroups.describe())
-            }
+        let namespaces = if self.spec.isolation.namespaces { "namespaces" } else { "no namespaces" };
+        match &self.spec.cgroups {
+            Ok(cgroups) => format!("{namespaces}, a cgroup each ({})", cgroups.describe()),
             Err(_) => format!("{namespaces}, no cgroups"),
         }
     }
 
-    fn probe(&self) -> Result<(), StartError> {
-        let build = Directory::open(&self.build_directory).map_err(StartError::Io)?;
-        let exposed = [(&build, self.build_directory.as_path())];
-        let mounts = mounts::steps(&self.settings, &self.isolation, &self.build_directory, &exposed)
-            .map_err(StartError::Io)?;
-        let mut plan = self.plan_base(c_string("/")?, Vec::new(), Vec::new(), mounts, true);
-        plan.working_directory = Place::Fd(build.as_fd().as_raw_fd());
-        plan.probe_only = true;
-        spawn::probe(plan, self.flags(true), self.id_maps(), &[])
+    /// Prepares sandboxes ahead, in the background, until the pool is full:
+    /// called once an action is over, before the next is likely to come
+    /// (preparing while an action starts or runs would slow it).
+    pub fn top_up(&self) {
+        pool::Pool::top_up(&self.pool, &self.spec);
     }
 
+    /// Starts `action` in a sandbox of its own: one prepared ahead where it
+    /// fits (namespaces, the usual network), else one made now.
+    pub fn start(&self, action: &Action) -> Result<Running, StartError> {
+        let spec = &self.spec;
+        let pooled = spec.isolation.namespaces && action.network == spec.settings.allow_network;
+        let mut prepared = if pooled {
+            self.pool.take(spec)?
+        } else {
+            spec.prepare(action.network, &spec.inherited_fds(action))?
+        };
+        prepared.limit(action.limits)?;
+        prepared.start(|arena| spec.action_plan(action, arena), &action.stdout, &action.stderr)
+    }
+}
+
+impl Spec {
     fn flags(&self, network_namespace: bool) -> libc::c_int {
         match (self.isolation.namespaces, network_namespace) {
             (false, _) => 0,
@@ -160,89 +182,117 @@ impl Sandbox {
         Some(spawn::IdMaps { uid, gid, privileged })
     }
 
-    fn plan_base(
-        &self,
-        program: std::ffi::CString,
-        arguments: Vec<std::ffi::CString>,
-        environment: Vec<std::ffi::CString>,
-        mounts: Vec<plan::MountStep>,
-        network_namespace: bool,
-    ) -> Plan {
-        let mut strings = Vec::new();
-        let argv = Plan::pointers(&mut strings, arguments);
-        let envp = Plan::pointers(&mut strings, environment);
-        let namespaces = self.isolation.namespaces;
-        Plan {
-            program,
-            argv,
-            envp,
-            strings,
-            stdin_fd: self.null.as_raw_fd(),
-            stdout_fd: -1,
-            stderr_fd: -1,
-            go_fd: -1,
-            report_fd: -1,
-            status_fd: -1,
-            mounts,
-            hostname: namespaces.then(|| c_string(self.settings.hostname.as_bytes()).ok()).flatten(),
-            loopback_up: namespaces && network_namespace,
-            pid_namespace: namespaces,
-            working_directory: Place::Fd(-1),
-            chroot: None,
-            switch_user: self.run_as,
-            may_set_groups: !namespaces || self.run_as.is_some(),
-            keep_fds: Vec::new(),
-            probe_only: false,
-        }
+    /// A sandbox waiting for its action; `keep` are descriptors of the
+    /// runner it inherits for it (without namespaces).
+    fn prepare(&self, network: bool, keep: &[RawFd]) -> Result<Prepared, StartError> {
+        self.prepare_generic(network, keep, false)
     }
 
-    /// Starts `action` in its sandbox, in a cgroup of its own where the
-    /// host has them.
-    pub fn start(&self, action: &Action) -> Result<Running, StartError> {
-        let cgroup = match &self.cgroups {
-            Ok(cgroups) => Some(cgroups.create(action.limits).map_err(|e| {
-                StartError::Io(std::io::Error::new(e.kind(), format!("creating the action's cgroup: {e}")))
-            })?),
-            Err(_) => None,
-        };
-        let network_namespace = !action.network;
-        let mut exposed = vec![(&action.input_root.0, action.input_root.1.as_path())];
-        if let Some((handle, path)) = &action.temporary_directory {
-            exposed.push((handle, path.as_path()));
-        }
-        let mounts = if self.isolation.namespaces {
-            mounts::steps(&self.settings, &self.isolation, &self.build_directory, &exposed)?
+    fn probe(&self) -> Result<(), StartError> {
+        self.prepare_generic(self.settings.allow_network, &[], true)?.probe()
+    }
+
+    fn prepare_generic(
+        &self,
+        network: bool,
+        keep: &[RawFd],
+        probe_only: bool,
+    ) -> Result<Prepared, StartError> {
+        let mut arena = Arena::new()?;
+        let namespaces = self.isolation.namespaces;
+        let (mounts, mounts_len) = if namespaces {
+            let build = Directory::open(&self.build_directory)?;
+            let steps = mounts::generic_steps(
+                &self.settings,
+                &self.isolation,
+                (&build, &self.build_directory),
+                &mut arena,
+            )?;
+            (arena.slice(&steps)?, steps.len())
         } else {
-            Vec::new()
+            (std::ptr::null(), 0)
         };
-        let arguments = action.arguments.iter().map(|a| c_string(a.as_bytes())).collect::<Result<_, _>>()?;
+        let hostname =
+            if namespaces { arena.c_str(self.settings.hostname.as_bytes())? } else { std::ptr::null() };
+        let (uid, gid) = self.run_as.unwrap_or_default();
+        let generic = Generic {
+            stdin_fd: self.null.as_raw_fd(),
+            control_fd: -1,
+            report_fd: -1,
+            status_fd: -1,
+            keep_fds: std::ptr::null(),
+            keep_len: 0,
+            mounts,
+            mounts_len,
+            hostname,
+            loopback_up: namespaces && !network,
+            pid_namespace: namespaces,
+            switch_user: self.run_as.is_some(),
+            uid,
+            gid,
+            may_set_groups: !namespaces || self.run_as.is_some(),
+            probe_only,
+        };
+        let cgroup = match &self.cgroups {
+            Ok(cgroups) if !probe_only => Some(cgroups.create()?),
+            _ => None,
+        };
+        spawn::prepare(arena, generic, self.flags(!network), self.id_maps(), cgroup, keep)
+    }
+
+    /// Without namespaces, the action's directories are entered by handle.
+    fn inherited_fds(&self, action: &Action) -> Vec<RawFd> {
+        if self.isolation.namespaces {
+            return Vec::new();
+        }
+        vec![action.input_root.0.as_fd().as_raw_fd(), action.working_directory.0.as_fd().as_raw_fd()]
+    }
+
+    /// The action's part of the plan, written into `arena`.
+    fn action_plan(&self, action: &Action, arena: &mut Arena) -> std::io::Result<ActionPlan> {
+        let namespaces = self.isolation.namespaces;
+        let (root, root_path) = &action.input_root;
+        let (mounts, mounts_len) = if namespaces {
+            let mut exposed = vec![(root, root_path.as_path())];
+            if let Some((handle, path)) = &action.temporary_directory {
+                exposed.push((handle, path.as_path()));
+            }
+            let steps = mounts::action_steps(&self.build_directory, &exposed, arena)?;
+            (arena.slice(&steps)?, steps.len())
+        } else {
+            (std::ptr::null(), 0)
+        };
         let mut environment: Vec<(&String, &String)> = action.environment.iter().collect();
         environment.sort();
-        let environment = environment
-            .into_iter()
-            .map(|(name, value)| c_string(format!("{name}={value}")))
-            .collect::<Result<_, _>>()?;
-        let program = c_string(action.program.as_os_str().as_bytes())?;
-        let mut plan = self.plan_base(program, arguments, environment, mounts, network_namespace);
-        plan.stdout_fd = action.stdout.as_raw_fd();
-        plan.stderr_fd = action.stderr.as_raw_fd();
-        let (root, root_path) = &action.input_root;
-        let (working, inside) = &action.working_directory;
-        let namespaces = self.isolation.namespaces;
-        let place = |handle: &Directory, path: &Path| -> std::io::Result<Place> {
+        let environment: Vec<String> = environment.into_iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let mut place = |handle: &Directory, path: &Path| -> std::io::Result<Place> {
             if namespaces {
                 let stat = nix::sys::stat::fstat(handle.as_fd()).map_err(std::io::Error::from)?;
-                Ok(Place::Path(c_string(path.as_os_str().as_bytes())?, (stat.st_dev, stat.st_ino)))
+                Ok(Place::Path(arena.path(path)?, (stat.st_dev, stat.st_ino)))
             } else {
                 Ok(Place::Fd(handle.as_fd().as_raw_fd()))
             }
         };
-        if self.chroot {
+        let (working, inside) = &action.working_directory;
+        let (working_directory, chroot_root, chroot_inside) = if self.chroot {
             let inside = Path::new("/").join(inside);
-            plan.chroot = Some((place(root, root_path)?, place(working, &inside)?));
+            let root = place(root, root_path)?;
+            let inside = place(working, &inside)?;
+            (root, root, inside)
         } else {
-            plan.working_directory = place(working, &root_path.join(inside))?;
-        }
-        spawn::start(plan, self.flags(network_namespace), self.id_maps(), cgroup)
+            let working = place(working, &root_path.join(inside))?;
+            (working, working, working)
+        };
+        Ok(ActionPlan {
+            program: arena.path(&action.program)?,
+            argv: arena.strings(&action.arguments)?,
+            envp: arena.strings(&environment)?,
+            mounts,
+            mounts_len,
+            working_directory,
+            chroot: self.chroot,
+            chroot_root,
+            chroot_inside,
+        })
     }
 }

@@ -2,80 +2,127 @@
 //! configured, hidden paths and the build directory covered by empty
 //! directories, its own input root and temporary directory laid back over
 //! them, a fresh `/tmp` and `/dev/shm`, and a `/proc` of its PID namespace.
+//! All but the action's own directories is set up before the action is
+//! known.
 
 use super::Isolation;
-use super::plan::{MountStep, TREES, c_string};
+use super::plan::{Arena, MountStep, TREES};
 use crate::config::SandboxConfig;
 use bb_util::dir::Directory;
-use std::ffi::CString;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Directories every action gets empty and writable.
 const SCRATCH: [&str; 2] = ["/tmp", "/dev/shm"];
 
-fn c_path(path: &Path) -> std::io::Result<CString> {
-    c_string(path.as_os_str().as_bytes())
-}
+/// Where, inside the empty directory over the build directory, the whole
+/// build directory waits for the action's directories to be taken from it.
+const STAGING: &str = ".bb-staging";
 
 fn is_directory(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-/// The steps, in order. `exposed` are the action's directories (handles,
-/// and absolute paths as the runner names them), at most [`TREES`].
-pub fn steps(
+fn identity(handle: &Directory) -> std::io::Result<(u64, u64)> {
+    let stat = nix::sys::stat::fstat(handle.as_fd()).map_err(std::io::Error::from)?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// Every ancestor of `path` but `/`, top down, and `path` itself: mount
+/// points, made where missing (what exists is left alone).
+fn mkdirs(path: &Path, arena: &mut Arena, steps: &mut Vec<MountStep>) -> std::io::Result<()> {
+    for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+        steps.push(MountStep::Mkdir { path: arena.path(ancestor)? });
+    }
+    Ok(())
+}
+
+/// What every sandbox sets up before its action is known: the host
+/// read-only, scratch and hidden directories, the build directory covered
+/// (a copy of it staged beneath the cover), a `/proc`.
+pub fn generic_steps(
     settings: &SandboxConfig,
     isolation: &Isolation,
-    build_directory: &Path,
-    exposed: &[(&Directory, &Path)],
+    build: (&Directory, &Path),
+    arena: &mut Arena,
 ) -> std::io::Result<Vec<MountStep>> {
-    assert!(exposed.len() <= TREES, "at most {TREES} directories are laid over the sandbox");
+    let (build_handle, build_directory) = build;
     let mut steps = vec![MountStep::Private];
-    // Copies of the action's directories, taken before anything covers them.
-    for (slot, (handle, path)) in exposed.iter().enumerate() {
-        let stat = nix::sys::stat::fstat(handle.as_fd()).map_err(std::io::Error::from)?;
-        steps.push(MountStep::CloneTree { source: c_path(path)?, expect: (stat.st_dev, stat.st_ino), slot });
-    }
+    steps.push(MountStep::CloneTree {
+        source: arena.path(build_directory)?,
+        expect: identity(build_handle)?,
+        slot: 0,
+        recursive: true,
+    });
     for path in settings.read_only_paths.iter().filter(|p| is_directory(p)) {
-        let target = c_path(path)?;
+        let target = arena.path(path)?;
         if path != Path::new("/") {
-            steps.push(MountStep::BindToItself { target: target.clone() });
+            steps.push(MountStep::BindToItself { target });
         }
         steps.push(MountStep::ReadOnly { target, recursive: true });
     }
     let scratch: Vec<&Path> = SCRATCH.iter().map(Path::new).filter(|p| is_directory(p)).collect();
     for path in &scratch {
-        steps.push(MountStep::Tmpfs { target: c_path(path)?, options: c"mode=1777".into() });
+        steps.push(MountStep::Tmpfs { target: arena.path(path)?, options: arena.c_str(b"mode=1777")? });
     }
-    let hidden = covered_paths(settings, build_directory, &scratch);
+    let hidden = covered_paths(settings, &scratch);
+    let small = arena.c_str(b"mode=755,size=1m")?;
     for path in &hidden {
-        steps.push(MountStep::Tmpfs { target: c_path(path)?, options: c"mode=755,size=1m".into() });
+        steps.push(MountStep::Tmpfs { target: arena.path(path)?, options: small });
     }
-    for (slot, (_, path)) in exposed.iter().enumerate() {
-        // Mount points: what exists on the host is left alone (EEXIST).
-        for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
-            steps.push(MountStep::Mkdir { path: c_path(ancestor)? });
-        }
-        steps.push(MountStep::MoveTree { slot, target: c_path(path)? });
-    }
+    mkdirs(build_directory, arena, &mut steps)?;
+    steps.push(MountStep::Tmpfs { target: arena.path(build_directory)?, options: small });
+    let staging = build_directory.join(STAGING);
+    steps.push(MountStep::Mkdir { path: arena.path(&staging)? });
+    steps.push(MountStep::MoveTree { slot: 0, target: arena.path(&staging)? });
     for path in &hidden {
-        steps.push(MountStep::ReadOnly { target: c_path(path)?, recursive: false });
+        steps.push(MountStep::ReadOnly { target: arena.path(path)?, recursive: false });
     }
     if isolation.proc {
-        steps.push(MountStep::Proc { target: c"/proc".into() });
+        steps.push(MountStep::Proc { target: arena.path(Path::new("/proc"))? });
     }
     Ok(steps)
 }
 
-/// The directories to cover: the build directory and the hidden paths that
-/// exist, but none beneath a scratch directory or another covered one.
-fn covered_paths(settings: &SandboxConfig, build_directory: &Path, scratch: &[&Path]) -> Vec<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::iter::once(build_directory.to_path_buf())
-        .chain(settings.hidden_paths.iter().cloned())
-        .filter(|p| p.is_absolute() && is_directory(p))
-        .collect();
+/// What one action adds: its own directories (handles, and absolute paths
+/// beneath the build directory) taken from the staged copy and laid over
+/// the cover; then the copy is covered too (an unmount would wait for an
+/// RCU grace period) and the cover turns read-only.
+pub fn action_steps(
+    build_directory: &Path,
+    exposed: &[(&Directory, &Path)],
+    arena: &mut Arena,
+) -> std::io::Result<Vec<MountStep>> {
+    assert!(exposed.len() < TREES, "at most {} directories are laid over the sandbox", TREES - 1);
+    let staging = build_directory.join(STAGING);
+    let mut steps = Vec::new();
+    for (index, (handle, path)) in exposed.iter().enumerate() {
+        let relative = path.strip_prefix(build_directory).map_err(|_| {
+            std::io::Error::other(format!("{} is not in the build directory", path.display()))
+        })?;
+        let source = arena.path(&staging.join(relative))?;
+        steps.push(MountStep::CloneTree {
+            source,
+            expect: identity(handle)?,
+            slot: index + 1,
+            recursive: false,
+        });
+    }
+    for (index, (_, path)) in exposed.iter().enumerate() {
+        mkdirs(path, arena, &mut steps)?;
+        steps.push(MountStep::MoveTree { slot: index + 1, target: arena.path(path)? });
+    }
+    steps
+        .push(MountStep::Tmpfs { target: arena.path(&staging)?, options: arena.c_str(b"mode=000,size=4k")? });
+    steps.push(MountStep::ReadOnly { target: arena.path(build_directory)?, recursive: false });
+    Ok(steps)
+}
+
+/// The hidden paths to cover: those that exist, but none beneath a
+/// scratch directory or another covered one.
+fn covered_paths(settings: &SandboxConfig, scratch: &[&Path]) -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> =
+        settings.hidden_paths.iter().filter(|p| p.is_absolute() && is_directory(p)).cloned().collect();
     candidates.sort();
     let mut covered: Vec<PathBuf> = Vec::new();
     for path in candidates {
@@ -100,7 +147,7 @@ mod tests {
             hidden_paths: vec![b.clone(), a.clone(), "/no/such/directory".into(), "relative".into()],
             ..SandboxConfig::default()
         };
-        assert_eq!(covered_paths(&settings, &b, &[]), vec![a.clone()], "a covers a/b");
-        assert!(covered_paths(&settings, &b, &[dir.path()]).is_empty(), "all in a scratch directory");
+        assert_eq!(covered_paths(&settings, &[]), vec![a.clone()], "a covers a/b");
+        assert!(covered_paths(&settings, &[dir.path()]).is_empty(), "all in a scratch directory");
     }
 }

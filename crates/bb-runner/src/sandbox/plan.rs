@@ -1,7 +1,9 @@
-//! What the sandbox's child does, prepared by the runner before the clone:
-//! every string as a C string, every pointer array built, every file open.
+//! What the sandbox's child does, written by the runner into memory it
+//! shares with the child: plain data and pointers into that memory only,
+//! so the child reads it without allocating, also what was written after
+//! the clone (a sandbox prepared before its action was known).
 
-use std::ffi::{CString, c_char};
+use std::ffi::c_char;
 use std::os::fd::RawFd;
 
 /// Where the child failed, as it reports it to the runner.
@@ -48,118 +50,223 @@ impl Stage {
     }
 }
 
-/// How many trees a plan may clone and move.
+/// How many trees a sandbox may clone and move.
 pub const TREES: usize = 4;
 
+/// A NUL-terminated string in the shared memory.
+pub type CPtr = *const c_char;
+
 /// One step of the mount namespace's set-up, in order.
+#[derive(Clone, Copy)]
+#[repr(C)]
 pub enum MountStep {
     /// Nothing mounted from here on propagates to the host.
     Private,
-    /// A detached copy of the mount tree at `source`, which must be the
-    /// directory with device and inode `expect`; kept in tree slot `slot`.
+    /// A detached copy of the mount tree at `source` (with the mounts
+    /// beneath when `recursive`), which must be the directory with device
+    /// and inode `expect`; kept in tree slot `slot`.
     CloneTree {
-        source: CString,
+        source: CPtr,
         expect: (u64, u64),
         slot: usize,
+        recursive: bool,
     },
     /// Attaches the tree cloned into `slot` at `target`.
     MoveTree {
         slot: usize,
-        target: CString,
+        target: CPtr,
     },
     /// Makes `target` a mount point of itself (with what is beneath).
     BindToItself {
-        target: CString,
+        target: CPtr,
     },
     ReadOnly {
-        target: CString,
+        target: CPtr,
         recursive: bool,
     },
     Tmpfs {
-        target: CString,
-        options: CString,
+        target: CPtr,
+        options: CPtr,
     },
     Mkdir {
-        path: CString,
+        path: CPtr,
     },
     Proc {
-        target: CString,
+        target: CPtr,
     },
 }
 
-/// A directory to enter: by handle (no new mount namespace), or by path in
-/// the new one, checked to be the directory with this device and inode.
+/// A directory to enter: by a handle the child inherited (no new mount
+/// namespace), or by path in the new one, checked to be the directory with
+/// this device and inode.
+#[derive(Clone, Copy)]
+#[repr(C)]
 pub enum Place {
     Fd(RawFd),
-    Path(CString, (u64, u64)),
+    Path(CPtr, (u64, u64)),
 }
 
-/// Everything the child needs; borrowed by it after the clone.
-pub struct Plan {
-    pub program: CString,
-    /// NUL-terminated pointer arrays into `strings`.
-    pub argv: Vec<*const c_char>,
-    pub envp: Vec<*const c_char>,
-    /// Owns what `argv` and `envp` point at (only ever read through them).
-    #[allow(dead_code)]
-    pub strings: Vec<CString>,
+/// What every sandbox of a runner does before its action is known.
+#[repr(C)]
+pub struct Generic {
     pub stdin_fd: RawFd,
-    pub stdout_fd: RawFd,
-    pub stderr_fd: RawFd,
-    /// The runner writes one byte once the child's user mapping is set.
-    pub go_fd: RawFd,
+    /// A socket: first a byte once the user mapping is written, then the
+    /// action (its plan's address, and stdout and stderr as descriptors).
+    pub control_fd: RawFd,
     /// Where the child reports a failed start (closed on exec).
     pub report_fd: RawFd,
-    /// Where init writes the action's wait status.
+    /// Where init writes the action's wait status and usage.
     pub status_fd: RawFd,
-    pub mounts: Vec<MountStep>,
-    pub hostname: Option<CString>,
+    /// Every descriptor the child keeps, sorted: it closes all others (a
+    /// copy of another action's pipe would keep that one from ending).
+    pub keep_fds: *const RawFd,
+    pub keep_len: usize,
+    pub mounts: *const MountStep,
+    pub mounts_len: usize,
+    /// Null for none.
+    pub hostname: CPtr,
     pub loopback_up: bool,
     pub pid_namespace: bool,
-    pub working_directory: Place,
-    /// The root to chroot into, then the working directory inside it.
-    pub chroot: Option<(Place, Place)>,
-    pub switch_user: Option<(u32, u32)>,
+    /// Switch to this user and group (`switch_user`).
+    pub switch_user: bool,
+    pub uid: u32,
+    pub gid: u32,
     /// setgroups(2) is allowed (not denied for the user namespace).
     pub may_set_groups: bool,
-    /// Every descriptor the child uses, sorted: it closes all others (a
-    /// copy of another action's pipe would keep that one from ending).
-    pub keep_fds: Vec<RawFd>,
-    /// Set everything up, then exit without starting anything: the
-    /// runner's check of what the host allows.
+    /// Set up, then exit without starting anything: the runner's check of
+    /// what the host allows.
     pub probe_only: bool,
 }
 
-impl Plan {
-    /// Fills `keep_fds` from the descriptors the plan names.
-    pub fn collect_fds(&mut self) {
-        let mut fds =
-            vec![self.stdin_fd, self.stdout_fd, self.stderr_fd, self.go_fd, self.report_fd, self.status_fd];
-        let places = [
-            Some(&self.working_directory),
-            self.chroot.as_ref().map(|c| &c.0),
-            self.chroot.as_ref().map(|c| &c.1),
-        ];
-        fds.extend(places.into_iter().flatten().filter_map(|p| match p {
-            Place::Fd(fd) => Some(*fd),
-            Place::Path(..) => None,
-        }));
-        fds.retain(|fd| *fd >= 0);
-        fds.sort_unstable();
-        fds.dedup();
-        self.keep_fds = fds;
+/// One action, written once it is known.
+#[repr(C)]
+pub struct ActionPlan {
+    pub program: CPtr,
+    /// NULL-terminated.
+    pub argv: *const CPtr,
+    pub envp: *const CPtr,
+    pub mounts: *const MountStep,
+    pub mounts_len: usize,
+    pub working_directory: Place,
+    /// Chroot into the first, then enter the second (`chroot`).
+    pub chroot: bool,
+    pub chroot_root: Place,
+    pub chroot_inside: Place,
+}
+
+/// Memory shared with the child (an anonymous shared mapping made before
+/// the clone, at the same address in both), filled front to back.
+pub struct Arena {
+    base: *mut u8,
+    size: usize,
+    used: usize,
+}
+
+// SAFETY: the arena owns its mapping; what it hands out are addresses into
+// it, only dereferenced by the child.
+unsafe impl Send for Arena {}
+
+/// Room for an action's arguments and environment (ARG_MAX is far below):
+/// reserved address space, only touched pages take memory.
+const ARENA_SIZE: usize = 64 << 20;
+
+fn too_big() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "the action's arguments and environment are too large",
+    )
+}
+
+impl Arena {
+    pub fn new() -> std::io::Result<Arena> {
+        // SAFETY: a fresh anonymous mapping, owned by the arena.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ARENA_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Arena { base: base.cast(), size: ARENA_SIZE, used: 0 })
     }
 
-    /// NUL-terminated pointers to `items`, which `strings` keeps alive.
-    pub fn pointers(strings: &mut Vec<CString>, items: Vec<CString>) -> Vec<*const c_char> {
-        let mut pointers: Vec<*const c_char> = items.iter().map(|s| s.as_ptr()).collect();
+    fn reserve(&mut self, bytes: usize, align: usize) -> std::io::Result<*mut u8> {
+        let start = self.used.next_multiple_of(align);
+        let end = start.checked_add(bytes).filter(|end| *end <= self.size).ok_or_else(too_big)?;
+        self.used = end;
+        // SAFETY: within the mapping.
+        Ok(unsafe { self.base.add(start) })
+    }
+
+    /// Copies `items` in; their address.
+    pub fn slice<T: Copy>(&mut self, items: &[T]) -> std::io::Result<*const T> {
+        let to = self.reserve(std::mem::size_of_val(items), std::mem::align_of::<T>())?.cast::<T>();
+        // SAFETY: `to` has room for the items and is aligned for T.
+        unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), to, items.len()) };
+        Ok(to)
+    }
+
+    pub fn value<T>(&mut self, value: T) -> std::io::Result<*const T> {
+        let to = self.reserve(std::mem::size_of::<T>(), std::mem::align_of::<T>())?.cast::<T>();
+        // SAFETY: `to` has room for a T and is aligned for it.
+        unsafe { to.write(value) };
+        Ok(to)
+    }
+
+    /// `bytes` as a C string; refused if they hold a NUL.
+    pub fn c_str(&mut self, bytes: &[u8]) -> std::io::Result<CPtr> {
+        if bytes.contains(&0) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "contains NUL"));
+        }
+        let to = self.reserve(bytes.len() + 1, 1)?;
+        // SAFETY: `to` has room for the bytes and the NUL.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, bytes.len());
+            to.add(bytes.len()).write(0);
+        }
+        Ok(to.cast())
+    }
+
+    pub fn path(&mut self, path: &std::path::Path) -> std::io::Result<CPtr> {
+        use std::os::unix::ffi::OsStrExt;
+        self.c_str(path.as_os_str().as_bytes())
+    }
+
+    /// NULL-terminated pointers to copies of `items`.
+    pub fn strings<S: AsRef<[u8]>>(&mut self, items: &[S]) -> std::io::Result<*const CPtr> {
+        let mut pointers = items.iter().map(|s| self.c_str(s.as_ref())).collect::<Result<Vec<_>, _>>()?;
         pointers.push(std::ptr::null());
-        strings.extend(items);
-        pointers
+        self.slice(&pointers)
     }
 }
 
-/// A C string from bytes the runner already checked to hold no NUL.
-pub fn c_string(bytes: impl Into<Vec<u8>>) -> std::io::Result<CString> {
-    CString::new(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "contains NUL"))
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; the child keeps its own reference to it.
+        unsafe { libc::munmap(self.base.cast(), self.size) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_holds_strings_and_arrays() {
+        let mut arena = Arena::new().unwrap();
+        let argv = arena.strings(&["sh", "-c", "echo"]).unwrap();
+        // SAFETY: written just above.
+        let read = unsafe { std::ffi::CStr::from_ptr(*argv.add(2)) };
+        assert_eq!(read.to_bytes(), b"echo");
+        assert!(unsafe { *argv.add(3) }.is_null());
+        assert!(arena.c_str(b"a\0b").is_err());
+        let huge = vec![b'x'; ARENA_SIZE];
+        assert!(arena.c_str(&huge).is_err(), "refused, not overflowing");
+    }
 }

@@ -1,17 +1,21 @@
-//! The runner's side of a sandbox: clone its init, map the action's user
-//! into the new user namespace, let init go, and learn whether the action
-//! started; then wait for it, stop it, or kill it.
+//! The runner's side of a sandbox: clone its init (which sets up what does
+//! not depend on the action, maybe well before it), map the action's user
+//! into the new user namespace, put init in its cgroup; then hand it the
+//! action and learn whether it started; then wait for it, stop it, or kill
+//! it.
 
-use super::cgroup::ActionCgroup;
+use super::cgroup::{ActionCgroup, Limits};
 use super::child;
-use super::plan::{Plan, Stage};
+use super::plan::{ActionPlan, Arena, Generic, Stage};
 use super::sys::StatusReport;
 use bb_proto::bbrs::sandbox::CgroupResourceUsage;
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::unistd::Pid;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use tokio::sync::oneshot;
 
 /// The user and group the action runs as, mapped to themselves in its user
@@ -51,6 +55,22 @@ pub struct Exit {
     pub cgroup_usage: Option<CgroupResourceUsage>,
 }
 
+/// A sandbox whose init waits for its action. Dropped unused, it is killed.
+pub struct Prepared {
+    parts: Option<Parts>,
+}
+
+struct Parts {
+    init: Pid,
+    control: UnixStream,
+    report: File,
+    status: File,
+    /// Holds the generic plan; the action's is added to it.
+    arena: Arena,
+    cgroup: Option<ActionCgroup>,
+    pid_namespace: bool,
+}
+
 /// A started action. Dropping it kills everything it started.
 pub struct Running {
     /// A pidfd of init: signals never reach a process that reused its pid.
@@ -67,57 +87,57 @@ fn pipe() -> std::io::Result<(File, File)> {
     Ok((File::from(read), File::from(write)))
 }
 
-/// Clones init with `flags` and lets it set up; `Ok` once init is ready to
-/// start the action (or exited, for a probe).
-fn launch(
-    mut plan: Plan,
+/// Clones init with `flags`; it sets up the `generic` plan in `arena` once
+/// its user is mapped and it is in `cgroup`. `keep`: descriptors of the
+/// runner init must keep (the action's directories, without namespaces).
+pub fn prepare(
+    mut arena: Arena,
+    mut generic: Generic,
     flags: libc::c_int,
     maps: Option<IdMaps>,
-    cgroup_procs: &[std::path::PathBuf],
-) -> Result<(Pid, File), StartError> {
-    let (go_read, mut go_write) = pipe()?;
-    let (mut report_read, report_write) = pipe()?;
+    cgroup: Option<ActionCgroup>,
+    keep: &[RawFd],
+) -> Result<Prepared, StartError> {
+    let (control, child_control) = UnixStream::pair()?;
+    let (report_read, report_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
-    plan.go_fd = go_read.as_raw_fd();
-    plan.report_fd = report_write.as_raw_fd();
-    plan.status_fd = status_write.as_raw_fd();
-    plan.collect_fds();
-    // SAFETY: the child only makes raw system calls on the prepared plan.
+    generic.control_fd = child_control.as_raw_fd();
+    generic.report_fd = report_write.as_raw_fd();
+    generic.status_fd = status_write.as_raw_fd();
+    let mut fds = vec![generic.stdin_fd, generic.control_fd, generic.report_fd, generic.status_fd];
+    fds.extend_from_slice(keep);
+    fds.sort_unstable();
+    generic.keep_fds = arena.slice(&fds)?;
+    generic.keep_len = fds.len();
+    generic.pid_namespace = flags & libc::CLONE_NEWPID != 0;
+    let pid_namespace = generic.pid_namespace;
+    let generic = arena.value(generic)?;
+    // SAFETY: the child only makes raw system calls on the shared plan.
     let pid = unsafe { super::sys::clone(flags) };
     if pid == 0 {
-        unsafe { child::init_main(&plan) }
+        unsafe { child::init_main(generic) }
     }
     if pid < 0 {
         return Err(StartError::Io(std::io::Error::last_os_error()));
     }
     let init = Pid::from_raw(pid);
-    drop((go_read, report_write, status_write));
-    let prepared =
+    drop((child_control, report_write, status_write));
+    let parts =
+        Parts { init, control, report: report_read, status: status_read, arena, cgroup, pid_namespace };
+    let mut prepared = Prepared { parts: Some(parts) };
+    let parts = prepared.parts.as_mut().expect("just made");
+    let placed =
         maps.map_or(Ok(()), |maps| write_id_maps(pid, &maps))
             .map_err(|e| std::io::Error::new(e.kind(), format!("mapping the action's user: {e}")))
             .and_then(|()| {
-                cgroup_procs.iter().try_for_each(|procs| std::fs::write(procs, pid.to_string())).map_err(
-                    |e| std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}")),
-                )
+                let procs = parts.cgroup.as_ref().map(ActionCgroup::procs_files).unwrap_or_default();
+                procs.iter().try_for_each(|procs| std::fs::write(procs, pid.to_string())).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}"))
+                })
             });
-    if let Err(e) = prepared {
-        let _ = kill(init, Signal::SIGKILL);
-        reap(init);
-        return Err(StartError::Io(e));
-    }
-    go_write.write_all(&[1])?;
-    drop(go_write);
-    let mut report = Vec::new();
-    report_read.read_to_end(&mut report)?;
-    if let Ok(bytes) = <[u8; 8]>::try_from(report.as_slice()) {
-        reap(init);
-        let stage = i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
-        let errno = i32::from_ne_bytes(bytes[4..].try_into().expect("4 bytes"));
-        let stage = Stage::from_code(stage).unwrap_or(Stage::Go);
-        return Err(StartError::Child(stage, errno));
-    }
-    drop(plan);
-    Ok((init, status_read))
+    placed?;
+    parts.control.write_all(&[1])?;
+    Ok(prepared)
 }
 
 fn write_id_maps(pid: libc::pid_t, maps: &IdMaps) -> std::io::Result<()> {
@@ -133,51 +153,116 @@ fn reap(pid: Pid) {
     let _ = nix::sys::wait::waitpid(pid, None);
 }
 
-/// Sets up a sandbox that starts nothing: whether the host allows it.
-pub fn probe(
-    plan: Plan,
-    flags: libc::c_int,
-    maps: Option<IdMaps>,
-    cgroup_procs: &[std::path::PathBuf],
-) -> Result<(), StartError> {
-    let (init, _) = launch(plan, flags, maps, cgroup_procs)?;
-    reap(init);
-    Ok(())
-}
-
-/// Starts the action; returns once it runs (its program was executed).
-pub fn start(
-    plan: Plan,
-    flags: libc::c_int,
-    maps: Option<IdMaps>,
-    cgroup: Option<ActionCgroup>,
-) -> Result<Running, StartError> {
-    let pid_namespace = flags & libc::CLONE_NEWPID != 0;
-    let procs = cgroup.as_ref().map(ActionCgroup::procs_files).unwrap_or_default();
-    let launched = launch(plan, flags, maps, &procs);
-    let (init, mut status) = match launched {
-        Ok(launched) => launched,
-        Err(e) => {
-            if let Some(cgroup) = cgroup {
-                cgroup.remove();
-            }
-            return Err(e);
+/// Why the child stopped, from what it wrote to the report pipe (nothing:
+/// it exec'd the action, or finished a probe).
+fn read_report(report: &mut File) -> Result<(), StartError> {
+    let mut bytes = Vec::new();
+    report.read_to_end(&mut bytes)?;
+    match <[u8; 8]>::try_from(bytes.as_slice()) {
+        Ok(bytes) => {
+            let stage = i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+            let errno = i32::from_ne_bytes(bytes[4..].try_into().expect("4 bytes"));
+            Err(StartError::Child(Stage::from_code(stage).unwrap_or(Stage::Go), errno))
         }
-    };
-    // Not reaped before the waiter below: the pid is still init's.
-    let pidfd = pidfd_open(init)?;
-    let mut group = None;
-    if !pid_namespace {
-        let mut pid = [0u8; 4];
-        status.read_exact(&mut pid)?;
-        group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
+        Err(_) => Ok(()),
     }
-    let (send, waiter) = oneshot::channel();
-    tokio::task::spawn_blocking(move || wait(init, status, cgroup, send));
-    Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
 }
 
-/// Waits for init, then reads the action's wait status it left.
+impl Prepared {
+    /// Sets up, starts nothing: whether the host allows the plan.
+    pub fn probe(mut self) -> Result<(), StartError> {
+        let mut parts = self.parts.take().expect("a prepared sandbox has its parts");
+        let outcome = read_report(&mut parts.report);
+        reap(parts.init);
+        if let Some(cgroup) = parts.cgroup.take() {
+            cgroup.remove();
+        }
+        outcome
+    }
+
+    /// Sets the limits of the action that will run here.
+    pub fn limit(&mut self, limits: Limits) -> std::io::Result<()> {
+        match self.parts.as_mut() {
+            Some(Parts { cgroup: Some(cgroup), init, .. }) => cgroup.set_limits(limits, init.as_raw()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the action that `write` writes into the arena; returns once
+    /// it runs (its program was executed).
+    pub fn start(
+        mut self,
+        write: impl FnOnce(&mut Arena) -> std::io::Result<ActionPlan>,
+        stdout: &File,
+        stderr: &File,
+    ) -> Result<Running, StartError> {
+        let mut parts = self.parts.take().expect("a prepared sandbox has its parts");
+        let tells_group = match parts.start(write, stdout, stderr) {
+            Ok(tells_group) => tells_group,
+            Err(e) => {
+                parts.kill();
+                return Err(e);
+            }
+        };
+        let Parts { init, mut status, cgroup, .. } = parts;
+        // Not reaped before the waiter below: the pid is still init's.
+        let pidfd = pidfd_open(init)?;
+        let mut group = None;
+        if tells_group {
+            let mut pid = [0u8; 4];
+            status.read_exact(&mut pid)?;
+            group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
+        }
+        let (send, waiter) = oneshot::channel();
+        tokio::task::spawn_blocking(move || wait(init, status, cgroup, send));
+        Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
+    }
+}
+
+impl Parts {
+    /// Hands init the action; `Ok(true)` when init will tell the action's
+    /// process group (no PID namespace).
+    fn start(
+        &mut self,
+        write: impl FnOnce(&mut Arena) -> std::io::Result<ActionPlan>,
+        stdout: &File,
+        stderr: &File,
+    ) -> Result<bool, StartError> {
+        let plan = write(&mut self.arena)?;
+        let address = self.arena.value(plan)? as usize;
+        let bytes = address.to_ne_bytes();
+        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+        let sent = sendmsg::<()>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        );
+        // A failed send is explained by the report (init failed first).
+        let report = read_report(&mut self.report);
+        report?;
+        sent.map_err(std::io::Error::from)?;
+        Ok(!self.pid_namespace)
+    }
+
+    fn kill(self) {
+        let _ = kill(self.init, Signal::SIGKILL);
+        reap(self.init);
+        if let Some(cgroup) = self.cgroup {
+            cgroup.remove();
+        }
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            parts.kill();
+        }
+    }
+}
+
 /// The waiter, on a blocking thread: the action's end as init reports it
 /// (or, if init was killed, as init's own), sent as soon as it is known;
 /// then init is reaped (the namespaces' teardown) and the cgroup removed,
@@ -190,16 +275,24 @@ fn wait(
 ) {
     let mut report = [0u8; std::mem::size_of::<StatusReport>()];
     let reported = status.read_exact(&mut report).is_ok();
-    let reaped = if reported { None } else { Some(wait4(init)) };
-    let exit = match reaped {
+    let exit = if reported {
         // SAFETY: StatusReport is plain data, written whole by init.
-        None => Ok(unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) })
-            .map(|r| decode(r.status, r.rusage)),
-        Some(Ok((wait_status, rusage))) => Ok(decode(wait_status, rusage)),
-        Some(Err(e)) => Err(e),
+        let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
+        Ok(decode(report.status, report.rusage))
+    } else {
+        wait4(init).map(|(wait_status, rusage)| decode(wait_status, rusage))
     };
     let exit = exit.map(|mut exit| {
-        exit.cgroup_usage = cgroup.as_ref().map(ActionCgroup::usage);
+        exit.cgroup_usage = cgroup.as_ref().map(|cgroup| {
+            let mut usage = cgroup.usage();
+            let time = |t: libc::timeval| prost_types::Duration {
+                seconds: t.tv_sec,
+                nanos: (t.tv_usec * 1000) as i32,
+            };
+            usage.cpu_user_time = usage.cpu_user_time.or(Some(time(exit.rusage.ru_utime)));
+            usage.cpu_system_time = usage.cpu_system_time.or(Some(time(exit.rusage.ru_stime)));
+            usage
+        });
         exit
     });
     let _ = send.send(exit);
@@ -230,12 +323,8 @@ fn wait4(pid: Pid) -> std::io::Result<(i32, libc::rusage)> {
 fn decode(status: i32, rusage: libc::rusage) -> Exit {
     if libc::WIFSIGNALED(status) {
         let number = libc::WTERMSIG(status);
-        Exit {
-            exit_code: 128 + i64::from(number),
-            signal: Signal::try_from(number).ok(),
-            rusage,
-            cgroup_usage: None,
-        }
+        let signal = Signal::try_from(number).ok();
+        Exit { exit_code: 128 + i64::from(number), signal, rusage, cgroup_usage: None }
     } else {
         Exit { exit_code: i64::from(libc::WEXITSTATUS(status)), signal: None, rusage, cgroup_usage: None }
     }
@@ -269,6 +358,12 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
     // SAFETY: a raw system call; the fd it returns is ours to own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -285,10 +380,4 @@ fn signal(pidfd: &OwnedFd, signal: Signal) {
     unsafe {
         libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal as libc::c_int, 0usize, 0u32)
     };
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

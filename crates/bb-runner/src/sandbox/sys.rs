@@ -1,8 +1,6 @@
 //! Raw Linux system calls the sandbox needs that neither `libc` nor `nix`
 //! wraps in a form safe after a raw `clone` (or at all).
 
-use std::ffi::CStr;
-
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 const MOUNT_ATTR_RDONLY: u64 = 1;
@@ -41,29 +39,26 @@ pub struct StatusReport {
     pub rusage: libc::rusage,
 }
 
-/// A detached copy of the mount tree at `source` (open_tree(2)).
+/// A detached copy of the mount tree at `source`, with the mounts beneath
+/// it when `recursive` (open_tree(2)).
 ///
 /// # Safety
 /// A raw system call on a valid C string.
-pub unsafe fn open_tree_clone(source: &CStr) -> libc::c_long {
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) }
+pub unsafe fn open_tree_clone(source: *const libc::c_char, recursive: bool) -> libc::c_long {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source, flags) }
 }
 
 /// Attaches the detached tree `fd` at `target` (move_mount(2)).
 ///
 /// # Safety
 /// A raw system call on a valid C string.
-pub unsafe fn move_mount_to(fd: libc::c_int, target: &CStr) -> libc::c_long {
+pub unsafe fn move_mount_to(fd: libc::c_int, target: *const libc::c_char) -> libc::c_long {
     unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
+        libc::syscall(libc::SYS_move_mount, fd, c"".as_ptr(), libc::AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)
     }
 }
 
@@ -72,14 +67,14 @@ pub unsafe fn move_mount_to(fd: libc::c_int, target: &CStr) -> libc::c_long {
 ///
 /// # Safety
 /// A raw system call on a valid C string.
-pub unsafe fn make_read_only(target: &CStr, recursive: bool) -> libc::c_long {
+pub unsafe fn make_read_only(target: *const libc::c_char, recursive: bool) -> libc::c_long {
     let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
     unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
-            target.as_ptr(),
+            target,
             flags,
             &attr,
             std::mem::size_of::<MountAttr>(),
@@ -108,15 +103,6 @@ pub unsafe fn clear_capabilities() -> libc::c_long {
     let header = Header { version: VERSION_3, pid: 0 };
     let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
     unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }
-}
-
-/// fork(2) as a raw system call: no atfork handlers, which could wait for
-/// locks held by threads that do not exist in the child.
-///
-/// # Safety
-/// The child may only make raw system calls.
-pub unsafe fn fork() -> libc::pid_t {
-    unsafe { clone(0) }
 }
 
 /// clone(2) without a new stack: like fork, with namespace `flags`.
