@@ -26,6 +26,10 @@ pub struct RunnerService {
 struct Inner {
     config: Config,
     sandbox: Sandbox,
+    /// `kill_user_processes`, where actions have no PID namespace (with
+    /// one, nothing of an action outlives it; and the user's processes
+    /// include the sandboxes prepared ahead).
+    kill_user_processes: bool,
     /// The user actions run as.
     action_uid: u32,
     /// Actions running; held while starting one and while killing all of
@@ -74,7 +78,7 @@ impl Inner {
         {
             let mut active = self.active.lock();
             *active -= 1;
-            if *active == 0 && self.config.kill_user_processes {
+            if *active == 0 && self.kill_user_processes {
                 let killed = cleanup::kill_user_processes(self.action_uid);
                 if killed > 0 {
                     tracing::info!("killed {killed} leftover processes of uid {}", self.action_uid);
@@ -143,7 +147,12 @@ impl RunnerService {
     pub fn new(config: Config) -> std::io::Result<Self> {
         let action_uid = config.action_uid(nix::unistd::geteuid().as_raw());
         let sandbox = Sandbox::new(&config)?;
-        Ok(RunnerService { inner: Arc::new(Inner { config, sandbox, action_uid, active: Mutex::new(0) }) })
+        let kill_user_processes = config.kill_user_processes && !sandbox.isolation().namespaces;
+        if config.kill_user_processes && !kill_user_processes {
+            tracing::info!("kill_user_processes is not needed: every action has a PID namespace of its own");
+        }
+        let inner = Inner { config, sandbox, kill_user_processes, action_uid, active: Mutex::new(0) };
+        Ok(RunnerService { inner: Arc::new(inner) })
     }
 
     /// The isolation actions run without on this host.
