@@ -77,6 +77,7 @@ let
       storageEndpoint = "grpc://scheduler:8980";
     };
   }];
+  isolated = evaluate [{ services.buildbarn.runner = { enable = true; settings.sandbox.require_isolation = true; }; }];
   limited = evaluate [{ services.buildbarn.runner = { enable = true; limits = { memory = "1GiB"; processes = 512; }; }; }];
   networked = evaluate [{
     services.buildbarn.worker.enable = true;
@@ -138,7 +139,7 @@ let
     { name = "runner gets its cgroup delegated"; ok = runnerUnit.Delegate == "memory pids cpu" && !(runnerUnit ? ProtectControlGroups); }
     { name = "runner may make the namespaces of actions only"; ok = runnerUnit.RestrictNamespaces == "user pid mnt net ipc uts"; }
     { name = "runner may set actions' hostname"; ok = !(runnerUnit ? ProtectHostname); }
-    { name = "runner refuses to run actions unisolated"; ok = worker.services.buildbarn.runner.settings.sandbox.require_isolation; }
+    { name = "runner may be told to refuse to run actions unisolated"; ok = !worker.services.buildbarn.runner.settings.sandbox.require_isolation && isolated.services.buildbarn.runner.settings.sandbox.require_isolation; }
     { name = "limits reach the runner's settings"; ok = limited.services.buildbarn.runner.settings.sandbox.limits == { memory = "1GiB"; processes = 512; }; }
     { name = "no limits by default"; ok = worker.services.buildbarn.runner.settings.sandbox.limits == { }; }
     { name = "runner runs as bb-runner"; ok = runnerUnit.User == "bb-runner"; }

@@ -13,6 +13,8 @@ pkgs.testers.runNixOSTest {
     services.buildbarn.runner = {
       package = packages.bb-runner;
       limits = { memory = "128MiB"; processes = 512; };
+      # Every namespace and a cgroup v2 each, or the runner does not start.
+      settings.sandbox.require_isolation = true;
     };
     environment.systemPackages = [ packages.bb ];
     virtualisation.memorySize = 1024;
