@@ -49,7 +49,8 @@ kill_during() {
 start_farm
 faults sentinels put >/dev/null
 kill_during "kill -9 of a worker" sh -c 'kill -9 $(pgrep -n -u bb-worker)'
-kill_during "kill -9 of a runner" sh -c 'kill -9 $(pgrep -n -u bb-runner -f "bb runner")'
+# The runner is the process named bb; its sandboxes are named bb-sandbox.
+kill_during "kill -9 of a runner" sh -c 'kill -9 $(pgrep -n -u bb-runner -x bb)'
 restart_farm() {
   kill_farm_in_namespace
   sleep 1

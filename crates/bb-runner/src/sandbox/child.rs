@@ -27,6 +27,8 @@ unsafe fn steps<'a>(start: *const MountStep, len: usize) -> &'a [MountStep] {
 /// with the runner.
 pub unsafe fn init_main(generic: *const Generic) -> ! {
     let generic = unsafe { &*generic };
+    // Named apart from the runner it was cloned from (`ps`, `pgrep -x`).
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"bb-sandbox".as_ptr(), 0, 0, 0) };
     unsafe { sys::close_all_but(std::slice::from_raw_parts(generic.keep_fds, generic.keep_len)) };
     let mut trees = [-1; TREES];
     let status = match unsafe { run(generic, &mut trees) } {
