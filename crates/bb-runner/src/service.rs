@@ -168,11 +168,9 @@ impl RunnerService {
 
 fn posix_resource_usage(exit: &sandbox::Exit) -> PosixResourceUsage {
     let r = &exit.rusage;
-    let duration =
-        |t: libc::timeval| prost_types::Duration { seconds: t.tv_sec, nanos: (t.tv_usec * 1000) as i32 };
     PosixResourceUsage {
-        user_time: Some(duration(r.ru_utime)),
-        system_time: Some(duration(r.ru_stime)),
+        user_time: Some(sandbox::duration(r.ru_utime)),
+        system_time: Some(sandbox::duration(r.ru_stime)),
         // Linux reports kilobytes.
         maximum_resident_set_size: r.ru_maxrss * 1024,
         page_reclaims: r.ru_minflt,

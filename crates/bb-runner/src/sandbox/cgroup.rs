@@ -269,33 +269,27 @@ impl ActionCgroup {
                 None => Ok(()),
             }
         };
-        let optional = |controller: &str, file: &str, value: &str| {
-            let _ = write(controller, file, value.to_string());
-        };
-        let limits = self.limits;
+        let Limits { memory, processes, cpus } = self.limits;
+        let quota = cpus.map(|cpus| ((cpus * CPU_PERIOD_MICROS as f64).round() as u64).max(1000));
+        if let Some(processes) = processes {
+            write("pids", "pids.max", processes.to_string())?;
+        }
         if self.v2 {
-            if let Some(bytes) = limits.memory {
+            if let Some(bytes) = memory {
                 write("memory", "memory.max", bytes.to_string())?;
             }
-            if let Some(processes) = limits.processes {
-                write("pids", "pids.max", processes.to_string())?;
-            }
-            if let Some(cpus) = limits.cpus {
-                let quota = (cpus * CPU_PERIOD_MICROS as f64).round() as u64;
-                write("cpu", "cpu.max", format!("{} {CPU_PERIOD_MICROS}", quota.max(1000)))?;
+            if let Some(quota) = quota {
+                write("cpu", "cpu.max", format!("{quota} {CPU_PERIOD_MICROS}"))?;
             }
         } else {
-            if let Some(bytes) = limits.memory {
+            if let Some(bytes) = memory {
                 write("memory", "memory.limit_in_bytes", bytes.to_string())?;
-                optional("memory", "memory.memsw.limit_in_bytes", &bytes.to_string());
+                // Only where swap is accounted; swappiness is 0 in any case.
+                let _ = write("memory", "memory.memsw.limit_in_bytes", bytes.to_string());
             }
-            if let Some(processes) = limits.processes {
-                write("pids", "pids.max", processes.to_string())?;
-            }
-            if let Some(cpus) = limits.cpus {
-                let quota = (cpus * CPU_PERIOD_MICROS as f64).round() as u64;
+            if let Some(quota) = quota {
                 write("cpu", "cpu.cfs_period_us", CPU_PERIOD_MICROS.to_string())?;
-                write("cpu", "cpu.cfs_quota_us", quota.max(1000).to_string())?;
+                write("cpu", "cpu.cfs_quota_us", quota.to_string())?;
             }
         }
         Ok(())
@@ -333,9 +327,7 @@ impl ActionCgroup {
         } else {
             usage.memory_peak_bytes = num("memory", "memory.max_usage_in_bytes");
             usage.oom_kills = key("memory", "memory.oom_control", "oom_kill");
-            // Measured by init's rusage of everything it reaped instead.
-            usage.cpu_user_time = None;
-            usage.cpu_system_time = None;
+            // CPU time: measured by init's rusage of everything it reaped.
         }
         usage
     }

@@ -15,7 +15,7 @@ mod spawn;
 mod sys;
 
 pub use cgroup::Limits;
-pub use spawn::{Exit, Running, StartError};
+pub use spawn::{Exit, Running, StartError, duration};
 
 use crate::config::{Config, SandboxConfig};
 use bb_util::dir::Directory;

@@ -197,18 +197,17 @@ impl Prepared {
         stderr: &File,
     ) -> Result<Running, StartError> {
         let mut parts = self.parts.take().expect("a prepared sandbox has its parts");
-        let tells_group = match parts.start(write, stdout, stderr) {
-            Ok(tells_group) => tells_group,
-            Err(e) => {
-                parts.kill();
-                return Err(e);
-            }
-        };
-        let Parts { init, mut status, cgroup, .. } = parts;
+        if let Err(e) = parts.start(write, stdout, stderr) {
+            parts.kill();
+            return Err(e);
+        }
+        let Parts { init, mut status, cgroup, pid_namespace, .. } = parts;
         // Not reaped before the waiter below: the pid is still init's.
         let pidfd = pidfd_open(init)?;
         let mut group = None;
-        if tells_group {
+        if !pid_namespace {
+            // Init tells the action's process group: nothing else takes
+            // everything down with it.
             let mut pid = [0u8; 4];
             status.read_exact(&mut pid)?;
             group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
@@ -220,14 +219,13 @@ impl Prepared {
 }
 
 impl Parts {
-    /// Hands init the action; `Ok(true)` when init will tell the action's
-    /// process group (no PID namespace).
+    /// Hands init the action.
     fn start(
         &mut self,
         write: impl FnOnce(&mut Arena) -> std::io::Result<ActionPlan>,
         stdout: &File,
         stderr: &File,
-    ) -> Result<bool, StartError> {
+    ) -> Result<(), StartError> {
         let plan = write(&mut self.arena)?;
         let address = self.arena.value(plan)? as usize;
         let bytes = address.to_ne_bytes();
@@ -243,7 +241,7 @@ impl Parts {
         let report = read_report(&mut self.report);
         report?;
         sent.map_err(std::io::Error::from)?;
-        Ok(!self.pid_namespace)
+        Ok(())
     }
 
     fn kill(self) {
@@ -285,12 +283,8 @@ fn wait(
     let exit = exit.map(|mut exit| {
         exit.cgroup_usage = cgroup.as_ref().map(|cgroup| {
             let mut usage = cgroup.usage();
-            let time = |t: libc::timeval| prost_types::Duration {
-                seconds: t.tv_sec,
-                nanos: (t.tv_usec * 1000) as i32,
-            };
-            usage.cpu_user_time = usage.cpu_user_time.or(Some(time(exit.rusage.ru_utime)));
-            usage.cpu_system_time = usage.cpu_system_time.or(Some(time(exit.rusage.ru_stime)));
+            usage.cpu_user_time = usage.cpu_user_time.or(Some(duration(exit.rusage.ru_utime)));
+            usage.cpu_system_time = usage.cpu_system_time.or(Some(duration(exit.rusage.ru_stime)));
             usage
         });
         exit
@@ -302,6 +296,11 @@ fn wait(
     if let Some(cgroup) = cgroup {
         cgroup.remove();
     }
+}
+
+/// A `timeval` of `rusage` as a protobuf Duration.
+pub fn duration(t: libc::timeval) -> prost_types::Duration {
+    prost_types::Duration { seconds: t.tv_sec, nanos: (t.tv_usec * 1000) as i32 }
 }
 
 fn wait4(pid: Pid) -> std::io::Result<(i32, libc::rusage)> {
