@@ -99,6 +99,19 @@ impl Client {
     }
 }
 
+/// CPU time the whole host has been busy (every process and the kernel),
+/// from /proc/stat.
+fn host_busy() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    anyhow::ensure!(ticks.len() >= 7, "/proc/stat: unexpected first line {line:?}");
+    // user, nice, system, then idle and iowait left out, irq, softirq.
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as u64;
+    Ok(Duration::from_micros(busy * 1_000_000 / hz))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
@@ -136,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let next = Arc::new(AtomicUsize::new(0));
+    let busy_before = host_busy()?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..flags.clients {
@@ -155,11 +169,14 @@ async fn main() -> anyhow::Result<()> {
         task.await??;
     }
     let elapsed = start.elapsed();
+    let busy = host_busy()?.saturating_sub(busy_before);
     println!(
-        "{} no-op actions from {} concurrent clients: {:.0} actions/s",
+        "{} no-op actions from {} concurrent clients: {:.0} actions/s, {:.2} ms of host CPU each \
+         (farm, clients and kernel)",
         flags.throughput_actions,
         flags.clients,
-        flags.throughput_actions as f64 / elapsed.as_secs_f64()
+        flags.throughput_actions as f64 / elapsed.as_secs_f64(),
+        busy.as_secs_f64() * 1e3 / flags.throughput_actions.max(1) as f64
     );
     Ok(())
 }

@@ -72,6 +72,11 @@ pub struct FarmArgs {
     /// dockerNetwork=bridge.
     #[arg(long)]
     pub network_property: bool,
+    /// Run actions without a sandbox: no namespaces and no cgroups, so they
+    /// share the host's processes, /tmp and network, unlimited. For
+    /// measuring what the sandbox costs; never for untrusted actions.
+    #[arg(long)]
+    pub unsandboxed: bool,
 }
 
 /// Who the worker and runner processes run as.
@@ -188,7 +193,8 @@ async fn start_worker(
     // action, unless several runners (whose actions would be killed too)
     // share it. Process groups are killed in any case.
     let kill_user_processes = runner_user.is_some() && args.workers == 1;
-    let cgroups = runner_user.and_then(|user| crate::farm_cgroups::delegate(index, user));
+    let cgroups =
+        runner_user.filter(|_| !args.unsandboxed).and_then(|user| crate::farm_cgroups::delegate(index, user));
     let runner_config = directory.join("runner.toml");
     let runner = farm_config::Runner {
         socket: &socket,
@@ -200,6 +206,7 @@ async fn start_worker(
         cpus: args.action_cpus,
         allow_network: args.allow_network,
         network_property: args.network_property,
+        sandboxed: !args.unsandboxed,
     };
     std::fs::write(&runner_config, toml::to_string(&farm_config::runner(&runner))?)?;
     let worker_config = directory.join("worker.toml");

@@ -75,6 +75,8 @@ pub struct Runner<'a> {
     pub cpus: Option<f64>,
     pub allow_network: bool,
     pub network_property: bool,
+    /// Namespaces and a cgroup per action; off for `--unsandboxed`.
+    pub sandboxed: bool,
 }
 
 pub fn runner(r: &Runner) -> Table {
@@ -91,6 +93,8 @@ pub fn runner(r: &Runner) -> Table {
     let mut sandbox = table([
         ("allow_network", Value::Boolean(r.allow_network)),
         ("network_property", Value::Boolean(r.network_property)),
+        ("namespaces", Value::Boolean(r.sandboxed)),
+        ("cgroups", Value::Boolean(r.sandboxed)),
         ("limits", Value::Table(limits)),
     ]);
     if let (Some(parent), Value::Table(sandbox)) = (r.cgroup_parent, &mut sandbox) {
@@ -203,6 +207,7 @@ mod tests {
             processes: Some(100),
             cpus: Some(1.5),
             allow_network: false,
+            sandboxed: true,
             network_property: true,
         };
         let text = toml::to_string(&runner(&config)).unwrap();
@@ -210,6 +215,7 @@ mod tests {
         assert_eq!(runner.build_directory, odd.join("build"));
         assert_eq!(runner.sandbox.cgroup_parent.as_deref(), Some("c"));
         assert!(runner.sandbox.network_property && !runner.sandbox.allow_network);
+        assert!(runner.sandbox.namespaces && runner.sandbox.cgroups);
         assert_eq!(runner.sandbox.limits.memory, Some(ByteSize(1 << 30)));
         assert_eq!((runner.sandbox.limits.processes, runner.sandbox.limits.cpus), (Some(100), Some(1.5)));
         let platform = platform(&[]).unwrap();

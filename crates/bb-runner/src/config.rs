@@ -68,6 +68,10 @@ pub struct SandboxConfig {
     /// an action), so that starting an action costs little more than its
     /// own mounts. 0 makes each when its action comes.
     pub prepared: usize,
+    /// Give every action a cgroup of its own (limits, usage, and a kill
+    /// that reaches everything it started). Off: actions run in the
+    /// runner's cgroup, unlimited.
+    pub cgroups: bool,
     /// Make action cgroups in this subdirectory of the runner's own cgroup
     /// (in every hierarchy), one that was delegated to the runner's user by
     /// whoever started it (`bb farm` does). Unset: the runner's own cgroup,
@@ -106,6 +110,7 @@ impl Default for SandboxConfig {
             termination_grace: HumanDuration::from_secs(5),
             require_isolation: false,
             prepared: 2,
+            cgroups: true,
             cgroup_parent: None,
             limits: LimitsConfig::default(),
             max_limits: LimitsConfig::default(),

@@ -105,6 +105,46 @@ async fn network_is_off_unless_allowed() {
     );
 }
 
+/// Network namespaces are kept and lent again: never to two actions at
+/// once, and never with anything the last one left listening.
+#[tokio::test]
+async fn kept_network_namespaces_are_never_shared_and_come_back_clean() {
+    let r = runner().await;
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let listen = |wait: &str| {
+        format!(
+            "python3 -c 'import socket, time; s = socket.socket(); \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", {port})); \
+             s.listen(); print(\"listening\", flush=True); time.sleep({wait})'"
+        )
+    };
+    let reach = format!("exec 3<>/dev/tcp/127.0.0.1/{port} 2>/dev/null && echo reached; true");
+    // At once: one listens, the other must not reach it.
+    let (listener, prober) = tokio::join!(
+        r.run(r.action("l1", &["sh", "-c", &listen("1.5")])),
+        r.run(r.action("l2", &["bash", "-c", &format!("sleep 0.7; {reach}")]))
+    );
+    assert_eq!(listener.unwrap().exit_code, 0, "{}", r.read("l1/stderr"));
+    assert_eq!(r.read("l1/stdout"), "listening\n");
+    assert_eq!(prober.unwrap().exit_code, 0);
+    assert_eq!(r.read("l2/stdout"), "", "an action reached another's listener");
+    // One after another, each leaving a listener behind in the background.
+    let mut namespaces = Vec::new();
+    for i in 0..6 {
+        let id = format!("s{i}");
+        let script = format!("readlink /proc/self/ns/net; {reach}; ({} &); sleep 0.3", listen("100"));
+        let response = r.run(r.action(&id, &["bash", "-c", &script])).await.unwrap();
+        assert_eq!(response.exit_code, 0, "{}", r.read(&format!("{id}/stderr")));
+        let out = r.read(&format!("{id}/stdout"));
+        assert!(!out.contains("reached"), "action {i} reached what an earlier one left: {out}");
+        namespaces.push(out.lines().next().unwrap_or_default().to_string());
+    }
+    let mut distinct = namespaces.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() < namespaces.len(), "no network namespace was kept: {namespaces:?}");
+}
+
 /// 2,000 background sleeps and a process that keeps forking are gone once
 /// the action's shell exits.
 #[tokio::test]

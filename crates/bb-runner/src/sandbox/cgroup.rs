@@ -295,9 +295,18 @@ impl ActionCgroup {
         Ok(())
     }
 
-    /// The files a process is moved in by writing its pid.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.directories.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
+    /// The cgroup v2 directory, which init is cloned into.
+    pub fn v2_directory(&self) -> Option<&Path> {
+        if self.v2 { self.directory("unified") } else { None }
+    }
+
+    /// The v1 files a thread moves itself in by (`tasks`, one per
+    /// hierarchy).
+    pub fn v1_tasks_files(&self) -> Vec<PathBuf> {
+        if self.v2 {
+            return Vec::new();
+        }
+        self.directories.iter().map(|(_, d)| d.join("tasks")).collect()
     }
 
     /// What the action used, read once it exited.

@@ -25,7 +25,7 @@ unsafe fn steps<'a>(start: *const MountStep, len: usize) -> &'a [MountStep] {
 /// # Safety
 /// Called once, in the child of a raw `clone`, with a plan in memory shared
 /// with the runner.
-pub unsafe fn init_main(generic: *const Generic) -> ! {
+unsafe fn init_main(generic: *const Generic) -> ! {
     let generic = unsafe { &*generic };
     // Named apart from the runner it was cloned from (`ps`, `pgrep -x`).
     unsafe { libc::prctl(libc::PR_SET_NAME, c"bb-sandbox".as_ptr(), 0, 0, 0) };
@@ -39,6 +39,88 @@ pub unsafe fn init_main(generic: *const Generic) -> ! {
         }
     };
     unsafe { libc::_exit(status) }
+}
+
+/// Starts the launcher, the sandbox's first child, and returns its pid
+/// once it is done: it shares the runner's memory (so its start copies
+/// nothing) and this thread waits meanwhile. It enters the action's
+/// cgroup, joins the kept namespaces, clones init into new ones of the
+/// other kinds (`flags`) as the runner's child, writes init's pid and
+/// whether init is in its v2 cgroup, and exits.
+///
+/// # Safety
+/// `generic` is a plan in memory shared with the child.
+pub unsafe fn launch(generic: *const Generic, flags: libc::c_int) -> libc::pid_t {
+    struct Start {
+        generic: *const Generic,
+        flags: libc::c_int,
+    }
+    extern "C" fn entry(start: *mut libc::c_void) -> libc::c_int {
+        let start = unsafe { &*start.cast::<Start>() };
+        unsafe { launcher_main(start.generic, start.flags) }
+    }
+    let mut start = Start { generic, flags };
+    // The launcher's stack; init, a copy of the runner's memory, goes on
+    // from it into its own copy of what lies beneath. 16-byte aligned.
+    let mut stack = [0u128; 4096];
+    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+    let clone_flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    unsafe { libc::clone(entry, top, clone_flags, (&raw mut start).cast()) }
+}
+
+unsafe fn launcher_main(generic: *const Generic, flags: libc::c_int) -> ! {
+    let plan = unsafe { &*generic };
+    if let Err((stage, errno)) = unsafe { enter_cgroup_v1(plan).and_then(|()| join_namespaces(plan)) } {
+        report(plan.report_fd, stage, errno);
+        unsafe { libc::_exit(127) }
+    }
+    let flags = flags | libc::CLONE_PARENT;
+    // SAFETY: init only makes raw system calls; its parent is the runner.
+    let mut init = unsafe { sys::clone_into(flags, plan.cgroup_fd) };
+    let mut in_cgroup = plan.cgroup_fd >= 0;
+    if init < 0 && errno() == libc::ENOSYS {
+        // clone3 refused by a seccomp filter (systemd's RestrictNamespaces=,
+        // container runtimes): the runner moves init into its cgroup.
+        init = unsafe { sys::clone(flags) };
+        in_cgroup = false;
+    }
+    if init == 0 {
+        unsafe { init_main(generic) }
+    }
+    if init < 0 {
+        report(plan.report_fd, Stage::Fork, errno());
+        unsafe { libc::_exit(127) }
+    }
+    let launched = [init, i32::from(in_cgroup)];
+    // SAFETY: writes 8 bytes from a local.
+    unsafe { libc::write(plan.launch_fd, launched.as_ptr().cast(), std::mem::size_of_val(&launched)) };
+    unsafe { libc::_exit(0) }
+}
+
+/// Moves this thread (the launcher) into each v1 cgroup of the action.
+unsafe fn enter_cgroup_v1(plan: &Generic) -> Result<(), Failure> {
+    let mut files = plan.cgroup_tasks;
+    while !files.is_null() && !unsafe { *files }.is_null() {
+        let fd = unsafe { libc::open(*files, libc::O_WRONLY | libc::O_CLOEXEC) };
+        check(Stage::Cgroup, fd.into())?;
+        let written = unsafe { libc::write(fd, c"0".as_ptr().cast(), 1) };
+        let error = errno();
+        unsafe { libc::close(fd) };
+        if written != 1 {
+            return Err((Stage::Cgroup, error));
+        }
+        files = unsafe { files.add(1) };
+    }
+    Ok(())
+}
+
+unsafe fn join_namespaces(plan: &Generic) -> Result<(), Failure> {
+    for (fd, kind) in [(plan.join_user_fd, libc::CLONE_NEWUSER), (plan.join_network_fd, libc::CLONE_NEWNET)] {
+        if fd >= 0 {
+            check(Stage::Join, unsafe { sys::join(fd, kind) })?;
+        }
+    }
+    Ok(())
 }
 
 unsafe fn run(generic: &Generic, trees: &mut [RawFd; TREES]) -> Result<i32, Failure> {

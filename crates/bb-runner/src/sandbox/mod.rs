@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 mod child;
+mod kept;
 mod mounts;
 mod plan;
 mod pool;
@@ -72,14 +73,14 @@ struct Spec {
     null: File,
     /// Where action cgroups are made, or why they are not.
     cgroups: Result<cgroup::Cgroups, String>,
+    /// The namespaces sandboxes join (with namespaces).
+    kept: Option<Arc<kept::Kept>>,
 }
 
-const ALL_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS;
+/// The namespaces init is cloned into; the user namespace is the runner's
+/// kept one ([`kept`]), joined first.
+const ALL_NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
 
 impl Sandbox {
     /// Checks what the host allows by setting up an empty sandbox.
@@ -91,8 +92,22 @@ impl Sandbox {
             chroot: config.chroot_into_input_root,
             run_as: config.run_as.map(|r| (r.uid, r.gid)),
             null: File::open("/dev/null")?,
-            cgroups: cgroup::Cgroups::discover(config.sandbox.cgroup_parent.as_deref()),
+            cgroups: if config.sandbox.cgroups {
+                cgroup::Cgroups::discover(config.sandbox.cgroup_parent.as_deref())
+            } else {
+                Err("cgroups = false".into())
+            },
+            kept: None,
         };
+        if spec.isolation.namespaces {
+            match kept::Kept::new(&spec.id_maps()) {
+                Ok(kept) => spec.kept = Some(kept),
+                Err(e) => {
+                    tracing::debug!("user namespaces are not available: {e}");
+                    spec.isolation.namespaces = false;
+                }
+            }
+        }
         if spec.isolation.namespaces && spec.probe().is_err() {
             spec.isolation.proc = false;
             if let Err(e) = spec.probe() {
@@ -170,16 +185,13 @@ impl Spec {
         }
     }
 
-    /// The user and group mapped into the action's user namespace.
-    fn id_maps(&self) -> Option<spawn::IdMaps> {
-        if !self.isolation.namespaces {
-            return None;
-        }
+    /// The user and group mapped into the actions' user namespace.
+    fn id_maps(&self) -> kept::IdMaps {
         let (uid, gid, privileged) = match self.run_as {
             Some((uid, gid)) => (uid, gid, true),
             None => (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw(), false),
         };
-        Some(spawn::IdMaps { uid, gid, privileged })
+        kept::IdMaps { uid, gid, privileged }
     }
 
     /// A sandbox waiting for its action; `keep` are descriptors of the
@@ -220,6 +232,11 @@ impl Spec {
             control_fd: -1,
             report_fd: -1,
             status_fd: -1,
+            join_user_fd: -1,
+            join_network_fd: -1,
+            launch_fd: -1,
+            cgroup_fd: -1,
+            cgroup_tasks: std::ptr::null(),
             keep_fds: std::ptr::null(),
             keep_len: 0,
             mounts,
@@ -237,7 +254,18 @@ impl Spec {
             Ok(cgroups) if !probe_only => Some(cgroups.create()?),
             _ => None,
         };
-        spawn::prepare(arena, generic, self.flags(!network), self.id_maps(), cgroup, keep)
+        let join = match &self.kept {
+            Some(kept) if namespaces => Some(spawn::Join {
+                kept: kept.clone(),
+                network: if network { None } else { kept.lend_network() },
+            }),
+            _ => None,
+        };
+        let flags = match &join {
+            Some(spawn::Join { network: Some(_), .. }) => self.flags(false),
+            _ => self.flags(!network),
+        };
+        spawn::prepare(arena, generic, flags, join, cgroup, keep)
     }
 
     /// Without namespaces, the action's directories are entered by handle.

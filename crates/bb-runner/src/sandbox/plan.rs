@@ -22,14 +22,31 @@ pub enum Stage {
     Fork,
     Streams,
     Exec,
+    Join,
+    Cgroup,
 }
 
 impl Stage {
     pub fn from_code(code: i32) -> Option<Stage> {
         use Stage::*;
-        [Go, Mount, Hostname, Network, Directory, Replaced, Chroot, User, Capabilities, Fork, Streams, Exec]
-            .into_iter()
-            .find(|s| *s as i32 == code)
+        [
+            Go,
+            Mount,
+            Hostname,
+            Network,
+            Directory,
+            Replaced,
+            Chroot,
+            User,
+            Capabilities,
+            Fork,
+            Streams,
+            Exec,
+            Join,
+            Cgroup,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == code)
     }
 
     pub fn describe(self) -> &'static str {
@@ -46,6 +63,8 @@ impl Stage {
             Stage::Fork => "starting the action",
             Stage::Streams => "attaching stdin, stdout and stderr",
             Stage::Exec => "executing the program",
+            Stage::Join => "joining the runner's user and network namespaces",
+            Stage::Cgroup => "entering the action's cgroup",
         }
     }
 }
@@ -106,7 +125,8 @@ pub enum Place {
     Path(CPtr, (u64, u64)),
 }
 
-/// What every sandbox of a runner does before its action is known.
+/// What every sandbox of a runner does before its action is known; the
+/// launcher's part first.
 #[repr(C)]
 pub struct Generic {
     pub stdin_fd: RawFd,
@@ -121,6 +141,21 @@ pub struct Generic {
     /// copy of another action's pipe would keep that one from ending).
     pub keep_fds: *const RawFd,
     pub keep_len: usize,
+    /// Namespaces the sandbox joins rather than makes, through a launcher
+    /// that joins them and clones init with the rest: the runner's user
+    /// namespace, and a network namespace kept from an earlier action;
+    /// -1 for none (no launcher, or a network namespace of its own).
+    pub join_user_fd: RawFd,
+    pub join_network_fd: RawFd,
+    /// Where the launcher writes init's pid.
+    pub launch_fd: RawFd,
+    /// The action's cgroup, which init starts in: a cgroup v2 directory
+    /// init is cloned into, or cgroup v1 `tasks` files (NULL-terminated)
+    /// the launcher moves itself into first; -1 and null for none. Neither
+    /// takes the global lock that moving a whole process does (which
+    /// stalls every fork and exit of the host for milliseconds).
+    pub cgroup_fd: RawFd,
+    pub cgroup_tasks: *const CPtr,
     pub mounts: *const MountStep,
     pub mounts_len: usize,
     /// Null for none.

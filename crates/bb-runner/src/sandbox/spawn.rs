@@ -6,6 +6,7 @@
 
 use super::cgroup::{ActionCgroup, Limits};
 use super::child;
+use super::kept::{Kept, NetworkLease};
 use super::plan::{ActionPlan, Arena, Generic, Stage};
 use super::sys::StatusReport;
 use bb_proto::bbrs::sandbox::CgroupResourceUsage;
@@ -15,16 +16,17 @@ use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// The user and group the action runs as, mapped to themselves in its user
-/// namespace. `privileged`: the runner holds CAP_SETUID and CAP_SETGID
-/// (for `run_as`), so the mapping need not be of its own ids.
-pub struct IdMaps {
-    pub uid: u32,
-    pub gid: u32,
-    pub privileged: bool,
+/// Namespaces a sandbox joins rather than makes: the runner's user
+/// namespace, and a network namespace lent to it (without one, a new one
+/// is made where the flags ask, and kept afterwards).
+pub struct Join {
+    pub kept: Arc<Kept>,
+    pub network: Option<NetworkLease>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ struct Parts {
     /// Holds the generic plan; the action's is added to it.
     arena: Arena,
     cgroup: Option<ActionCgroup>,
+    /// Given back once init is reaped.
+    network: Option<NetworkLease>,
     pid_namespace: bool,
 }
 
@@ -87,23 +91,40 @@ fn pipe() -> std::io::Result<(File, File)> {
     Ok((File::from(read), File::from(write)))
 }
 
-/// Clones init with `flags`; it sets up the `generic` plan in `arena` once
-/// its user is mapped and it is in `cgroup`. `keep`: descriptors of the
-/// runner init must keep (the action's directories, without namespaces).
+/// Clones init with `flags` through a launcher, which first enters
+/// `cgroup` and joins `join`; init sets up the `generic` plan in `arena`.
+/// `keep`: descriptors of the runner init must keep (the action's
+/// directories, without namespaces).
 pub fn prepare(
     mut arena: Arena,
     mut generic: Generic,
     flags: libc::c_int,
-    maps: Option<IdMaps>,
+    join: Option<Join>,
     cgroup: Option<ActionCgroup>,
     keep: &[RawFd],
 ) -> Result<Prepared, StartError> {
     let (control, child_control) = UnixStream::pair()?;
     let (report_read, report_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
+    let (mut launch_read, launch_write) = pipe()?;
     generic.control_fd = child_control.as_raw_fd();
     generic.report_fd = report_write.as_raw_fd();
     generic.status_fd = status_write.as_raw_fd();
+    generic.launch_fd = launch_write.as_raw_fd();
+    if let Some(join) = &join {
+        generic.join_user_fd = join.kept.user().as_raw_fd();
+        generic.join_network_fd = join.network.as_ref().map_or(-1, |lease| lease.fd().as_raw_fd());
+    }
+    let v2_cgroup = match cgroup.as_ref().and_then(ActionCgroup::v2_directory) {
+        Some(directory) => Some(File::open(directory)?),
+        None => None,
+    };
+    generic.cgroup_fd = v2_cgroup.as_ref().map_or(-1, |d| d.as_raw_fd());
+    if let Some(cgroup) = &cgroup {
+        let files: Vec<Vec<u8>> =
+            cgroup.v1_tasks_files().into_iter().map(|f| f.into_os_string().into_vec()).collect();
+        generic.cgroup_tasks = arena.strings(&files)?;
+    }
     let mut fds = vec![generic.stdin_fd, generic.control_fd, generic.report_fd, generic.status_fd];
     fds.extend_from_slice(keep);
     fds.sort_unstable();
@@ -112,41 +133,60 @@ pub fn prepare(
     generic.pid_namespace = flags & libc::CLONE_NEWPID != 0;
     let pid_namespace = generic.pid_namespace;
     let generic = arena.value(generic)?;
-    // SAFETY: the child only makes raw system calls on the shared plan.
-    let pid = unsafe { super::sys::clone(flags) };
-    if pid == 0 {
-        unsafe { child::init_main(generic) }
-    }
-    if pid < 0 {
+    // SAFETY: the children only make raw system calls on the shared plan.
+    let launcher = unsafe { child::launch(generic, flags) };
+    if launcher < 0 {
         return Err(StartError::Io(std::io::Error::last_os_error()));
     }
-    let init = Pid::from_raw(pid);
-    drop((child_control, report_write, status_write));
-    let parts =
-        Parts { init, control, report: report_read, status: status_read, arena, cgroup, pid_namespace };
+    drop((child_control, report_write, status_write, launch_write, v2_cgroup));
+    let mut report = report_read;
+    let (init, in_cgroup) = launched_init(Pid::from_raw(launcher), &mut launch_read, &mut report)?;
+    let parts = Parts {
+        init: Pid::from_raw(init),
+        control,
+        report,
+        status: status_read,
+        arena,
+        cgroup,
+        network: None,
+        pid_namespace,
+    };
     let mut prepared = Prepared { parts: Some(parts) };
     let parts = prepared.parts.as_mut().expect("just made");
-    let placed =
-        maps.map_or(Ok(()), |maps| write_id_maps(pid, &maps))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("mapping the action's user: {e}")))
-            .and_then(|()| {
-                let procs = parts.cgroup.as_ref().map(ActionCgroup::procs_files).unwrap_or_default();
-                procs.iter().try_for_each(|procs| std::fs::write(procs, pid.to_string())).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}"))
-                })
-            });
-    placed?;
+    if let Some(Join { kept, network }) = join {
+        parts.network = match network {
+            Some(lease) => Some(lease),
+            None if flags & libc::CLONE_NEWNET != 0 => Some(kept.adopt_network(init)?),
+            None => None,
+        };
+    }
+    if let (Some(directory), false) = (parts.cgroup.as_ref().and_then(ActionCgroup::v2_directory), in_cgroup)
+    {
+        std::fs::write(directory.join("cgroup.procs"), init.to_string())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}")))?;
+    }
     parts.control.write_all(&[1])?;
     Ok(prepared)
 }
 
-fn write_id_maps(pid: libc::pid_t, maps: &IdMaps) -> std::io::Result<()> {
-    let proc = format!("/proc/{pid}");
-    if !maps.privileged {
-        std::fs::write(format!("{proc}/setgroups"), "deny")?;
+/// Init's pid, and whether it started in its v2 cgroup, as the launcher
+/// tells them; the launcher is reaped.
+fn launched_init(
+    launcher: Pid,
+    launch: &mut File,
+    report: &mut File,
+) -> Result<(libc::pid_t, bool), StartError> {
+    let mut told = [0u8; 8];
+    let read = launch.read_exact(&mut told);
+    reap(launcher);
+    if read.is_err() {
+        read_report(report)?;
+        return Err(StartError::Io(std::io::Error::other(
+            "the sandbox's launcher ended without starting it",
+        )));
     }
-    std::fs::write(format!("{proc}/uid_map"), format!("{0} {0} 1\n", maps.uid))?;
-    std::fs::write(format!("{proc}/gid_map"), format!("{0} {0} 1\n", maps.gid))
+    let pid = libc::pid_t::from_ne_bytes(told[..4].try_into().expect("4 bytes"));
+    Ok((pid, told[4..] != [0; 4]))
 }
 
 fn reap(pid: Pid) {
@@ -173,10 +213,7 @@ impl Prepared {
     pub fn probe(mut self) -> Result<(), StartError> {
         let mut parts = self.parts.take().expect("a prepared sandbox has its parts");
         let outcome = read_report(&mut parts.report);
-        reap(parts.init);
-        if let Some(cgroup) = parts.cgroup.take() {
-            cgroup.remove();
-        }
+        parts.kill();
         outcome
     }
 
@@ -201,7 +238,7 @@ impl Prepared {
             parts.kill();
             return Err(e);
         }
-        let Parts { init, mut status, cgroup, pid_namespace, .. } = parts;
+        let Parts { init, mut status, cgroup, network, pid_namespace, .. } = parts;
         // Not reaped before the waiter below: the pid is still init's.
         let pidfd = pidfd_open(init)?;
         let mut group = None;
@@ -213,7 +250,7 @@ impl Prepared {
             group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
         }
         let (send, waiter) = oneshot::channel();
-        tokio::task::spawn_blocking(move || wait(init, status, cgroup, send));
+        tokio::task::spawn_blocking(move || wait(init, status, cgroup, network, send));
         Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
     }
 }
@@ -250,6 +287,7 @@ impl Parts {
         if let Some(cgroup) = self.cgroup {
             cgroup.remove();
         }
+        drop(self.network);
     }
 }
 
@@ -263,22 +301,26 @@ impl Drop for Prepared {
 
 /// The waiter, on a blocking thread: the action's end as init reports it
 /// (or, if init was killed, as init's own), sent as soon as it is known;
-/// then init is reaped (the namespaces' teardown) and the cgroup removed,
-/// after the runner has answered.
+/// then init is reaped (the namespaces' teardown: every other process of
+/// the sandbox is gone once init is), the cgroup removed and the network
+/// namespace given back, after the runner has answered.
 fn wait(
     init: Pid,
     mut status: File,
     cgroup: Option<ActionCgroup>,
+    network: Option<NetworkLease>,
     send: oneshot::Sender<std::io::Result<Exit>>,
 ) {
     let mut report = [0u8; std::mem::size_of::<StatusReport>()];
     let reported = status.read_exact(&mut report).is_ok();
-    let exit = if reported {
+    let (exit, mut reaped) = if reported {
         // SAFETY: StatusReport is plain data, written whole by init.
         let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
-        Ok(decode(report.status, report.rusage))
+        (Ok(decode(report.status, report.rusage)), false)
     } else {
-        wait4(init).map(|(wait_status, rusage)| decode(wait_status, rusage))
+        let waited = wait4(init);
+        let reaped = waited.is_ok();
+        (waited.map(|(wait_status, rusage)| decode(wait_status, rusage)), reaped)
     };
     let exit = exit.map(|mut exit| {
         exit.cgroup_usage = cgroup.as_ref().map(|cgroup| {
@@ -291,10 +333,13 @@ fn wait(
     });
     let _ = send.send(exit);
     if reported {
-        let _ = wait4(init);
+        reaped = wait4(init).is_ok();
     }
     if let Some(cgroup) = cgroup {
         cgroup.remove();
+    }
+    if !reaped && let Some(network) = network {
+        network.discard();
     }
 }
 

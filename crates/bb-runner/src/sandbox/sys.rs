@@ -115,6 +115,51 @@ pub unsafe fn clone(flags: libc::c_int) -> libc::pid_t {
     unsafe { libc::syscall(libc::SYS_clone, flags, null, null, null, null) as libc::pid_t }
 }
 
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3(2) without a new stack, like fork with `flags`, made in the
+/// cgroup v2 directory `cgroup_fd` unless it is -1 (which takes no global
+/// lock, unlike moving a process there). With CLONE_PARENT the child ends
+/// with the caller's exit signal; otherwise with SIGCHLD.
+///
+/// # Safety
+/// The child may only make raw system calls.
+pub unsafe fn clone_into(flags: libc::c_int, cgroup_fd: libc::c_int) -> libc::pid_t {
+    let sibling = flags & libc::CLONE_PARENT != 0;
+    let exit_signal = if sibling { 0 } else { libc::SIGCHLD as u64 };
+    let mut args = CloneArgs { flags: flags as u32 as u64, exit_signal, ..CloneArgs::default() };
+    if cgroup_fd >= 0 {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup_fd as u64;
+    }
+    unsafe { libc::syscall(libc::SYS_clone3, &raw mut args, std::mem::size_of::<CloneArgs>()) as libc::pid_t }
+}
+
+/// Joins the namespace `fd` refers to, of type `nstype` (setns(2)).
+///
+/// # Safety
+/// A raw system call.
+pub unsafe fn join(fd: libc::c_int, nstype: libc::c_int) -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_setns, fd, nstype) }
+}
+
 /// Closes every descriptor above stderr but those in `keep` (sorted).
 ///
 /// # Safety
@@ -129,4 +174,40 @@ pub unsafe fn close_all_but(keep: &[libc::c_int]) {
         from = from.max(fd + 1);
     }
     unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// clone_into's arguments as the kernel reads them: the child starts in
+    /// the cgroup v2 directory given (root only, where cgroup2 is mounted).
+    #[test]
+    fn clone_into_starts_the_child_in_the_cgroup() {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mounts.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split(' ').nth(4));
+        let (Some(mount), true) = (mount, nix::unistd::geteuid().is_root()) else {
+            eprintln!("not run: needs root and a cgroup2 mount");
+            return;
+        };
+        let name = format!("bb-runner-test-{}", std::process::id());
+        let directory = std::path::Path::new(mount).join(&name);
+        std::fs::create_dir(&directory).unwrap();
+        let handle = std::fs::File::open(&directory).unwrap();
+        // SAFETY: the child only pauses until killed.
+        let pid = unsafe { clone_into(0, handle.as_raw_fd()) };
+        if pid == 0 {
+            loop {
+                unsafe { libc::pause() };
+            }
+        }
+        assert!(pid > 0, "{}", std::io::Error::last_os_error());
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let child = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::wait::waitpid(child, None).unwrap();
+        std::fs::remove_dir(&directory).unwrap();
+        assert!(cgroup.lines().any(|l| l.starts_with("0::") && l.ends_with(&name)), "{cgroup}");
+    }
 }
