@@ -4,6 +4,8 @@
 # The repository root, and where the farm's binaries are.
 CHECKS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BB_BIN_DIR=${BB_BIN_DIR:-$CHECKS_ROOT/target/release}
+# Where checks/install.sh puts the tools that come as Python packages.
+BB_TOOLS=${BB_TOOLS:-/opt/bb-checks}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }

@@ -18,7 +18,8 @@ let
   };
 
   # Test stand-in for the one piece of pkgs the modules use besides their
-  # packages: pkgs.formats.toml, with the same value type nixpkgs declares.
+  # packages and the host platform: pkgs.formats.toml, with the same value
+  # type nixpkgs declares.
   tomlStandIn = _: {
     type =
       let
@@ -39,6 +40,7 @@ let
 
   pkgs = {
     formats.toml = tomlStandIn;
+    stdenv.hostPlatform.parsed.cpu.name = "x86_64";
     bb-scheduler = fakePackage "bb-scheduler";
     bb-storage = fakePackage "bb-storage";
     bb-worker = fakePackage "bb-worker";
@@ -121,6 +123,7 @@ let
     { name = "worker endpoints"; ok = worker.services.buildbarn.worker.settings.scheduler == "grpc://scheduler:8983" && worker.services.buildbarn.worker.settings.storage == "grpc://scheduler:8980"; }
     { name = "worker talks to the runner's socket"; ok = worker.services.buildbarn.worker.settings.runner == "unix:/run/bb-runner/runner.sock" && worker.services.buildbarn.runner.settings.listen == "unix:/run/bb-runner/runner.sock"; }
     { name = "worker name is the host name"; ok = worker.services.buildbarn.worker.settings.name == "host1"; }
+    { name = "worker offers OSFamily and BuildStream's ISA"; ok = worker.services.buildbarn.worker.settings.platform == [{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = "x86-64"; }]; }
     { name = "runner and worker share the build directory"; ok = worker.services.buildbarn.runner.settings.build_directory == worker.services.buildbarn.worker.settings.build_directory; }
 
     # The runner: least privilege, spelled out.

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, unit and in-process integration tests, then the
-# end-to-end checks against the release binaries. Needs Bazel, Nix, deadnix
-# and nixpkgs-fmt; .ci/run installs them, and a check whose tool is missing
-# fails with the command that installs it.
+# end-to-end checks against the release binaries. It first installs what
+# the checks need (checks/install.sh: Bazel, Nix, deadnix, nixpkgs-fmt,
+# BuildStream, ...; as root); a check whose tool is missing fails with the
+# command that installs it. Each step's time is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . checks/lib.sh
 
-step() { log "== $*"; }
+step_started=
+step_name=
+step() {
+  [ -n "$step_name" ] && log "   ($step_name: $((SECONDS - step_started))s)"
+  step_name=$*
+  step_started=$SECONDS
+  log "== $*"
+}
+
+step "installing what the checks need"
+checks/install.sh
+export PATH=$HOME/.cargo/bin:$PATH
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -33,4 +45,7 @@ step "Bazel through bb farm (remote execution)"
 checks/bazel/remote-execution.sh
 step "multi-host farm in network namespaces (root only)"
 checks/multihost.sh
-log "all checks passed"
+step "BuildStream 2.8.1 through bb farm --chroot and the separate programs (root only)"
+checks/buildstream.sh
+step "done"
+log "all checks passed in ${SECONDS}s"

@@ -12,6 +12,9 @@ let
   runner = config.services.buildbarn.runner;
   toml = pkgs.formats.toml { };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+  # This host's instruction set as BuildStream names it (its ISA property).
+  cpu = pkgs.stdenv.hostPlatform.parsed.cpu.name;
+  isa = { x86_64 = "x86-64"; i686 = "x86-32"; aarch64 = "aarch64"; armv7l = "aarch32"; }.${cpu} or cpu;
 in
 {
   options.services.buildbarn.worker = {
@@ -69,7 +72,9 @@ in
       description = ''
         bb-worker's configuration (TOML), merged over defaults that match the
         program's own (see `bb-worker --print-default-config`): one slot per
-        CPU core, the host name as worker name, platform OSFamily=linux.
+        CPU core, the host name as worker name, platform OSFamily=linux and
+        the host's ISA as BuildStream spells it (x86-64, aarch64), so both
+        Bazel's and BuildStream's actions match.
       '';
     };
   };
@@ -89,7 +94,7 @@ in
       concurrency = mkDefault 0;
       name = mkDefault config.networking.hostName;
       instance_name_prefix = mkDefault "";
-      platform = mkDefault [{ name = "OSFamily"; value = "linux"; }];
+      platform = mkDefault [{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = isa; }];
       shutdown_grace = mkDefault "60s";
       http_listen = mkIf (cfg.metricsPort != null) (mkDefault "[::]:${toString cfg.metricsPort}");
       log = {

@@ -72,6 +72,11 @@ pub struct FarmArgs {
     /// dockerNetwork=bridge.
     #[arg(long)]
     pub network_property: bool,
+    /// Actions see their input root as `/` (chroot_into_input_root), as
+    /// BuildStream's sysroot actions expect: the input root must hold
+    /// everything an action runs.
+    #[arg(long, conflicts_with = "unsandboxed")]
+    pub chroot: bool,
     /// Run actions without a sandbox: no namespaces and no cgroups, so they
     /// share the host's processes, /tmp and network, unlimited. For
     /// measuring what the sandbox costs; never for untrusted actions.
@@ -207,6 +212,7 @@ async fn start_worker(
         allow_network: args.allow_network,
         network_property: args.network_property,
         sandboxed: !args.unsandboxed,
+        chroot: args.chroot,
     };
     std::fs::write(&runner_config, toml::to_string(&farm_config::runner(&runner))?)?;
     let worker_config = directory.join("worker.toml");

@@ -77,6 +77,8 @@ pub struct Runner<'a> {
     pub network_property: bool,
     /// Namespaces and a cgroup per action; off for `--unsandboxed`.
     pub sandboxed: bool,
+    /// Actions chroot into their input root.
+    pub chroot: bool,
 }
 
 pub fn runner(r: &Runner) -> Table {
@@ -104,6 +106,7 @@ pub fn runner(r: &Runner) -> Table {
         ("listen", text(format!("unix:{}", r.socket.display()))),
         ("build_directory", path(r.build)),
         ("kill_user_processes", Value::Boolean(r.kill_user_processes)),
+        ("chroot_into_input_root", Value::Boolean(r.chroot)),
         ("sandbox", sandbox),
     ]
     .into_iter()
@@ -208,6 +211,7 @@ mod tests {
             cpus: Some(1.5),
             allow_network: false,
             sandboxed: true,
+            chroot: true,
             network_property: true,
         };
         let text = toml::to_string(&runner(&config)).unwrap();
@@ -215,7 +219,7 @@ mod tests {
         assert_eq!(runner.build_directory, odd.join("build"));
         assert_eq!(runner.sandbox.cgroup_parent.as_deref(), Some("c"));
         assert!(runner.sandbox.network_property && !runner.sandbox.allow_network);
-        assert!(runner.sandbox.namespaces && runner.sandbox.cgroups);
+        assert!(runner.sandbox.namespaces && runner.sandbox.cgroups && runner.chroot_into_input_root);
         assert_eq!(runner.sandbox.limits.memory, Some(ByteSize(1 << 30)));
         assert_eq!((runner.sandbox.limits.processes, runner.sandbox.limits.cpus), (Some(100), Some(1.5)));
         let platform = platform(&[]).unwrap();

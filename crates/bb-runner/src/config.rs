@@ -16,6 +16,9 @@ pub struct Config {
     /// Capability names such as "CAP_SYS_CHROOT".
     #[serde(default)]
     pub keep_capabilities: Vec<String>,
+    /// Actions see their input root as `/`. In the sandbox's namespaces the
+    /// runner needs no capability for it; without them, CAP_SYS_CHROOT in
+    /// `keep_capabilities`.
     #[serde(default)]
     pub chroot_into_input_root: bool,
     #[serde(default)]
@@ -172,8 +175,8 @@ impl Config {
                 Err(format!("{option} needs {cap} in keep_capabilities"))
             }
         };
-        if self.chroot_into_input_root {
-            need(caps::Capability::CAP_SYS_CHROOT, "chroot_into_input_root")?;
+        if self.chroot_into_input_root && !self.sandbox.namespaces {
+            need(caps::Capability::CAP_SYS_CHROOT, "chroot_into_input_root without namespaces")?;
         }
         if self.run_as.is_some() {
             need(caps::Capability::CAP_SETUID, "run_as")?;
@@ -210,6 +213,9 @@ mod tests {
     #[test]
     fn options_need_their_capabilities() {
         let text = DEFAULT_CONFIG.replace("chroot_into_input_root = false", "chroot_into_input_root = true");
+        let config: Config = bb_util::config::parse(&text, "t").unwrap();
+        assert!(config.capabilities().unwrap().is_empty(), "the sandbox chroots in its user namespace");
+        let text = text.replace("namespaces = true", "namespaces = false");
         let config: Config = bb_util::config::parse(&text, "t").unwrap();
         assert!(config.capabilities().unwrap_err().contains("CAP_SYS_CHROOT"));
         let text = text.replace("keep_capabilities = []", "keep_capabilities = [\"CAP_SYS_CHROOT\"]");

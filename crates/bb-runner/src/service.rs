@@ -147,6 +147,15 @@ impl RunnerService {
     pub fn new(config: Config) -> std::io::Result<Self> {
         let action_uid = config.action_uid(nix::unistd::geteuid().as_raw());
         let sandbox = Sandbox::new(&config)?;
+        let may_chroot = sandbox.isolation().namespaces
+            || caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_CHROOT)
+                .unwrap_or(false);
+        if config.chroot_into_input_root && !may_chroot {
+            return Err(std::io::Error::other(
+                "chroot_into_input_root: this host gives actions no namespaces, and without them the runner \
+                 needs CAP_SYS_CHROOT in keep_capabilities",
+            ));
+        }
         let kill_user_processes = config.kill_user_processes && !sandbox.isolation().namespaces;
         if config.kill_user_processes && !kill_user_processes {
             tracing::info!("kill_user_processes is not needed: every action has a PID namespace of its own");

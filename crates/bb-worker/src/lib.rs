@@ -4,7 +4,6 @@
 pub mod config;
 pub mod executor;
 pub mod file_cache;
-pub mod input_symlinks;
 pub mod inputs;
 pub mod metrics;
 pub mod outputs;

@@ -3,7 +3,7 @@
 //! `output_directories`) and 2.1+ clients (`output_paths`) alike.
 
 use crate::storage::Source;
-use crate::tree::{TreeBuilder, check_symlink_target, hash_entry};
+use crate::tree::{TreeBuilder, hash_entry};
 use bb_proto::reapi;
 use bb_proto::reapi::command::OutputDirectoryFormat;
 use bb_util::dir::{Directory, Kind};
@@ -153,7 +153,6 @@ fn collect_symlink(
         .map_err(|t| {
             Status::failed_precondition(format!("output {:?}: target {t:?} is not UTF-8", output.name))
         })?;
-    check_symlink_target(&output.path, &target)?;
     let symlink = reapi::OutputSymlink { path: output.name.clone(), target, node_properties: None };
     match output.expect {
         #[allow(deprecated)]
@@ -348,14 +347,21 @@ mod tests {
         nix::unistd::mkfifo(&root.join("wd/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
         let err = collect_in(&command(&["fifo"], &[], &[]), &root).err().unwrap();
         assert!(err.message().contains("FIFO"), "{}", err.message());
-        // An output directory holding a link out is returned as a link.
+        // An output directory holding a link out is returned as a link,
+        // absolute or relative, its target never read.
         std::fs::create_dir(root.join("wd/tree")).unwrap();
-        std::os::unix::fs::symlink(outside.join("private/secret"), root.join("wd/tree/ln")).unwrap();
-        let err = collect_in(&command(&[], &["tree"], &[]), &root).err().unwrap();
-        assert!(err.message().contains("absolute"), "{}", err.message());
-        std::fs::remove_file(root.join("wd/tree/ln")).unwrap();
-        std::os::unix::fs::symlink("../../../outside/private/secret", root.join("wd/tree/ln")).unwrap();
-        let collected = collect_in(&command(&[], &["tree"], &[]), &root).unwrap();
-        assert_eq!(collected.uploads.len(), 1, "only the Tree: the link's target is not read");
+        for target in [outside.join("private/secret"), "../../../outside/private/secret".into()] {
+            let _ = std::fs::remove_file(root.join("wd/tree/ln"));
+            std::os::unix::fs::symlink(&target, root.join("wd/tree/ln")).unwrap();
+            let collected = collect_in(&command(&[], &["tree"], &[]), &root).unwrap();
+            assert_eq!(collected.uploads.len(), 1, "only the Tree: the link's target is not read");
+        }
+        // An output file that is an absolute link: returned as made.
+        std::os::unix::fs::symlink("/etc/passwd", root.join("wd/abs")).unwrap();
+        let collected = collect_in(&command(&["abs"], &[], &[]), &root).unwrap();
+        assert!(collected.uploads.is_empty(), "the link's target is not read");
+        #[allow(deprecated)]
+        let links = &collected.result.output_file_symlinks;
+        assert_eq!(links.iter().map(|l| l.target.as_str()).collect::<Vec<_>>(), ["/etc/passwd"]);
     }
 }

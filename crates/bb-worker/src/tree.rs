@@ -114,7 +114,6 @@ impl<'a> TreeBuilder<'a> {
                             child.to_string()
                         ))
                     })?;
-                    check_symlink_target(&child, &target)?;
                     directory.symlinks.push(reapi::SymlinkNode { name, target, node_properties: None });
                 }
                 Kind::Directory => {
@@ -157,18 +156,6 @@ pub fn hash_entry(
 ) -> std::io::Result<(Digest, Metadata)> {
     let (mut file, metadata) = directory.open_regular(name)?;
     Ok((hash_reader(&mut file, function)?, metadata))
-}
-
-/// This farm advertises SymlinkAbsolutePathStrategy DISALLOWED: an action
-/// that leaves an absolute symlink among its outputs fails, as REv2 says.
-pub fn check_symlink_target(path: &RelativePath, target: &str) -> Result<(), Status> {
-    if target.starts_with('/') {
-        return Err(Status::failed_precondition(format!(
-            "output symlink {:?} has the absolute target {target:?}, which this farm does not allow",
-            path.to_string()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -217,15 +204,18 @@ mod tests {
     }
 
     #[test]
-    fn absolute_symlinks_are_refused() {
+    fn symlinks_are_returned_exactly_as_made() {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../outside", dir.path().join("up")).unwrap();
         let mut uploads = Vec::new();
         let handle = Arc::new(Directory::open(dir.path()).unwrap());
-        let err = TreeBuilder::new(DigestFunction::Sha256, &mut uploads)
+        let built = TreeBuilder::new(DigestFunction::Sha256, &mut uploads)
             .build(&handle, &RelativePath::default())
-            .err()
             .unwrap();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let targets: Vec<&str> =
+            built.tree.root.as_ref().unwrap().symlinks.iter().map(|s| s.target.as_str()).collect();
+        assert_eq!(targets, ["/etc/passwd", "../../outside"]);
+        assert!(uploads.is_empty(), "nothing was followed and read");
     }
 }

@@ -57,7 +57,6 @@ async fn replaced_stdout_stderr_and_input_root_leak_nothing() {
         ("rm -f ../stderr && ln -s /proc/self/environ ../stderr".to_string(), "stderr"),
         ("rm -f ../stdout && mkfifo ../stdout".to_string(), "stdout"),
         ("rm -f ../stderr && mkfifo ../stderr".to_string(), "stderr"),
-        (format!("rm -rf out && ln -s {secret} out"), "out"),
         ("rm -f ../stderr && mkdir ../stderr".to_string(), "stderr"),
         ("cd .. && mv root moved && ln -s ../.. root".to_string(), "input root"),
         ("cd .. && mv root moved && mkfifo root".to_string(), "input root"),
@@ -70,6 +69,18 @@ async fn replaced_stdout_stderr_and_input_root_leak_nothing() {
         assert!(response.message.contains(says), "{script}: {}", response.message);
         assert!(response.result.is_none(), "{script}: nothing read is returned");
     }
+    // An output directory replaced by a link to the secret: returned as the
+    // link it is, the secret never read.
+    let mut action = TestAction::shell(&format!("rm -rf out && ln -s {secret} out"));
+    action.output_directories = vec!["out".into()];
+    let response = farm.run(action).await;
+    assert_eq!(code(&response), Code::Ok, "{:?}", response.status);
+    #[allow(deprecated)]
+    let links = response.result.unwrap().output_directory_symlinks;
+    assert_eq!(
+        links.iter().map(|l| (l.path.as_str(), l.target.clone())).collect::<Vec<_>>(),
+        [("out", secret.to_string())]
+    );
     assert_eq!(std::fs::metadata(farm.dir.path()).unwrap().permissions().mode(), modes_before);
     farm_still_works(&farm).await;
 }
@@ -112,10 +123,20 @@ async fn replaced_output_parents_and_special_files_are_not_followed() {
 }
 
 #[tokio::test]
-async fn symlink_chains_leaving_the_root_are_refused() {
+async fn symlink_chains_leaving_the_root_are_laid_out_and_never_followed() {
     let farm = Farm::start(1).await;
-    let mut action = TestAction::shell("cat out/etc/passwd");
-    action.inputs = Tree::default().symlink("a/b/c/d/up", "../../../..").symlink("out", "a/b/c/d/up/..");
+    let links = Tree::default().symlink("a/b/c/d/up", "../../../..").symlink("out", "a/b/c/d/up/..");
+    let mut action = TestAction::shell("readlink out");
+    action.inputs = links.clone();
+    let response = farm.run(action).await;
+    assert_eq!(code(&response), Code::Ok, "{:?}", response.status);
+    let stdout = farm.read(response.result.unwrap().stdout_digest.as_ref().unwrap()).await;
+    assert_eq!(stdout, "a/b/c/d/up/..\n", "laid out exactly as given");
+    // An output through them is refused before the run: the worker makes
+    // output parents as directories only, never through a link.
+    let mut action = TestAction::shell("true");
+    action.inputs = links;
+    action.output_files = vec!["out/etc/passwd".into()];
     let response = farm.run(action).await;
     assert_eq!(code(&response), Code::InvalidArgument, "{:?}", response.status);
     assert!(response.message.contains("\"out\""), "{}", response.message);

@@ -29,10 +29,11 @@ pub fn cache_capabilities(max_batch_size: u64, update_enabled: bool) -> reapi::C
         action_cache_update_capabilities: Some(reapi::ActionCacheUpdateCapabilities { update_enabled }),
         cache_priority_capabilities: None,
         max_batch_total_size_bytes: max_batch_size as i64,
-        // Input symlinks must stay inside the input root and outputs may not
-        // be absolute symlinks: nothing an action sees or leaves points
-        // outside its own tree.
-        symlink_absolute_path_strategy: reapi::symlink_absolute_path_strategy::Value::Disallowed as i32,
+        // Input symlinks are laid out exactly as given and output symlinks
+        // returned exactly as made, wherever they point: the worker never
+        // follows one (a sysroot is full of absolute links, and under
+        // chroot_into_input_root they resolve inside the input root).
+        symlink_absolute_path_strategy: reapi::symlink_absolute_path_strategy::Value::Allowed as i32,
         supported_compressors: vec![zstd],
         supported_batch_update_compressors: vec![zstd],
         max_cas_blob_size_bytes: 0,
