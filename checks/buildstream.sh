@@ -33,11 +33,8 @@ chmod 755 "$work"
 pids=()
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$status" != 0 ]; then
-    for f in "$work"/*.log "$work"/*/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done
-  fi
+  stop_background "${pids[@]}"
+  [ "$status" = 0 ] || show_logs 30 "$work"/*.log "$work"/*/*.log
   rm -rf "$work"
 }
 trap cleanup EXIT

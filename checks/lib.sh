@@ -27,6 +27,20 @@ require_binary() {
   [ -x "$BB_BIN_DIR/$1" ] || die "$BB_BIN_DIR/$1 is missing; build it with: cargo build --release --workspace"
 }
 
+# stop_background PID...: kills the processes, then waits for each.
+stop_background() {
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# show_logs LINES FILE...: the last LINES lines of each file that exists.
+show_logs() {
+  local lines=$1
+  shift
+  for f in "$@"; do [ -f "$f" ] && { echo "--- $f"; tail -n "$lines" "$f"; }; done
+  return 0
+}
+
 # wait_for_port HOST PORT [SECONDS]
 wait_for_port() {
   local deadline=$((SECONDS + ${3:-30}))

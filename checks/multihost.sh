@@ -27,11 +27,8 @@ pids=()
 
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$status" != 0 ]; then
-    for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done
-  fi
+  stop_background "${pids[@]}"
+  [ "$status" = 0 ] || show_logs 20 "$work"/*.log
   for host in "${hosts[@]}" lan; do ip netns del "$prefix-$host" 2>/dev/null || true; done
   rm -rf "$work"
 }
