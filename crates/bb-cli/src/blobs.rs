@@ -13,6 +13,9 @@ pub struct Endpoint {
     /// The farm (or bb-storage) to talk to.
     #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
     pub endpoint: String,
+    /// For a grpcs:// endpoint: the CA certificate (PEM) to trust.
+    #[arg(long, value_name = "PEM", env = "BB_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Instance name.
     #[arg(long, default_value = "")]
     pub instance: String,
@@ -52,7 +55,8 @@ pub async fn cas(command: CasCommand) -> anyhow::Result<()> {
         CasCommand::Put { file, endpoint } => {
             let digest = hash_file(&file, bb_util::DigestFunction::Sha256)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let storage = StorageClient::new(remote::channel(&endpoint.endpoint)?);
+            let storage =
+                StorageClient::new(remote::channel(&endpoint.endpoint, endpoint.tls_ca.as_deref())?);
             storage.upload(&endpoint.instance, vec![(digest, Source::File(file.clone()))]).await.map_err(
                 |s| remote::explain(&endpoint.endpoint, &format!("uploading {}", file.display()), &s),
             )?;
@@ -61,7 +65,8 @@ pub async fn cas(command: CasCommand) -> anyhow::Result<()> {
         }
         CasCommand::Get { digest, output, endpoint } => {
             let digest = remote::parse_digest(&digest)?;
-            let storage = StorageClient::new(remote::channel(&endpoint.endpoint)?);
+            let storage =
+                StorageClient::new(remote::channel(&endpoint.endpoint, endpoint.tls_ca.as_deref())?);
             let temporary;
             let path = match &output {
                 Some(path) => path.clone(),
@@ -85,7 +90,10 @@ pub async fn cas(command: CasCommand) -> anyhow::Result<()> {
 pub async fn ac(command: AcCommand) -> anyhow::Result<()> {
     let AcCommand::Get { action, endpoint } = command;
     let digest = remote::parse_digest(&action)?;
-    let mut client = reapi::action_cache_client::ActionCacheClient::new(remote::channel(&endpoint.endpoint)?);
+    let mut client = reapi::action_cache_client::ActionCacheClient::new(remote::channel(
+        &endpoint.endpoint,
+        endpoint.tls_ca.as_deref(),
+    )?);
     let request = reapi::GetActionResultRequest {
         instance_name: endpoint.instance.clone(),
         action_digest: Some(digest.to_proto()),

@@ -25,6 +25,9 @@ pub struct ExecArgs {
     /// The farm's client endpoint.
     #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
     pub endpoint: String,
+    /// For a grpcs:// endpoint: the CA certificate (PEM) to trust.
+    #[arg(long, value_name = "PEM", env = "BB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Instance name.
     #[arg(long, default_value = "")]
     pub instance: String,
@@ -205,7 +208,7 @@ fn stage_name(stage: i32) -> &'static str {
 
 /// Executes the action and returns its ExecuteResponse.
 async fn execute(args: &ExecArgs, action: &Digest) -> anyhow::Result<reapi::ExecuteResponse> {
-    let channel = remote::channel(&args.endpoint)?;
+    let channel = remote::channel(&args.endpoint, args.tls_ca.as_deref())?;
     let mut request = tonic::Request::new(reapi::ExecuteRequest {
         instance_name: args.instance.clone(),
         skip_cache_lookup: args.no_cache,
@@ -365,7 +368,7 @@ async fn download_outputs(
 /// Runs the command; returns the exit code to exit with.
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let prepared = prepare(&args)?;
-    let storage = StorageClient::new(remote::channel(&args.endpoint)?);
+    let storage = StorageClient::new(remote::channel(&args.endpoint, args.tls_ca.as_deref())?);
     upload(&args, &storage, prepared.uploads).await?;
     let response = execute(&args, &prepared.action_digest).await?;
     let status = response.status.clone().unwrap_or_default();

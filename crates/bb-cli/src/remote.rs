@@ -6,8 +6,10 @@ use tonic::transport::Channel;
 /// The default client endpoint: a `bb farm` on this machine.
 pub const DEFAULT_ENDPOINT: &str = "grpc://localhost:8980";
 
-pub fn channel(endpoint: &str) -> anyhow::Result<Channel> {
-    bb_util::grpc::channel(endpoint)
+/// A channel to `endpoint`; a `grpcs://` one trusts the CA in `tls_ca`.
+pub fn channel(endpoint: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<Channel> {
+    let tls = tls_ca.map(|ca| bb_util::tls::ClientTls { ca: ca.to_owned() });
+    bb_util::grpc::channel_with_tls(endpoint, tls.as_ref())
 }
 
 /// Says what went wrong with a call to `endpoint`, in one line.

@@ -21,6 +21,10 @@ pub struct Config {
     /// Status page and metrics; none when unset.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
+    /// TLS on the client and worker TCP listeners: a certificate and key
+    /// (PEM files, read again when they change). Unset: plaintext.
+    #[serde(default)]
+    pub tls: Option<bb_util::tls::ServerTls>,
     #[serde(default)]
     pub log: LogConfig,
     pub scheduler: QueueConfig,
@@ -35,8 +39,12 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteStorageConfig {
-    /// `grpc://host:port` or `unix:/path` of a bb-storage.
+    /// `grpc://host:port`, `grpcs://host:port` or `unix:/path` of a
+    /// bb-storage.
     pub endpoint: String,
+    /// For a `grpcs://` endpoint: the CA its certificate must chain to.
+    #[serde(default)]
+    pub tls: Option<bb_util::tls::ClientTls>,
 }
 
 /// The `[scheduler]` section: how the build queue behaves.

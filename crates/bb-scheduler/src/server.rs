@@ -29,6 +29,7 @@ pub struct SchedulerServer {
     instances: Instances,
     client: Vec<Listener>,
     worker: Vec<Listener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     http: Option<TcpListener>,
 }
 
@@ -41,7 +42,9 @@ impl SchedulerServer {
                 bb_util::metrics::register(bb_storage::metrics::FAMILIES);
                 StorageAccess::Embedded(bb_storage::Storage::open(storage)?)
             }
-            (None, Some(remote)) => StorageAccess::Remote(bb_util::grpc::channel(&remote.endpoint)?),
+            (None, Some(remote)) => {
+                StorageAccess::Remote(bb_util::grpc::channel_with_tls(&remote.endpoint, remote.tls.as_ref())?)
+            }
             (None, None) => unreachable!("validate() requires one of them"),
         };
         let http = match config.http_listen {
@@ -58,6 +61,7 @@ impl SchedulerServer {
             instances: Instances::new(&config.scheduler.instance_names),
             client: bb_util::grpc::bind_all(&config.client_listen).await?,
             worker: bb_util::grpc::bind_all(&config.worker_listen).await?,
+            tls: config.tls.as_ref().map(bb_util::tls::ServerTls::acceptor).transpose()?,
             http,
         })
     }
@@ -94,8 +98,11 @@ impl SchedulerServer {
                 .max_decoding_message_size(64 << 20),
         );
 
-        let client = tokio::spawn(bb_util::grpc::serve(client_routes, self.client, shutdown.clone()));
-        let worker = tokio::spawn(bb_util::grpc::serve(worker_routes, self.worker, shutdown.clone()));
+        let serve = |routes, listeners| {
+            tokio::spawn(bb_util::grpc::serve_with_tls(routes, listeners, self.tls.clone(), shutdown.clone()))
+        };
+        let client = serve(client_routes, self.client);
+        let worker = serve(worker_routes, self.worker);
         let http = self.http.map(|listener| {
             tokio::spawn(bb_util::metrics::serve_http(
                 crate::status::router(queue.clone()),

@@ -22,7 +22,7 @@ async fn scheduler_with_remote_storage(shutdown: &CancellationToken) -> (String,
     let mut config = common::config("");
     config.storage = None;
     config.remote_storage =
-        Some(bb_scheduler::config::RemoteStorageConfig { endpoint: storage_address.clone() });
+        Some(bb_scheduler::config::RemoteStorageConfig { endpoint: storage_address.clone(), tls: None });
     (storage_address, common::TestFarm::start(config).await)
 }
 

@@ -19,6 +19,10 @@ const BATCH_OVERHEAD: u64 = 1 << 20;
 pub struct Config {
     /// Addresses of the gRPC storage API.
     pub grpc_listen: Vec<ListenAddress>,
+    /// TLS on the gRPC TCP listeners: a certificate and key (PEM files,
+    /// read again when they change). Unset: plaintext.
+    #[serde(default)]
+    pub tls: Option<bb_util::tls::ServerTls>,
     /// Address of the HTTP `/metrics` endpoint; none when unset.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,

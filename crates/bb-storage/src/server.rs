@@ -103,6 +103,7 @@ impl Storage {
 pub struct StorageServer {
     storage: Storage,
     grpc: Vec<Listener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     http: Option<TcpListener>,
 }
 
@@ -112,6 +113,7 @@ impl StorageServer {
         bb_util::metrics::register(crate::metrics::FAMILIES);
         let storage = Storage::open(&config.storage)?;
         let grpc = bb_util::grpc::bind_all(&config.grpc_listen).await?;
+        let tls = config.tls.as_ref().map(bb_util::tls::ServerTls::acceptor).transpose()?;
         let http = match config.http_listen {
             Some(address) => Some(
                 TcpListener::bind(address)
@@ -120,7 +122,7 @@ impl StorageServer {
             ),
             None => None,
         };
-        Ok(StorageServer { storage, grpc, http })
+        Ok(StorageServer { storage, grpc, tls, http })
     }
 
     pub fn grpc_addresses(&self) -> Vec<ListenAddress> {
@@ -142,7 +144,7 @@ impl StorageServer {
         let http = self.http.map(|listener| {
             tokio::spawn(bb_util::metrics::serve_http(bb_util::metrics::router(), listener, shutdown.clone()))
         });
-        bb_util::grpc::serve(routes, self.grpc, shutdown).await?;
+        bb_util::grpc::serve_with_tls(routes, self.grpc, self.tls, shutdown).await?;
         if let Some(http) = http {
             http.await??;
         }

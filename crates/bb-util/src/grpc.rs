@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -133,21 +134,38 @@ pub async fn serve(
     listeners: Vec<Listener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with_tls(routes, listeners, None, shutdown).await
+}
+
+/// [`serve`], with TLS on the TCP listeners when `tls` is given (UNIX
+/// sockets stay plain: their file mode is their access control).
+pub async fn serve_with_tls(
+    routes: Routes,
+    listeners: Vec<Listener>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let shutdown_for_deadline = shutdown.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         let routes = routes.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             let router = server_builder().add_routes(routes);
-            match listener {
-                Listener::Tcp(l) => {
+            match (listener, tls) {
+                (Listener::Tcp(l), Some(acceptor)) => {
+                    router
+                        .serve_with_incoming_shutdown(crate::tls::incoming(l, acceptor), shutdown.cancelled())
+                        .await
+                }
+                (Listener::Tcp(l), None) => {
                     // Without TCP_NODELAY every small response waits for the
                     // peer's delayed ACK: 40 ms per round trip.
                     let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
                     router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await
                 }
-                Listener::Unix(l, path) => {
+                (Listener::Unix(l, path), _) => {
                     let result = router
                         .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown.cancelled())
                         .await;
@@ -182,6 +200,20 @@ pub async fn serve(
 /// `host:port` or `unix:/path`. The connection is made lazily, on first use,
 /// so a client can start before its server.
 pub fn channel(target: &str) -> anyhow::Result<Channel> {
+    channel_with_tls(target, None)
+}
+
+/// [`channel`], also to `grpcs://host:port` (or `https://`) with `tls`.
+pub fn channel_with_tls(target: &str, tls: Option<&crate::tls::ClientTls>) -> anyhow::Result<Channel> {
+    if let Some(rest) = target.strip_prefix("grpcs://").or_else(|| target.strip_prefix("https://")) {
+        let tls =
+            tls.ok_or_else(|| anyhow::anyhow!("endpoint {target:?}: TLS needs a CA certificate to trust"))?;
+        let endpoint = Endpoint::from_shared(format!("https://{rest}"))
+            .map_err(|e| anyhow::anyhow!("endpoint {target:?} is not valid: {e}"))?;
+        let host = endpoint.uri().host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+        let endpoint = tune(endpoint).tls_config(tls.tonic_config(&host)?)?;
+        return Ok(endpoint.connect_lazy());
+    }
     if let Some(path) = target.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         // The URI is required by the API but unused: the connector dials the socket.
@@ -193,7 +225,9 @@ pub fn channel(target: &str) -> anyhow::Result<Channel> {
     }
     let rest = target.strip_prefix("grpc://").or_else(|| target.strip_prefix("http://")).unwrap_or(target);
     if rest.contains("://") {
-        anyhow::bail!("endpoint {target:?}: only grpc://, http:// and unix: endpoints are supported");
+        anyhow::bail!(
+            "endpoint {target:?}: only grpc://, grpcs://, http://, https:// and unix: endpoints are supported"
+        );
     }
     let endpoint = Endpoint::from_shared(format!("http://{rest}"))
         .map_err(|e| anyhow::anyhow!("endpoint {target:?} is not valid: {e}"))?;
@@ -230,6 +264,7 @@ mod tests {
         assert!(channel("grpc://127.0.0.1:1").is_ok());
         assert!(channel("127.0.0.1:1").is_ok());
         assert!(channel("unix:/nonexistent").is_ok());
-        assert!(channel("https://example.com").is_err());
+        assert!(channel("https://example.com").is_err(), "TLS without a CA");
+        assert!(channel("ftp://example.com").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod platform;
 pub mod resource_name;
 pub mod shutdown;
 pub mod status;
+pub mod tls;
 
 pub use digest::{Digest, DigestError, DigestFunction};
 

@@ -13,8 +13,15 @@ pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The scheduler's worker API: `grpc://`, `grpcs://` (with `tls`) or
+    /// `unix:`.
     pub scheduler: String,
+    /// The storage (a scheduler's client API, or a bb-storage).
     pub storage: String,
+    /// For `grpcs://` endpoints: the CA the servers' certificates must
+    /// chain to.
+    #[serde(default)]
+    pub tls: Option<bb_util::tls::ClientTls>,
     pub runner: String,
     pub build_directory: PathBuf,
     pub cache_directory: PathBuf,

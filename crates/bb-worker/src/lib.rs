@@ -55,7 +55,10 @@ impl Worker {
             build_directory_handle: bb_util::dir::Directory::open(&build_directory)?,
             build_directory,
             instance_name_prefix: config.instance_name_prefix.clone(),
-            storage: storage::StorageClient::new(bb_util::grpc::channel(&config.storage)?),
+            storage: storage::StorageClient::new(bb_util::grpc::channel_with_tls(
+                &config.storage,
+                config.tls.as_ref(),
+            )?),
             runner: RunnerClient::new(bb_util::grpc::channel(&config.runner)?),
             file_cache: Arc::new(file_cache),
             directory_cache: inputs::DirectoryCache::new(config.directory_cache_size.bytes()),
@@ -86,7 +89,10 @@ impl Worker {
                 stopping.cancel();
             }
         });
-        let scheduler = OperationQueueClient::new(bb_util::grpc::channel(&self.config.scheduler)?);
+        let scheduler = OperationQueueClient::new(bb_util::grpc::channel_with_tls(
+            &self.config.scheduler,
+            self.config.tls.as_ref(),
+        )?);
         let slots = self.config.slots();
         tracing::info!(
             "worker {} with {slots} slots, scheduler {}",
