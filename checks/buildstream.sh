@@ -51,7 +51,9 @@ export XDG_CACHE_HOME=$work/xdg
 # remote execution on localhost:PORT when given.
 bst_config() {
   local file=$work/$1.conf
-  printf 'cachedir: %s\nlogdir: %s\n' "$work/cache-$1" "$work/logs-$1" >"$file"
+  # buildbox-casd keeps 5% of the disk free by default and, on a fuller
+  # disk, cleans its cache in a loop instead of building.
+  printf 'cachedir: %s\nlogdir: %s\ncache:\n  reserved-disk-space: 64M\n' "$work/cache-$1" "$work/logs-$1" >"$file"
   if [ -n "${2:-}" ]; then
     cat >>"$file" <<EOF
 remote-execution:
@@ -71,9 +73,9 @@ EOF
 build_and_check_out() {
   local config
   config=$(bst_config "$@")
-  (cd "$work/project" && "$BST" --no-interactive -c "$config" build all.bst) >"$work/bst-$1.log" 2>&1 ||
+  (cd "$work/project" && timeout 600 "$BST" --no-interactive -c "$config" build all.bst) >"$work/bst-$1.log" 2>&1 ||
     die "bst build ($1) failed: $(tail -n 20 "$work/bst-$1.log")"
-  (cd "$work/project" && "$BST" --no-interactive -c "$config" artifact checkout all.bst \
+  (cd "$work/project" && timeout 600 "$BST" --no-interactive -c "$config" artifact checkout all.bst \
     --directory "$work/out-$1") >>"$work/bst-$1.log" 2>&1 || die "bst artifact checkout ($1) failed"
 }
 
