@@ -59,8 +59,12 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Every certificate in a PEM file.
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
+    parse_certificates(path, &read(path)?)
+}
+
+/// The certificates in `pem`, read from `path`.
+fn parse_certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TlsError::Pem { path: path.to_owned(), error })?;
     if certificates.is_empty() {
@@ -173,8 +177,9 @@ impl ClientTls {
     /// tonic's client TLS settings: the CA given, HTTP/2.
     pub fn tonic_config(&self, domain: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
         // Checked here, so a wrong file is named when the client starts.
-        certificates(&self.ca)?;
-        let ca = tonic::transport::Certificate::from_pem(read(&self.ca)?);
+        let pem = read(&self.ca)?;
+        parse_certificates(&self.ca, &pem)?;
+        let ca = tonic::transport::Certificate::from_pem(pem);
         Ok(tonic::transport::ClientTlsConfig::new().domain_name(domain).ca_certificate(ca))
     }
 }
@@ -216,28 +221,11 @@ pub fn incoming(
             });
         }
     });
-    let connections = tokio_stream::wrappers::ReceiverStream::new(receive);
-    AbortOnDrop { inner: connections, task: accepting }
-}
-
-/// A stream that stops its accepting task when dropped.
-struct AbortOnDrop<S> {
-    inner: S,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl<S: futures::Stream + Unpin> futures::Stream for AbortOnDrop<S> {
-    type Item = S::Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        std::pin::Pin::new(&mut self.inner).poll_next(context)
-    }
-}
-
-impl<S> Drop for AbortOnDrop<S> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    // Accepting stops when the stream is dropped.
+    let accepting = tokio_util::task::AbortOnDropHandle::new(accepting);
+    let mut receive = receive;
+    futures::stream::poll_fn(move |context| {
+        let _accepting = &accepting;
+        receive.poll_recv(context)
+    })
 }

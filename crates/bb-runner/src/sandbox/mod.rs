@@ -73,7 +73,8 @@ struct Spec {
     null: File,
     /// Where action cgroups are made, or why they are not.
     cgroups: Result<cgroup::Cgroups, String>,
-    /// The namespaces sandboxes join (with namespaces).
+    /// The namespaces sandboxes join: set exactly when they have
+    /// namespaces.
     kept: Option<Arc<kept::Kept>>,
 }
 
@@ -113,6 +114,7 @@ impl Sandbox {
             if let Err(e) = spec.probe() {
                 tracing::debug!("namespaces are not available: {e}");
                 spec.isolation.namespaces = false;
+                spec.kept = None;
             }
         }
         let prepared = if spec.isolation.namespaces { config.sandbox.prepared } else { 0 };
@@ -254,17 +256,14 @@ impl Spec {
             Ok(cgroups) if !probe_only => Some(cgroups.create()?),
             _ => None,
         };
-        let join = match &self.kept {
-            Some(kept) if namespaces => Some(spawn::Join {
-                kept: kept.clone(),
-                network: if network { None } else { kept.lend_network() },
-            }),
-            _ => None,
-        };
-        let flags = match &join {
-            Some(spawn::Join { network: Some(_), .. }) => self.flags(false),
-            _ => self.flags(!network),
-        };
+        // With namespaces, the kept ones are joined (a lent network
+        // namespace rather than a new one).
+        let join = self.kept.as_ref().map(|kept| spawn::Join {
+            kept: kept.clone(),
+            network: if network { None } else { kept.lend_network() },
+        });
+        let lent = join.as_ref().is_some_and(|j| j.network.is_some());
+        let flags = self.flags(!network && !lent);
         spawn::prepare(arena, generic, flags, join, cgroup, keep)
     }
 
