@@ -54,6 +54,7 @@ let
       systemd = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
       networking.hostName = mkOption { type = types.str; default = "host1"; };
+      assertions = mkOption { type = types.listOf types.anything; default = [ ]; };
     };
   };
 
@@ -115,6 +116,9 @@ let
       ok = schedulerUnit.ExecStart
         == "/nix/store/00000000000000000000000000000000-bb-scheduler/bin/bb-scheduler --config /nix/store/00000000000000000000000000000000-bb-scheduler.toml";
     }
+    { name = "a scheduler on the network without authentication fails an assertion"; ok = !(lib.all (a: a.assertion) scheduler.assertions); }
+    { name = "a scheduler with tokens passes it"; ok = lib.all (a: a.assertion) (evaluate [{ services.buildbarn.scheduler = { enable = true; settings.authentication.tokens_file = "/run/credentials/bb-scheduler.service/tokens.toml"; }; }]).assertions; }
+    { name = "a closed network may be declared"; ok = lib.all (a: a.assertion) (evaluate [{ services.buildbarn.storage = { enable = true; settings.authentication.anonymous_on_network = true; }; }]).assertions; }
     { name = "scheduler listens on the standard ports"; ok = scheduler.services.buildbarn.scheduler.settings.client_listen == [ "[::]:8980" ] && scheduler.services.buildbarn.scheduler.settings.worker_listen == [ "[::]:8983" ]; }
     { name = "scheduler embeds storage under its state"; ok = scheduler.services.buildbarn.scheduler.settings.storage.cas.path == "/var/lib/bb-scheduler/cas"; }
     { name = "scheduler defaults match the program's"; ok = scheduler.services.buildbarn.scheduler.settings.scheduler.max_attempts == 3 && scheduler.services.buildbarn.scheduler.settings.scheduler.client_disconnect_grace == "60s"; }

@@ -66,6 +66,16 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = [{
+      assertion = import ./authentication.nix { inherit lib; } cfg.settings;
+      message = ''
+        services.buildbarn.scheduler serves the client, worker and HTTP ports to the network without
+        authentication: anyone reaching them could use the farm. Set
+        services.buildbarn.scheduler.settings.authentication (client_ca,
+        tokens_file or jwt, and a policy), or, on a network nobody else is
+        on, settings.authentication.anonymous_on_network = true.
+      '';
+    }];
     services.buildbarn.scheduler.settings = {
       client_listen = mkDefault [ "[::]:${toString cfg.clientPort}" ];
       worker_listen = mkDefault [ "[::]:${toString cfg.workerPort}" ];

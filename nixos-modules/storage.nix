@@ -48,6 +48,16 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = [{
+      assertion = import ./authentication.nix { inherit lib; } cfg.settings;
+      message = ''
+        services.buildbarn.storage serves the gRPC and HTTP ports to the network without
+        authentication: anyone reaching them could use the farm. Set
+        services.buildbarn.storage.settings.authentication (client_ca,
+        tokens_file or jwt, and a policy), or, on a network nobody else is
+        on, settings.authentication.anonymous_on_network = true.
+      '';
+    }];
     services.buildbarn.storage.settings = {
       grpc_listen = mkDefault [ "[::]:${toString cfg.port}" ];
       http_listen = mkDefault "[::]:${toString cfg.httpPort}";

@@ -29,6 +29,8 @@ pkgs.testers.runNixOSTest {
         enable = true;
         package = packages.bb-scheduler;
         openFirewall = true;
+        # The test network holds only the test's hosts.
+        settings.authentication.anonymous_on_network = true;
         # Notice lost workers quickly.
         settings.scheduler.worker_timeout = "10s";
         settings.scheduler.executing_sync_interval = "2s";

@@ -8,7 +8,12 @@ pkgs.testers.runNixOSTest {
   name = "buildbarn-isolation";
   nodes.machine = { ... }: {
     imports = [ module ];
-    services.buildbarn.scheduler = { enable = true; package = packages.bb-scheduler; };
+    services.buildbarn.scheduler = {
+      enable = true;
+      package = packages.bb-scheduler;
+      # The test network holds only the test's hosts.
+      settings.authentication.anonymous_on_network = true;
+    };
     services.buildbarn.worker = { enable = true; package = packages.bb-worker; };
     services.buildbarn.runner = {
       package = packages.bb-runner;

@@ -84,7 +84,7 @@ struct Tally {
 
 struct Client {
     storage: StorageClient,
-    execution: reapi::execution_client::ExecutionClient<tonic::transport::Channel>,
+    execution: reapi::execution_client::ExecutionClient<bb_util::grpc::Channel>,
     deadline: Instant,
     tally: Mutex<Tally>,
 }

@@ -35,7 +35,7 @@ struct Flags {
 
 struct Client {
     storage: StorageClient,
-    execution: reapi::execution_client::ExecutionClient<tonic::transport::Channel>,
+    execution: reapi::execution_client::ExecutionClient<bb_util::grpc::Channel>,
     salt: u64,
 }
 

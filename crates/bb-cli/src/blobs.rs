@@ -1,6 +1,6 @@
 //! `bb cas put|get` and `bb ac get`.
 
-use crate::remote::{self, DEFAULT_ENDPOINT};
+use crate::remote;
 use bb_proto::reapi;
 use bb_worker::storage::{Source, StorageClient};
 use bb_worker::tree::hash_file;
@@ -10,12 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct Endpoint {
-    /// The farm (or bb-storage) to talk to.
-    #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
-    pub endpoint: String,
-    /// For a grpcs:// endpoint: the CA certificate (PEM) to trust.
-    #[arg(long, value_name = "PEM", env = "BB_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub connection: remote::Connection,
     /// Instance name.
     #[arg(long, default_value = "")]
     pub instance: String,
@@ -55,18 +51,22 @@ pub async fn cas(command: CasCommand) -> anyhow::Result<()> {
         CasCommand::Put { file, endpoint } => {
             let digest = hash_file(&file, bb_util::DigestFunction::Sha256)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let storage =
-                StorageClient::new(remote::channel(&endpoint.endpoint, endpoint.tls_ca.as_deref())?);
+            let storage = StorageClient::new(endpoint.connection.channel()?);
             storage.upload(&endpoint.instance, vec![(digest, Source::File(file.clone()))]).await.map_err(
-                |s| remote::explain(&endpoint.endpoint, &format!("uploading {}", file.display()), &s),
+                |s| {
+                    remote::explain(
+                        &endpoint.connection.endpoint,
+                        &format!("uploading {}", file.display()),
+                        &s,
+                    )
+                },
             )?;
             println!("{}/{}", digest.hash_hex(), digest.size());
             Ok(())
         }
         CasCommand::Get { digest, output, endpoint } => {
             let digest = remote::parse_digest(&digest)?;
-            let storage =
-                StorageClient::new(remote::channel(&endpoint.endpoint, endpoint.tls_ca.as_deref())?);
+            let storage = StorageClient::new(endpoint.connection.channel()?);
             let temporary;
             let path = match &output {
                 Some(path) => path.clone(),
@@ -78,7 +78,7 @@ pub async fn cas(command: CasCommand) -> anyhow::Result<()> {
             storage
                 .read_to_file(&endpoint.instance, &digest, &path, "blob")
                 .await
-                .map_err(|s| remote::explain(&endpoint.endpoint, &format!("blob {digest}"), &s))?;
+                .map_err(|s| remote::explain(&endpoint.connection.endpoint, &format!("blob {digest}"), &s))?;
             if output.is_none() {
                 std::io::stdout().write_all(&std::fs::read(&path)?)?;
             }
@@ -90,10 +90,7 @@ pub async fn cas(command: CasCommand) -> anyhow::Result<()> {
 pub async fn ac(command: AcCommand) -> anyhow::Result<()> {
     let AcCommand::Get { action, endpoint } = command;
     let digest = remote::parse_digest(&action)?;
-    let mut client = reapi::action_cache_client::ActionCacheClient::new(remote::channel(
-        &endpoint.endpoint,
-        endpoint.tls_ca.as_deref(),
-    )?);
+    let mut client = reapi::action_cache_client::ActionCacheClient::new(endpoint.connection.channel()?);
     let request = reapi::GetActionResultRequest {
         instance_name: endpoint.instance.clone(),
         action_digest: Some(digest.to_proto()),
@@ -103,7 +100,9 @@ pub async fn ac(command: AcCommand) -> anyhow::Result<()> {
     let result = client
         .get_action_result(request)
         .await
-        .map_err(|s| remote::explain(&endpoint.endpoint, &format!("action result of {digest}"), &s))?
+        .map_err(|s| {
+            remote::explain(&endpoint.connection.endpoint, &format!("action result of {digest}"), &s)
+        })?
         .into_inner();
     print!("{}", describe(&result));
     Ok(())

@@ -1,6 +1,6 @@
 //! `bb exec`: one command, run on a farm as an REv2 action.
 
-use crate::remote::{self, DEFAULT_ENDPOINT};
+use crate::remote;
 use bb_proto::longrunning::operation;
 use bb_proto::reapi;
 use bb_util::config::HumanDuration;
@@ -22,12 +22,8 @@ const UPLOAD_ROUND: u64 = 8 << 20;
 
 #[derive(Args)]
 pub struct ExecArgs {
-    /// The farm's client endpoint.
-    #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
-    pub endpoint: String,
-    /// For a grpcs:// endpoint: the CA certificate (PEM) to trust.
-    #[arg(long, value_name = "PEM", env = "BB_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: remote::Connection,
     /// Instance name.
     #[arg(long, default_value = "")]
     pub instance: String,
@@ -182,7 +178,7 @@ async fn upload(
             storage
                 .upload(&args.instance, std::mem::take(&mut round))
                 .await
-                .map_err(|s| remote::explain(&args.endpoint, "uploading inputs", &s))?;
+                .map_err(|s| remote::explain(&args.connection.endpoint, "uploading inputs", &s))?;
             if let Some(bar) = &bar {
                 bar.inc(round_bytes);
             }
@@ -208,7 +204,7 @@ fn stage_name(stage: i32) -> &'static str {
 
 /// Executes the action and returns its ExecuteResponse.
 async fn execute(args: &ExecArgs, action: &Digest) -> anyhow::Result<reapi::ExecuteResponse> {
-    let channel = remote::channel(&args.endpoint, args.tls_ca.as_deref())?;
+    let channel = args.connection.channel()?;
     let mut request = tonic::Request::new(reapi::ExecuteRequest {
         instance_name: args.instance.clone(),
         skip_cache_lookup: args.no_cache,
@@ -231,11 +227,11 @@ async fn execute(args: &ExecArgs, action: &Digest) -> anyhow::Result<reapi::Exec
     let mut stream = reapi::execution_client::ExecutionClient::new(channel)
         .execute(request)
         .await
-        .map_err(|s| remote::explain(&args.endpoint, "Execute", &s))?
+        .map_err(|s| remote::explain(&args.connection.endpoint, "Execute", &s))?
         .into_inner();
     let mut last_stage = None;
     while let Some(operation) =
-        stream.message().await.map_err(|s| remote::explain(&args.endpoint, "Execute", &s))?
+        stream.message().await.map_err(|s| remote::explain(&args.connection.endpoint, "Execute", &s))?
     {
         if args.verbose
             && let Some(metadata) = &operation.metadata
@@ -271,14 +267,14 @@ async fn fetch(
         let mut blobs = storage
             .read_blobs(&args.instance, &[digest], what)
             .await
-            .map_err(|s| remote::explain(&args.endpoint, what, &s))?;
+            .map_err(|s| remote::explain(&args.connection.endpoint, what, &s))?;
         return Ok(blobs.remove(&digest).unwrap_or_default());
     }
     let file = tempfile::NamedTempFile::new()?;
     storage
         .read_to_file(&args.instance, &digest, file.path(), what)
         .await
-        .map_err(|s| remote::explain(&args.endpoint, what, &s))?;
+        .map_err(|s| remote::explain(&args.connection.endpoint, what, &s))?;
     Ok(Bytes::from(std::fs::read(file.path())?))
 }
 
@@ -368,7 +364,7 @@ async fn download_outputs(
 /// Runs the command; returns the exit code to exit with.
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let prepared = prepare(&args)?;
-    let storage = StorageClient::new(remote::channel(&args.endpoint, args.tls_ca.as_deref())?);
+    let storage = StorageClient::new(args.connection.channel()?);
     upload(&args, &storage, prepared.uploads).await?;
     let response = execute(&args, &prepared.action_digest).await?;
     let status = response.status.clone().unwrap_or_default();

@@ -9,6 +9,7 @@
 //! `supervise`).
 
 use crate::farm_config;
+use crate::farm_tls::FarmCredentials;
 use crate::supervise::{Program, RunAs, Supervised};
 use bb_util::config::ByteSize;
 use clap::Args;
@@ -40,9 +41,21 @@ pub struct FarmArgs {
     /// Port of the worker API (on 127.0.0.1: the workers are local).
     #[arg(long, default_value_t = 8983)]
     pub worker_port: u16,
-    /// Address the client API and status page listen on.
-    #[arg(long, default_value = "::")]
+    /// Address the client API and status page listen on. Beyond loopback
+    /// only with --tls: a farm without authentication must not serve a
+    /// network.
+    #[arg(long, default_value = "127.0.0.1")]
     pub listen: IpAddr,
+    /// TLS on every port, and credentials required: a private CA, a server
+    /// certificate, a certificate for the workers and a client token are
+    /// made in the state directory (kept across restarts), and the flags
+    /// for Bazel and bb are printed.
+    #[arg(long)]
+    pub tls: bool,
+    /// Credentials required, as with --tls, but over plaintext: for clients
+    /// that cannot speak TLS, on loopback only.
+    #[arg(long, conflicts_with = "tls")]
+    pub require_token: bool,
     /// Size of the CAS.
     #[arg(long, default_value = "10GiB")]
     pub storage_size: ByteSize,
@@ -154,16 +167,22 @@ struct WorkerProcesses {
     _cgroups: Option<crate::farm_cgroups::Delegated>,
 }
 
-fn scheduler_config(args: &FarmArgs) -> anyhow::Result<bb_scheduler::config::Config> {
+fn scheduler_config(
+    args: &FarmArgs,
+    credentials: Option<&FarmCredentials>,
+) -> anyhow::Result<bb_scheduler::config::Config> {
     let state = args.state_dir.canonicalize()?;
     let listen = |port: u16| std::net::SocketAddr::new(args.listen, port).to_string();
-    let table = farm_config::scheduler(
+    let mut table = farm_config::scheduler(
         &listen(args.port),
         args.worker_port,
         &listen(args.http_port),
         &state,
         args.storage_size,
     );
+    if let Some(credentials) = credentials {
+        crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);
+    }
     Ok(bb_util::config::parse(&toml::to_string(&table)?, "bb farm")?)
 }
 
@@ -174,6 +193,7 @@ async fn start_worker(
     index: usize,
     identity: &Identity,
     hostname: &str,
+    credentials: Option<&FarmCredentials>,
 ) -> anyhow::Result<WorkerProcesses> {
     let directory = args.state_dir.canonicalize()?.join(format!("worker-{index}"));
     let (worker_user, runner_user) = match identity {
@@ -227,7 +247,16 @@ async fn start_worker(
         name: &name,
         platform: &farm_config::platform(&args.platform)?,
     };
-    std::fs::write(&worker_config, toml::to_string(&farm_config::worker(&worker))?)?;
+    let mut worker_table = farm_config::worker(&worker);
+    if let Some(credentials) = credentials {
+        crate::farm_tls::secure_worker(
+            &mut worker_table,
+            credentials,
+            args.tls,
+            [args.worker_port, args.port],
+        );
+    }
+    std::fs::write(&worker_config, toml::to_string(&worker_table)?)?;
     let runner_as: RunAs = runner_user.map(|u| (u.uid, u.gid, vec![u.gid]));
     // The worker joins the runner's group, for the socket.
     let worker_as: RunAs =
@@ -301,8 +330,30 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     if let Identity::Separate { .. } = identity {
         check_reachable(&args.state_dir.canonicalize()?)?;
     }
+    if !args.tls && !args.listen.is_loopback() {
+        anyhow::bail!(
+            "bb farm --listen {} without --tls would let anyone who reaches it run commands on this machine \
+             (or read its token off the network): add --tls (TLS, and a token required), or listen on 127.0.0.1",
+            args.listen
+        );
+    }
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let worker_user = match &identity {
+        Identity::Separate { worker, .. } => Some(worker.as_ref()),
+        Identity::Current => None,
+    };
+    let credentials = match args.tls || args.require_token {
+        true => {
+            let names = crate::farm_tls::server_names(&hostname, args.listen);
+            Some(crate::farm_tls::prepare(&args.state_dir.canonicalize()?, &names, worker_user)?)
+        }
+        false => None,
+    };
     let shutdown = bb_util::shutdown::on_signals()?;
-    let config = scheduler_config(&args)?;
+    let config = scheduler_config(&args, credentials.as_ref())?;
     let server = bb_scheduler::server::SchedulerServer::bind(&config).await.map_err(|e| {
         anyhow::anyhow!(
             "{e:#} (is another farm running? choose other ports with --port, --http-port, --worker-port)"
@@ -312,39 +363,24 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     let scheduler_stop = CancellationToken::new();
     let mut scheduler = tokio::spawn(server.run(scheduler_stop.clone()));
 
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
     let mut workers = Vec::new();
     for index in 0..args.workers {
-        workers.push(start_worker(&args, index, &identity, &hostname).await?);
+        workers.push(start_worker(&args, index, &identity, &hostname, credentials.as_ref()).await?);
     }
     let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let registered = wait_for_workers(&queue, slots * args.workers).await;
 
     let host = if args.listen.is_unspecified() { "localhost".to_string() } else { args.listen.to_string() };
-    let endpoint = format!("grpc://{host}:{}", args.port);
     let separation = match &identity {
         Identity::Separate { .. } => "actions run as bb-runner, apart from the worker (bb-worker)",
         Identity::Current => "actions run as the same user as the worker",
     };
     println!("bb farm is up: {} worker(s), {registered} slots registered; {separation}.", args.workers);
-    println!(
-        "  endpoint     {endpoint}  (REv2 Execution, CAS, Action Cache; instance name: any, \"\" included)"
-    );
-    println!("  status page  http://{host}:{}/", args.http_port);
-    println!("  state        {}", args.state_dir.canonicalize()?.display());
-    for worker in &workers {
-        println!("  worker {}: logs in {}", worker.name, worker.directory.display());
+    let jobs = (slots * args.workers * 2).max(8);
+    match &credentials {
+        None => announce_plain(&args, &host, &workers, jobs)?,
+        Some(credentials) => announce_secure(&args, &host, &workers, jobs, credentials)?,
     }
-    println!("Build with Bazel through the farm:");
-    println!(
-        "  bazel build --remote_executor={endpoint} --remote_default_exec_properties=OSFamily=linux \
-         --spawn_strategy=remote --remote_timeout=600 --jobs={} //...",
-        (slots * args.workers * 2).max(8)
-    );
-    println!("Or run one command on it:  bb exec -- echo hello");
     println!("Ctrl-C stops the farm.");
 
     // Run until a signal, or until the scheduler stops; workers and runners
@@ -366,4 +402,83 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
         Some(failure) => anyhow::bail!(failure),
         None => Ok(()),
     }
+}
+
+fn announce_common(args: &FarmArgs, workers: &[WorkerProcesses]) -> anyhow::Result<()> {
+    println!("  state        {}", args.state_dir.canonicalize()?.display());
+    for worker in workers {
+        println!("  worker {}: logs in {}", worker.name, worker.directory.display());
+    }
+    Ok(())
+}
+
+const BAZEL_EXECUTION: &str = "--remote_default_exec_properties=OSFamily=linux --spawn_strategy=remote \
+                               --remote_timeout=600";
+
+fn announce_plain(
+    args: &FarmArgs,
+    host: &str,
+    workers: &[WorkerProcesses],
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let endpoint = format!("grpc://{host}:{}", args.port);
+    println!(
+        "  endpoint     {endpoint}  (REv2 Execution, CAS, Action Cache; instance name: any, \"\" included)"
+    );
+    println!("  status page  http://{host}:{}/", args.http_port);
+    announce_common(args, workers)?;
+    println!("Build with Bazel through the farm:");
+    println!("  bazel build --remote_executor={endpoint} {BAZEL_EXECUTION} --jobs={jobs} //...");
+    println!("Or run one command on it:  bb exec -- echo hello");
+    Ok(())
+}
+
+/// Prints the flags that reach a `--tls` farm, each credential by path
+/// except Bazel's header, which can only hold the token itself.
+fn announce_secure(
+    args: &FarmArgs,
+    host: &str,
+    workers: &[WorkerProcesses],
+    jobs: usize,
+    credentials: &FarmCredentials,
+) -> anyhow::Result<()> {
+    let token = credentials.token()?;
+    let ca = credentials.ca.display();
+    let token_file = credentials.token_file.display();
+    let (endpoint, bazel_tls, bb_tls) = match args.tls {
+        true => {
+            let endpoint = format!("grpcs://{host}:{}", args.port);
+            println!("  endpoint     {endpoint}  (TLS; a token is required)");
+            println!(
+                "  status page  https://{host}:{}/  (any user name, the token as password)",
+                args.http_port
+            );
+            println!("  CA           {ca}");
+            (endpoint, format!(" --tls_certificate={ca}"), format!(" --tls-ca {ca}"))
+        }
+        false => {
+            let endpoint = format!("grpc://{host}:{}", args.port);
+            println!("  endpoint     {endpoint}  (plaintext, loopback only; a token is required)");
+            println!(
+                "  status page  http://{host}:{}/  (any user name, the token as password)",
+                args.http_port
+            );
+            (endpoint, String::new(), String::new())
+        }
+    };
+    println!("  token        {token_file}");
+    announce_common(args, workers)?;
+    println!("Bazel flags:");
+    println!("  --remote_executor={endpoint}{bazel_tls} --remote_header=authorization=Bearer {token}");
+    println!("Build with Bazel through the farm:");
+    println!(
+        "  bazel build --remote_executor={endpoint}{bazel_tls} '--remote_header=authorization=Bearer {token}' \
+         {BAZEL_EXECUTION} --jobs={jobs} //..."
+    );
+    println!("bb flags:");
+    println!("  --endpoint {endpoint}{bb_tls} --token-file {token_file}");
+    println!(
+        "Or run one command on it:  bb exec --endpoint {endpoint}{bb_tls} --token-file {token_file} -- echo hello"
+    );
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod exec;
 mod farm;
 mod farm_cgroups;
 mod farm_config;
+mod farm_tls;
 mod http;
 mod remote;
 mod supervise;

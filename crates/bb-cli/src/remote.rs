@@ -1,15 +1,51 @@
 //! Reaching a farm: endpoints, and errors turned into one line a person can
 //! act on.
 
-use tonic::transport::Channel;
+use bb_util::grpc::{BearerToken, Channel};
+use std::path::PathBuf;
 
 /// The default client endpoint: a `bb farm` on this machine.
 pub const DEFAULT_ENDPOINT: &str = "grpc://localhost:8980";
 
-/// A channel to `endpoint`; a `grpcs://` one trusts the CA in `tls_ca`.
-pub fn channel(endpoint: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<Channel> {
-    let tls = tls_ca.map(|ca| bb_util::tls::ClientTls { ca: ca.to_owned() });
-    bb_util::grpc::channel_with_tls(endpoint, tls.as_ref())
+/// Where a farm is, and the credentials to reach it with.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Connection {
+    /// The farm's client endpoint (or a bb-storage's).
+    #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
+    pub endpoint: String,
+    /// For a grpcs:// endpoint: the CA certificate (PEM) to trust.
+    #[arg(long, value_name = "PEM", env = "BB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for mutual TLS.
+    #[arg(long, value_name = "PEM", env = "BB_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", env = "BB_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+    /// A file holding the bearer token to present.
+    #[arg(long, value_name = "FILE", env = "BB_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself (prefer --token-file: arguments are visible
+    /// to every user of the machine).
+    #[arg(long, env = "BB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Connection {
+    /// A channel to the endpoint with these credentials.
+    pub fn channel(&self) -> anyhow::Result<Channel> {
+        let tls = self.tls_ca.as_ref().map(|ca| bb_util::tls::ClientTls {
+            ca: ca.clone(),
+            certificate: self.tls_client_cert.clone(),
+            private_key: self.tls_client_key.clone(),
+        });
+        let token = match (&self.token_file, &self.token) {
+            (Some(file), _) => Some(BearerToken::from_file(file)?),
+            (None, Some(token)) => Some(BearerToken::new(token)?),
+            (None, None) => None,
+        };
+        bb_util::grpc::channel_with(&self.endpoint, tls.as_ref(), token.as_ref())
+    }
 }
 
 /// Says what went wrong with a call to `endpoint`, in one line.
@@ -24,6 +60,10 @@ pub fn explain(endpoint: &str, what: &str, status: &tonic::Status) -> anyhow::Er
         tonic::Code::Unavailable => anyhow::anyhow!("{endpoint} is unavailable ({what}): {message}"),
         tonic::Code::NotFound => anyhow::anyhow!("{what}: not found: {message}"),
         tonic::Code::InvalidArgument => anyhow::anyhow!("{what}: rejected by {endpoint}: {message}"),
+        tonic::Code::Unauthenticated => {
+            anyhow::anyhow!("{what}: {endpoint} does not know who you are: {message}")
+        }
+        tonic::Code::PermissionDenied => anyhow::anyhow!("{what}: {endpoint} refused: {message}"),
         code => anyhow::anyhow!("{what} failed ({code:?}): {message}"),
     }
 }

@@ -21,10 +21,16 @@ pub struct Config {
     /// Status page and metrics; none when unset.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
-    /// TLS on the client and worker TCP listeners: a certificate and key
-    /// (PEM files, read again when they change). Unset: plaintext.
+    /// TLS on the client and worker TCP listeners and the status page: a
+    /// certificate and key (PEM files, read again when they change).
+    /// Unset: plaintext.
     #[serde(default)]
     pub tls: Option<bb_util::tls::ServerTls>,
+    /// Who may call, on every listener (see `bb_util::auth`): client
+    /// certificates, tokens, JWTs, and the policy of what each identity
+    /// may do. Listener names: `client`, `worker`, `http`.
+    #[serde(default)]
+    pub authentication: bb_util::auth::AuthenticationConfig,
     #[serde(default)]
     pub log: LogConfig,
     pub scheduler: QueueConfig,
@@ -42,9 +48,13 @@ pub struct RemoteStorageConfig {
     /// `grpc://host:port`, `grpcs://host:port` or `unix:/path` of a
     /// bb-storage.
     pub endpoint: String,
-    /// For a `grpcs://` endpoint: the CA its certificate must chain to.
+    /// For a `grpcs://` endpoint: the CA its certificate must chain to,
+    /// and the scheduler's own certificate for mutual TLS.
     #[serde(default)]
     pub tls: Option<bb_util::tls::ClientTls>,
+    /// A file holding the bearer token the scheduler presents.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The `[scheduler]` section: how the build queue behaves.

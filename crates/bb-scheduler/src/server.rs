@@ -11,7 +11,8 @@ use bb_proto::longrunning::operations_server::OperationsServer;
 use bb_proto::reapi::capabilities_server::CapabilitiesServer;
 use bb_proto::reapi::execution_server::ExecutionServer;
 use bb_storage::service::Instances;
-use bb_util::grpc::{ListenAddress, Listener};
+use bb_util::auth::Authentication;
+use bb_util::grpc::{BearerToken, Guard, ListenAddress, Listener};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +30,30 @@ pub struct SchedulerServer {
     instances: Instances,
     client: Vec<Listener>,
     worker: Vec<Listener>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    guards: Guards,
     http: Option<TcpListener>,
+}
+
+/// The TLS and authentication of each listener.
+struct Guards {
+    client: Guard,
+    worker: Guard,
+    http: Guard,
+}
+
+impl Guards {
+    fn new(config: &Config) -> anyhow::Result<Self> {
+        let authentication = Authentication::new(&config.authentication, &["client", "worker", "http"])?;
+        let http: Vec<ListenAddress> = config.http_listen.iter().copied().map(ListenAddress::Tcp).collect();
+        let guard = |name: &str, addresses: &[ListenAddress]| -> anyhow::Result<Guard> {
+            Ok(Guard::new(config.tls.as_ref(), authentication.listener(name, addresses)?)?)
+        };
+        Ok(Guards {
+            client: guard("client", &config.client_listen)?,
+            worker: guard("worker", &config.worker_listen)?,
+            http: guard("http", &http)?,
+        })
+    }
 }
 
 impl SchedulerServer {
@@ -43,10 +66,14 @@ impl SchedulerServer {
                 StorageAccess::Embedded(bb_storage::Storage::open(storage)?)
             }
             (None, Some(remote)) => {
-                StorageAccess::Remote(bb_util::grpc::channel_with_tls(&remote.endpoint, remote.tls.as_ref())?)
+                let token = remote.token_file.as_deref().map(BearerToken::from_file).transpose()?;
+                let channel =
+                    bb_util::grpc::channel_with(&remote.endpoint, remote.tls.as_ref(), token.as_ref())?;
+                StorageAccess::Remote(channel)
             }
             (None, None) => unreachable!("validate() requires one of them"),
         };
+        let guards = Guards::new(config)?;
         let http = match config.http_listen {
             Some(address) => Some(
                 TcpListener::bind(address)
@@ -61,7 +88,7 @@ impl SchedulerServer {
             instances: Instances::new(&config.scheduler.instance_names),
             client: bb_util::grpc::bind_all(&config.client_listen).await?,
             worker: bb_util::grpc::bind_all(&config.worker_listen).await?,
-            tls: config.tls.as_ref().map(bb_util::tls::ServerTls::acceptor).transpose()?,
+            guards,
             http,
         })
     }
@@ -98,17 +125,15 @@ impl SchedulerServer {
                 .max_decoding_message_size(64 << 20),
         );
 
-        let serve = |routes, listeners| {
-            tokio::spawn(bb_util::grpc::serve_with_tls(routes, listeners, self.tls.clone(), shutdown.clone()))
+        let serve = |routes, listeners, guard| {
+            tokio::spawn(bb_util::grpc::serve_guarded(routes, listeners, guard, shutdown.clone()))
         };
-        let client = serve(client_routes, self.client);
-        let worker = serve(worker_routes, self.worker);
+        let Guards { client: client_guard, worker: worker_guard, http: http_guard } = self.guards;
+        let client = serve(client_routes, self.client, client_guard);
+        let worker = serve(worker_routes, self.worker, worker_guard);
         let http = self.http.map(|listener| {
-            tokio::spawn(bb_util::metrics::serve_http(
-                crate::status::router(queue.clone()),
-                listener,
-                shutdown.clone(),
-            ))
+            let router = crate::status::router(queue.clone());
+            tokio::spawn(bb_util::http::serve(router, listener, http_guard, shutdown.clone()))
         });
         client.await??;
         worker.await??;
@@ -132,7 +157,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("worker API on {address}");
     }
     if let Some(address) = server.http_address() {
-        tracing::info!("status page on http://{address}/");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        tracing::info!("status page on {scheme}://{address}/");
     }
     server.run(shutdown).await
 }

@@ -8,10 +8,10 @@ use bb_storage::content::ContentStore;
 use bb_storage::remote::GrpcStore;
 use bb_storage::service::action_cache::inline_outputs;
 use bb_util::Digest;
+use bb_util::grpc::Channel;
 use prost::Message;
 use std::sync::Arc;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// What a client asked to have inlined into an ActionResult.
 #[derive(Clone, Debug, Default)]

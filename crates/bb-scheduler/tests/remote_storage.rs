@@ -21,8 +21,11 @@ async fn scheduler_with_remote_storage(shutdown: &CancellationToken) -> (String,
     tokio::spawn(storage.run(shutdown.clone()));
     let mut config = common::config("");
     config.storage = None;
-    config.remote_storage =
-        Some(bb_scheduler::config::RemoteStorageConfig { endpoint: storage_address.clone(), tls: None });
+    config.remote_storage = Some(bb_scheduler::config::RemoteStorageConfig {
+        endpoint: storage_address.clone(),
+        tls: None,
+        token_file: None,
+    });
     (storage_address, common::TestFarm::start(config).await)
 }
 
@@ -67,7 +70,7 @@ async fn executes_with_a_standalone_storage() {
     shutdown.cancel();
 }
 
-async fn is_missing(channel: tonic::transport::Channel, digest: &bb_util::Digest) -> bool {
+async fn is_missing(channel: bb_util::grpc::Channel, digest: &bb_util::Digest) -> bool {
     let mut cas = reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(channel);
     let request =
         reapi::FindMissingBlobsRequest { blob_digests: vec![digest.to_proto()], ..Default::default() };

@@ -63,7 +63,7 @@ fn median(times: &mut [Duration]) -> Duration {
 }
 
 async fn upload(
-    client: &mut ByteStreamClient<tonic::transport::Channel>,
+    client: &mut ByteStreamClient<bb_util::grpc::Channel>,
     data: &Bytes,
     digest: &Digest,
     chunk: usize,
@@ -89,7 +89,7 @@ async fn upload(
 }
 
 async fn download(
-    client: &mut ByteStreamClient<tonic::transport::Channel>,
+    client: &mut ByteStreamClient<bb_util::grpc::Channel>,
     digest: &Digest,
     size: usize,
 ) -> anyhow::Result<Duration> {

@@ -23,7 +23,13 @@ pub struct Config {
     /// read again when they change). Unset: plaintext.
     #[serde(default)]
     pub tls: Option<bb_util::tls::ServerTls>,
-    /// Address of the HTTP `/metrics` endpoint; none when unset.
+    /// Who may call (see `bb_util::auth`): client certificates, tokens,
+    /// JWTs, and the policy of what each identity may do. Listener names:
+    /// `grpc`, `http`.
+    #[serde(default)]
+    pub authentication: bb_util::auth::AuthenticationConfig,
+    /// Address of the HTTP `/metrics` endpoint (HTTPS with `tls`); none
+    /// when unset.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
     #[serde(default)]

@@ -8,11 +8,11 @@ use bb_proto::bytestream::byte_stream_client::ByteStreamClient;
 use bb_proto::bytestream::{ReadRequest, WriteRequest};
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use bb_util::grpc::Channel;
 use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 /// Blobs up to this size are read and written with batch calls.
 const BATCH_BLOB_LIMIT: u64 = 1 << 20;

@@ -13,7 +13,8 @@ use bb_proto::reapi;
 use bb_proto::reapi::action_cache_server::ActionCacheServer;
 use bb_proto::reapi::capabilities_server::CapabilitiesServer;
 use bb_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
-use bb_util::grpc::{ListenAddress, Listener};
+use bb_util::auth::Authentication;
+use bb_util::grpc::{Guard, ListenAddress, Listener};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -103,7 +104,8 @@ impl Storage {
 pub struct StorageServer {
     storage: Storage,
     grpc: Vec<Listener>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The TLS and authentication of the gRPC and HTTP listeners.
+    guards: [Guard; 2],
     http: Option<TcpListener>,
 }
 
@@ -113,7 +115,13 @@ impl StorageServer {
         bb_util::metrics::register(crate::metrics::FAMILIES);
         let storage = Storage::open(&config.storage)?;
         let grpc = bb_util::grpc::bind_all(&config.grpc_listen).await?;
-        let tls = config.tls.as_ref().map(bb_util::tls::ServerTls::acceptor).transpose()?;
+        let authentication = Authentication::new(&config.authentication, &["grpc", "http"])?;
+        let http_addresses: Vec<ListenAddress> =
+            config.http_listen.iter().copied().map(ListenAddress::Tcp).collect();
+        let guard = |name: &str, addresses: &[ListenAddress]| -> anyhow::Result<Guard> {
+            Ok(Guard::new(config.tls.as_ref(), authentication.listener(name, addresses)?)?)
+        };
+        let guards = [guard("grpc", &config.grpc_listen)?, guard("http", &http_addresses)?];
         let http = match config.http_listen {
             Some(address) => Some(
                 TcpListener::bind(address)
@@ -122,7 +130,7 @@ impl StorageServer {
             ),
             None => None,
         };
-        Ok(StorageServer { storage, grpc, tls, http })
+        Ok(StorageServer { storage, grpc, guards, http })
     }
 
     pub fn grpc_addresses(&self) -> Vec<ListenAddress> {
@@ -141,10 +149,16 @@ impl StorageServer {
             None,
         );
         let routes = self.storage.routes().add_service(CapabilitiesServer::new(capabilities));
+        let [grpc_guard, http_guard] = self.guards;
         let http = self.http.map(|listener| {
-            tokio::spawn(bb_util::metrics::serve_http(bb_util::metrics::router(), listener, shutdown.clone()))
+            tokio::spawn(bb_util::http::serve(
+                bb_util::metrics::router(),
+                listener,
+                http_guard,
+                shutdown.clone(),
+            ))
         });
-        bb_util::grpc::serve_with_tls(routes, self.grpc, self.tls, shutdown).await?;
+        bb_util::grpc::serve_guarded(routes, self.grpc, grpc_guard, shutdown).await?;
         if let Some(http) = http {
             http.await??;
         }

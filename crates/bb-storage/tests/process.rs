@@ -35,7 +35,7 @@ fn prints_its_default_config() {
     let output = Command::new(BINARY).arg("--print-default-config").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("grpc_listen = [\"[::]:8981\"]"));
+    assert!(text.contains("grpc_listen = [\"127.0.0.1:8981\"]"));
     let parsed: bb_storage::Config = bb_util::config::parse(&text, "printed").unwrap();
     assert!(parsed.storage.validate().is_ok());
 }

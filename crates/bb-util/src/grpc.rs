@@ -4,6 +4,8 @@
 //! the real address), then serve a set of tonic `Routes` on all of them until
 //! the shutdown token fires.
 
+use crate::auth::Authenticator;
+use crate::tls::{ClientTls, ServerTls};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -17,7 +19,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Endpoint, Server};
 
 /// HTTP/2 flow-control windows. Large windows let one ByteStream transfer
 /// fill a fast link instead of waiting for window updates every 64 KiB.
@@ -126,23 +128,53 @@ fn server_builder() -> Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
 
+/// How a group of listeners guards its calls: TLS on its TCP listeners
+/// (UNIX sockets stay plain: their file mode is their access control) and
+/// who may call.
+#[derive(Clone)]
+pub struct Guard {
+    tls: Option<TlsAcceptor>,
+    authenticator: Authenticator,
+}
+
+impl Guard {
+    /// TLS with `tls` when given; the TLS handshake asks for client
+    /// certificates when `authenticator` accepts them.
+    pub fn new(tls: Option<&ServerTls>, authenticator: Authenticator) -> Result<Self, crate::tls::TlsError> {
+        let clients = authenticator.client_certificates();
+        let tls = tls.map(|tls| tls.acceptor(clients.as_ref())).transpose()?;
+        Ok(Guard { tls, authenticator })
+    }
+
+    pub fn into_parts(self) -> (Option<TlsAcceptor>, Authenticator) {
+        (self.tls, self.authenticator)
+    }
+
+    /// Plaintext, anyone: for UNIX sockets between a program's own parts.
+    pub fn open() -> Self {
+        let authenticator =
+            crate::auth::Authentication::off().listener("local", &[]).expect("no address to refuse");
+        Guard { tls: None, authenticator }
+    }
+}
+
 /// Serves `routes` on every listener until `shutdown` fires, then lets
-/// in-flight calls finish (for at most `SHUTDOWN_GRACE`). UNIX socket files
-/// are removed on the way out.
+/// in-flight calls finish (for at most `SHUTDOWN_GRACE`), with no TLS and
+/// no authentication. UNIX socket files are removed on the way out.
 pub async fn serve(
     routes: Routes,
     listeners: Vec<Listener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    serve_with_tls(routes, listeners, None, shutdown).await
+    serve_guarded(routes, listeners, Guard::open(), shutdown).await
 }
 
-/// [`serve`], with TLS on the TCP listeners when `tls` is given (UNIX
-/// sockets stay plain: their file mode is their access control).
-pub async fn serve_with_tls(
+/// [`serve`], guarded: every call authenticated by `guard`, which stores
+/// the caller's principal in its extensions for the services to check.
+pub async fn serve_guarded(
     routes: Routes,
     listeners: Vec<Listener>,
-    tls: Option<TlsAcceptor>,
+    guard: Guard,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let shutdown_for_deadline = shutdown.clone();
@@ -150,14 +182,17 @@ pub async fn serve_with_tls(
     for listener in listeners {
         let routes = routes.clone();
         let shutdown = shutdown.clone();
-        let tls = tls.clone();
+        let guard = guard.clone();
         tasks.spawn(async move {
-            let router = server_builder().add_routes(routes);
-            match (listener, tls) {
+            let authenticator = guard.authenticator.clone();
+            let clients = authenticator.client_certificates();
+            let intercept = move |request| authenticator.intercept(request);
+            let router =
+                server_builder().layer(tonic::service::InterceptorLayer::new(intercept)).add_routes(routes);
+            match (listener, guard.tls) {
                 (Listener::Tcp(l), Some(acceptor)) => {
-                    router
-                        .serve_with_incoming_shutdown(crate::tls::incoming(l, acceptor), shutdown.cancelled())
-                        .await
+                    let incoming = crate::tls::incoming(l, acceptor, clients);
+                    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await
                 }
                 (Listener::Tcp(l), None) => {
                     // Without TCP_NODELAY every small response waits for the
@@ -196,15 +231,92 @@ pub async fn serve_with_tls(
     }
 }
 
+/// A bearer token a client sends on every call (`authorization: Bearer`).
+#[derive(Clone)]
+pub struct BearerToken(http::HeaderValue);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
+}
+
+impl BearerToken {
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        let token = token.trim();
+        if token.is_empty() {
+            anyhow::bail!("the bearer token is empty");
+        }
+        let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("the bearer token has characters a header cannot carry"))?;
+        // Never logged, never kept in the HPACK table.
+        value.set_sensitive(true);
+        Ok(BearerToken(value))
+    }
+
+    /// The token in the file at `path` (surrounding whitespace ignored).
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?;
+        BearerToken::new(&text).map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))
+    }
+}
+
+/// A client's connection to a server, sending its bearer token (if any)
+/// with every call.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    inner: tonic::transport::Channel,
+    token: Option<BearerToken>,
+}
+
+impl Channel {
+    /// The same connection, without this client's own token: for passing
+    /// on calls that carry their caller's.
+    pub fn without_token(&self) -> Channel {
+        Channel { inner: self.inner.clone(), token: None }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = <tonic::transport::Channel as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(BearerToken(value)) = &self.token {
+            request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+        }
+        self.inner.call(request)
+    }
+}
+
 /// Opens a channel to `target`: `grpc://host:port`, `http://host:port`,
 /// `host:port` or `unix:/path`. The connection is made lazily, on first use,
 /// so a client can start before its server.
 pub fn channel(target: &str) -> anyhow::Result<Channel> {
-    channel_with_tls(target, None)
+    channel_with(target, None, None)
 }
 
-/// [`channel`], also to `grpcs://host:port` (or `https://`) with `tls`.
-pub fn channel_with_tls(target: &str, tls: Option<&crate::tls::ClientTls>) -> anyhow::Result<Channel> {
+/// [`channel`], also to `grpcs://host:port` (or `https://`) with `tls`,
+/// sending `token` on every call.
+pub fn channel_with(
+    target: &str,
+    tls: Option<&ClientTls>,
+    token: Option<&BearerToken>,
+) -> anyhow::Result<Channel> {
+    let inner = transport_channel(target, tls)?;
+    Ok(Channel { inner, token: token.cloned() })
+}
+
+fn transport_channel(target: &str, tls: Option<&ClientTls>) -> anyhow::Result<tonic::transport::Channel> {
     if let Some(rest) = target.strip_prefix("grpcs://").or_else(|| target.strip_prefix("https://")) {
         let tls =
             tls.ok_or_else(|| anyhow::anyhow!("endpoint {target:?}: TLS needs a CA certificate to trust"))?;

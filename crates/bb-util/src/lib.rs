@@ -1,11 +1,13 @@
 //! What every program of the farm shares.
 
+pub mod auth;
 pub mod cli;
 pub mod command;
 pub mod config;
 pub mod digest;
 pub mod dir;
 pub mod grpc;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod path;
@@ -14,6 +16,7 @@ pub mod resource_name;
 pub mod shutdown;
 pub mod status;
 pub mod tls;
+pub mod watched;
 
 pub use digest::{Digest, DigestError, DigestFunction};
 

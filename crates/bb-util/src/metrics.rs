@@ -5,8 +5,6 @@ use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -79,15 +77,6 @@ pub fn register(families: &[Family]) {
 pub fn router() -> Router {
     let handle = handle();
     Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
-}
-
-/// Serves `router` over HTTP until `shutdown` fires.
-pub async fn serve_http(
-    router: Router,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]

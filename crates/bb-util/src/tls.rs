@@ -6,10 +6,12 @@
 //! keeps the last good one in use and says so. Clients trust the CA files
 //! they are given (the farm's own CA), never the system's roots implicitly.
 
+use crate::auth::certificate::{CertificateVerdict, ClientCertificates};
+use crate::watched::Watched;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -18,9 +20,6 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::server::TlsStream;
-
-/// How often, at most, a server looks at its certificate files again.
-const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// TLS on a server's listeners (`[tls]` of its configuration).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -39,6 +38,13 @@ pub struct ServerTls {
 pub struct ClientTls {
     /// CA certificates (PEM) the server's certificate must chain to.
     pub ca: PathBuf,
+    /// A client certificate (PEM) to present, for mutual TLS; with
+    /// `private_key`.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,8 @@ pub enum TlsError {
     Empty { path: PathBuf, what: &'static str },
     #[error("{path}: {error}")]
     Pem { path: PathBuf, error: rustls::pki_types::pem::Error },
+    #[error("{path}: a client certificate needs both certificate and private_key")]
+    Unpaired { path: PathBuf },
     #[error("{certificate} and {key}: {error}")]
     Key { certificate: PathBuf, key: PathBuf, error: rustls::Error },
 }
@@ -84,7 +92,7 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 impl ServerTls {
-    fn load(&self) -> Result<Arc<CertifiedKey>, TlsError> {
+    fn load(&self) -> Result<CertifiedKey, TlsError> {
         let chain = certificates(&self.certificate)?;
         let key = private_key(&self.private_key)?;
         let provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -93,83 +101,37 @@ impl ServerTls {
             key: self.private_key.clone(),
             error,
         };
-        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(key_error)?;
-        Ok(Arc::new(certified))
+        CertifiedKey::from_der(chain, key, &provider).map_err(key_error)
     }
 
-    /// When either file last changed (and its size), to notice a rotation.
-    fn stamp(&self) -> Option<[(SystemTime, u64); 2]> {
-        let stamp =
-            |path: &Path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
-        Some([stamp(&self.certificate)?, stamp(&self.private_key)?])
-    }
-
-    /// A TLS acceptor serving this certificate (HTTP/2 only, as gRPC
-    /// needs), read now and again whenever the files change.
-    pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
-        let resolver = Reloading::new(self.clone())?;
+    /// A TLS acceptor serving this certificate (HTTP/2 and HTTP/1.1), read
+    /// now and again whenever the files change. With `clients`, clients
+    /// are asked for a certificate (see [`ClientCertificates`]).
+    pub fn acceptor(&self, clients: Option<&Arc<ClientCertificates>>) -> Result<TlsAcceptor, TlsError> {
+        let files = self.clone();
+        let paths = vec![self.certificate.clone(), self.private_key.clone()];
+        let resolver = Reloading(Watched::new("TLS certificate", paths, move || files.load())?);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .expect("the provider supports the default TLS versions")
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = vec![b"h2".to_vec()];
+            .expect("the provider supports the default TLS versions");
+        let builder = match clients {
+            Some(clients) => builder.with_client_cert_verifier(clients.handshake_verifier()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }
 
 /// The server's certificate, read again once its files change.
 #[derive(Debug)]
-struct Reloading {
-    files: ServerTls,
-    state: parking_lot::Mutex<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    stamp: Option<[(SystemTime, u64); 2]>,
-    checked: Instant,
-}
-
-impl Reloading {
-    fn new(files: ServerTls) -> Result<Reloading, TlsError> {
-        let stamp = files.stamp();
-        let key = files.load()?;
-        Ok(Reloading {
-            files,
-            state: parking_lot::Mutex::new(Loaded { key, stamp, checked: Instant::now() }),
-        })
-    }
-
-    fn current(&self) -> Arc<CertifiedKey> {
-        let mut state = self.state.lock();
-        if state.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
-            state.checked = Instant::now();
-            let stamp = self.files.stamp();
-            if stamp != state.stamp {
-                match self.files.load() {
-                    Ok(key) => {
-                        tracing::info!(
-                            "TLS: serving the new certificate {}",
-                            self.files.certificate.display()
-                        );
-                        state.key = key;
-                        state.stamp = stamp;
-                    }
-                    // Maybe half written: tried again at the next check.
-                    Err(e) => tracing::warn!("TLS: keeping the current certificate: {e}"),
-                }
-            }
-        }
-        state.key.clone()
-    }
-}
+struct Reloading(Watched<CertifiedKey>);
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        Some(self.0.current())
     }
 }
 
@@ -180,7 +142,97 @@ impl ClientTls {
         let pem = read(&self.ca)?;
         parse_certificates(&self.ca, &pem)?;
         let ca = tonic::transport::Certificate::from_pem(pem);
-        Ok(tonic::transport::ClientTlsConfig::new().domain_name(domain).ca_certificate(ca))
+        let config = tonic::transport::ClientTlsConfig::new().domain_name(domain).ca_certificate(ca);
+        match (&self.certificate, &self.private_key) {
+            (None, None) => Ok(config),
+            (Some(certificate), Some(key)) => {
+                let pem = read(certificate)?;
+                parse_certificates(certificate, &pem)?;
+                private_key(key)?;
+                Ok(config.identity(tonic::transport::Identity::from_pem(pem, read(key)?)))
+            }
+            (Some(path), None) | (None, Some(path)) => Err(TlsError::Unpaired { path: path.clone() }),
+        }
+    }
+}
+
+/// What a TLS connection tells each request on it (in its extensions).
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    pub remote: std::net::SocketAddr,
+    /// The client certificate's verdict, when clients are asked for one.
+    pub certificate: CertificateVerdict,
+}
+
+/// A connection through its TLS handshake, with what it says about the
+/// peer.
+pub struct Accepted {
+    stream: TlsStream<TcpStream>,
+    peer: TlsPeer,
+}
+
+impl Accepted {
+    pub fn peer(&self) -> &TlsPeer {
+        &self.peer
+    }
+
+    /// The protocol the client chose (ALPN), e.g. `h2`.
+    pub fn protocol(&self) -> Option<&[u8]> {
+        self.stream.get_ref().1.alpn_protocol()
+    }
+}
+
+impl tonic::transport::server::Connected for Accepted {
+    type ConnectInfo = TlsPeer;
+
+    fn connect_info(&self) -> TlsPeer {
+        self.peer.clone()
+    }
+}
+
+impl tokio::io::AsyncRead for Accepted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(context, buffer)
+    }
+}
+
+impl tokio::io::AsyncWrite for Accepted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(context, data)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(context, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(context)
     }
 }
 
@@ -189,15 +241,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS connections made to `listener`: each handshake runs on its own
 /// task (a slow or silent client holds up nobody else); those that fail
-/// are dropped, logged at debug level.
+/// are dropped, logged at debug level. With `clients`, each connection's
+/// client certificate is judged once, after its handshake.
 pub fn incoming(
     listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
-) -> impl futures::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+    clients: Option<Arc<ClientCertificates>>,
+) -> impl futures::Stream<Item = std::io::Result<Accepted>> {
     let (send, receive) = tokio::sync::mpsc::channel(64);
     let accepting = tokio::spawn(async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let (stream, remote) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, say: let some close first.
@@ -209,14 +263,17 @@ pub fn incoming(
             // Without TCP_NODELAY every small response waits for the
             // peer's delayed ACK.
             let _ = stream.set_nodelay(true);
-            let (acceptor, send) = (acceptor.clone(), send.clone());
+            let (acceptor, send, clients) = (acceptor.clone(), send.clone(), clients.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = send.send(Ok(tls)).await;
+                    Ok(Ok(stream)) => {
+                        let certificate =
+                            clients.and_then(|c| c.verdict(stream.get_ref().1.peer_certificates()));
+                        let peer = TlsPeer { remote, certificate };
+                        let _ = send.send(Ok(Accepted { stream, peer })).await;
                     }
-                    Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
-                    Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                    Ok(Err(e)) => tracing::debug!("TLS handshake with {remote} failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake with {remote} timed out"),
                 }
             });
         }

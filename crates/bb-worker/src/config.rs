@@ -19,9 +19,17 @@ pub struct Config {
     /// The storage (a scheduler's client API, or a bb-storage).
     pub storage: String,
     /// For `grpcs://` endpoints: the CA the servers' certificates must
-    /// chain to.
+    /// chain to, and the worker's own certificate for mutual TLS.
     #[serde(default)]
     pub tls: Option<bb_util::tls::ClientTls>,
+    /// A file holding the bearer token the worker presents to the
+    /// scheduler and the storage (instead of, or besides, a certificate).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Who may read the metrics (`http_listen`), as in the scheduler's
+    /// `[authentication]`; the listener's name is `http`.
+    #[serde(default)]
+    pub authentication: bb_util::auth::AuthenticationConfig,
     pub runner: String,
     pub build_directory: PathBuf,
     pub cache_directory: PathBuf,
@@ -66,6 +74,12 @@ fn default_directory_cache_size() -> ByteSize {
 }
 
 impl Config {
+    /// A channel to `endpoint` with the worker's TLS settings and token.
+    pub fn channel(&self, endpoint: &str) -> anyhow::Result<bb_util::grpc::Channel> {
+        let token = self.token_file.as_deref().map(bb_util::grpc::BearerToken::from_file).transpose()?;
+        bb_util::grpc::channel_with(endpoint, self.tls.as_ref(), token.as_ref())
+    }
+
     pub fn slots(&self) -> usize {
         if self.concurrency > 0 {
             self.concurrency

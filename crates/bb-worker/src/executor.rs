@@ -11,6 +11,7 @@ use bb_proto::buildbarn::runner::runner_client::RunnerClient;
 use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest};
 use bb_proto::reapi;
 use bb_util::dir::Directory;
+use bb_util::grpc::Channel;
 use bb_util::path::RelativePath;
 use bb_util::{Digest, DigestFunction};
 use prost::Message;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// What a running action is doing, as reported to the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -55,10 +55,7 @@ impl Worker {
             build_directory_handle: bb_util::dir::Directory::open(&build_directory)?,
             build_directory,
             instance_name_prefix: config.instance_name_prefix.clone(),
-            storage: storage::StorageClient::new(bb_util::grpc::channel_with_tls(
-                &config.storage,
-                config.tls.as_ref(),
-            )?),
+            storage: storage::StorageClient::new(config.channel(&config.storage)?),
             runner: RunnerClient::new(bb_util::grpc::channel(&config.runner)?),
             file_cache: Arc::new(file_cache),
             directory_cache: inputs::DirectoryCache::new(config.directory_cache_size.bytes()),
@@ -89,10 +86,7 @@ impl Worker {
                 stopping.cancel();
             }
         });
-        let scheduler = OperationQueueClient::new(bb_util::grpc::channel_with_tls(
-            &self.config.scheduler,
-            self.config.tls.as_ref(),
-        )?);
+        let scheduler = OperationQueueClient::new(self.config.channel(&self.config.scheduler)?);
         let slots = self.config.slots();
         tracing::info!(
             "worker {} with {slots} slots, scheduler {}",
@@ -130,9 +124,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bb_util::metrics::register(metrics::FAMILIES);
     let draining = bb_util::shutdown::on_signals()?;
     if let Some(address) = config.http_listen {
+        let authentication = bb_util::auth::Authentication::new(&config.authentication, &["http"])?;
+        let guard = bb_util::grpc::Guard::new(
+            None,
+            authentication.listener("http", &[bb_util::grpc::ListenAddress::Tcp(address)])?,
+        )?;
         let listener = tokio::net::TcpListener::bind(address).await?;
         tracing::info!("metrics on http://{address}/metrics");
-        tokio::spawn(bb_util::metrics::serve_http(bb_util::metrics::router(), listener, draining.clone()));
+        let router = bb_util::metrics::router();
+        tokio::spawn(bb_util::http::serve(router, listener, guard, draining.clone()));
     }
     Worker::new(config)?.run(draining).await
 }

@@ -10,13 +10,13 @@ use bb_proto::buildbarn::remoteworker::{
     CurrentState, SynchronizeRequest, SynchronizeResponse, current_state, desired_state,
 };
 use bb_proto::reapi;
+use bb_util::grpc::Channel;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// How long a new phase lasts before it is reported to the scheduler.
 const PHASE_REPORT_DELAY: Duration = Duration::from_millis(20);

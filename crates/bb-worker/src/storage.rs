@@ -9,6 +9,7 @@ use bb_proto::reapi::action_cache_client::ActionCacheClient;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_util::Digest;
 use bb_util::dir::Directory;
+use bb_util::grpc::Channel;
 use bb_util::path::RelativePath;
 use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
 use bytes::Bytes;
@@ -17,7 +18,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// Blobs up to this size travel in batch calls.
 pub const SMALL_BLOB: u64 = 256 << 10;

@@ -122,7 +122,7 @@ impl Case {
 
 struct Suite {
     storage: StorageClient,
-    execution: reapi::execution_client::ExecutionClient<tonic::transport::Channel>,
+    execution: reapi::execution_client::ExecutionClient<bb_util::grpc::Channel>,
     salt: String,
     worker_pid: Option<u32>,
     sentinels: Vec<(Digest, Bytes)>,

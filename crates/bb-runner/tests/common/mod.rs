@@ -4,11 +4,11 @@
 
 use bb_proto::buildbarn::runner::runner_client::RunnerClient;
 use bb_proto::buildbarn::runner::{RunRequest, RunResponse};
+use bb_util::grpc::Channel;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub struct Runner {
     pub client: RunnerClient<Channel>,

@@ -14,6 +14,7 @@ use bb_proto::reapi::execution_server::Execution;
 use bb_storage::service::Instances;
 use bb_storage::service::request::required_digest;
 use bb_util::Digest;
+use bb_util::auth::Permission;
 use futures::stream::BoxStream;
 use prost::Message;
 use std::sync::Arc;
@@ -100,9 +101,10 @@ impl Execution for ExecutionService {
         request: Request<reapi::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStream>, Status> {
         let metadata = request_metadata(request.metadata());
+        let principal = bb_util::auth::principal(&request)?.clone();
         let request = request.into_inner();
         let instance = request.instance_name.clone();
-        self.instances.check(&instance)?;
+        self.instances.admit(&principal, &instance, &[Permission::Execute])?;
         let action_digest =
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
 
@@ -153,6 +155,7 @@ impl Execution for ExecutionService {
         &self,
         request: Request<reapi::WaitExecutionRequest>,
     ) -> Result<Response<Self::WaitExecutionStream>, Status> {
+        require_execute_somewhere(&request)?;
         let name = &request.get_ref().name;
         match self.queue.attach(name) {
             Some(watch) => Ok(Response::new(self.stream(watch))),
@@ -162,4 +165,14 @@ impl Execution for ExecutionService {
             ))),
         }
     }
+}
+
+/// Operations are named by unguessable ids, and seen by whoever may
+/// execute: PERMISSION_DENIED for anyone else.
+pub fn require_execute_somewhere<T>(request: &Request<T>) -> Result<(), Status> {
+    let principal = bb_util::auth::principal(request)?;
+    if principal.may_somewhere(Permission::Execute) {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!("{} lacks the execute permission", principal.name())))
 }

@@ -3,12 +3,18 @@
 //! the storage endpoint: one endpoint is all a client needs to be told, as
 //! with Buildbarn's frontend. Calls are passed on as HTTP/2 streams, never
 //! decoded, so streaming reads and writes cost no copies here.
+//!
+//! Since calls are not decoded, their instance names are not known here:
+//! with authentication on, bb-storage authorizes each call itself, with
+//! the caller's own bearer token passed on (the scheduler's token is not
+//! added). A caller known only by its client certificate cannot be
+//! vouched for this way and is refused.
 
+use bb_util::grpc::Channel;
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::Channel;
 use tower::Service;
 
 /// Forwards every call of one service to `channel`.
@@ -19,8 +25,8 @@ pub struct Forward<N> {
 }
 
 impl<N> Forward<N> {
-    pub fn new(channel: Channel) -> Self {
-        Forward { channel, name: std::marker::PhantomData }
+    pub fn new(channel: &Channel) -> Self {
+        Forward { channel: channel.without_token(), name: std::marker::PhantomData }
     }
 }
 
@@ -34,6 +40,9 @@ impl<N: NamedService + Clone + Send + 'static> Service<http::Request<Body>> for 
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if let Err(status) = passable(&request) {
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
         let mut channel = self.channel.clone();
         Box::pin(async move {
             let forwarded = async {
@@ -46,6 +55,21 @@ impl<N: NamedService + Clone + Send + 'static> Service<http::Request<Body>> for 
             }))
         })
     }
+}
+
+/// Whether bb-storage can judge the caller of `request` itself.
+fn passable(request: &http::Request<Body>) -> Result<(), tonic::Status> {
+    let principal = request
+        .extensions()
+        .get::<bb_util::auth::Principal>()
+        .ok_or_else(|| tonic::Status::internal("served without authentication: refused"))?;
+    if principal.is_authenticated() && !request.headers().contains_key(http::header::AUTHORIZATION) {
+        return Err(tonic::Status::unauthenticated(
+            "not authenticated: the storage behind this scheduler takes bearer tokens; \
+             a client certificate alone is not passed on",
+        ));
+    }
+    Ok(())
 }
 
 impl<N: NamedService> NamedService for Forward<N> {
@@ -74,7 +98,7 @@ forwarded! {
 /// Routes for the three storage services, forwarded to `channel`.
 pub fn storage_routes(channel: &Channel) -> tonic::service::Routes {
     tonic::service::Routes::default()
-        .add_service(Forward::<Cas>::new(channel.clone()))
-        .add_service(Forward::<ActionCache>::new(channel.clone()))
-        .add_service(Forward::<ByteStream>::new(channel.clone()))
+        .add_service(Forward::<Cas>::new(channel))
+        .add_service(Forward::<ActionCache>::new(channel))
+        .add_service(Forward::<ByteStream>::new(channel))
 }

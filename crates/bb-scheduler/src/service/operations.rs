@@ -42,6 +42,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<GetOperationRequest>,
     ) -> Result<Response<Operation>, Status> {
+        super::execution::require_execute_somewhere(&request)?;
         let name = &request.get_ref().name;
         self.queue.operation(name).map(Response::new).ok_or_else(|| not_found(name))
     }
@@ -54,6 +55,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<CancelOperationRequest>,
     ) -> Result<Response<()>, Status> {
+        super::execution::require_execute_somewhere(&request)?;
         let name = &request.get_ref().name;
         if self.queue.cancel(name) { Ok(Response::new(())) } else { Err(not_found(name)) }
     }
@@ -62,6 +64,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<WaitOperationRequest>,
     ) -> Result<Response<Operation>, Status> {
+        super::execution::require_execute_somewhere(&request)?;
         let request = request.into_inner();
         let mut watch = self.queue.attach(&request.name).ok_or_else(|| not_found(&request.name))?;
         let wait = match request.timeout {

@@ -12,17 +12,19 @@ use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStora
 use bb_proto::reapi::execution_client::ExecutionClient;
 use bb_scheduler::config::Config;
 use bb_scheduler::server::SchedulerServer;
+use bb_util::grpc::Channel;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use prost::Message;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub struct TestFarm {
     pub client: Channel,
     pub worker: Channel,
     pub http: SocketAddr,
+    pub client_address: String,
+    pub worker_address: String,
     shutdown: CancellationToken,
 }
 
@@ -65,12 +67,14 @@ max_size = "8MiB"
 impl TestFarm {
     pub async fn start(config: Config) -> Self {
         let server = SchedulerServer::bind(&config).await.expect("bind");
-        let client = bb_util::grpc::channel(&server.client_addresses()[0].to_string()).unwrap();
-        let worker = bb_util::grpc::channel(&server.worker_addresses()[0].to_string()).unwrap();
+        let client_address = server.client_addresses()[0].to_string();
+        let worker_address = server.worker_addresses()[0].to_string();
+        let client = bb_util::grpc::channel(&client_address).unwrap();
+        let worker = bb_util::grpc::channel(&worker_address).unwrap();
         let http = server.http_address().unwrap();
         let shutdown = CancellationToken::new();
         tokio::spawn(server.run(shutdown.clone()));
-        TestFarm { client, worker, http, shutdown }
+        TestFarm { client, worker, http, client_address, worker_address, shutdown }
     }
 
     pub fn execution(&self) -> ExecutionClient<Channel> {
@@ -129,10 +133,15 @@ impl TestFarm {
 }
 
 pub async fn http(address: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    http_with(address, method, path, "", body).await
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+pub async fn http_with(address: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );

@@ -1,11 +1,12 @@
 //! REv2 ActionCache over `crate::action_cache::ActionCache`, with inlining
 //! of stdout, stderr and output files on request.
 
-use super::request::{Instances, required_digest};
+use super::request::{Instances, principal, required_digest};
 use crate::action_cache::ActionCache;
 use crate::content::ContentStore;
 use bb_proto::reapi;
 use bb_proto::reapi::action_cache_server::ActionCache as ActionCacheApi;
+use bb_util::auth::Permission;
 use bb_util::{Digest, DigestFunction};
 use tonic::{Request, Response, Status};
 
@@ -83,8 +84,9 @@ impl ActionCacheApi for ActionCacheService {
         &self,
         request: Request<reapi::GetActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.instances.check(&request.instance_name)?;
+        self.instances.admit(&principal, &request.instance_name, &[Permission::Read])?;
         let action =
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
         let Some(mut result) = self.cache.get(&request.instance_name, &action).await? else {
@@ -101,8 +103,9 @@ impl ActionCacheApi for ActionCacheService {
         &self,
         request: Request<reapi::UpdateActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.instances.check(&request.instance_name)?;
+        self.instances.admit(&principal, &request.instance_name, &[Permission::WriteActionCache])?;
         if !self.allow_updates {
             return Err(Status::permission_denied(
                 "this server does not accept Action Cache updates from clients",

@@ -2,7 +2,7 @@
 //! chunks of at most 1 MiB, resumable verified writes, and zstd-compressed
 //! transfers both ways.
 
-use super::request::Instances;
+use super::request::{Instances, principal};
 use super::uploads::PartialUploads;
 use crate::content::{ContentStore, Upload};
 use crate::store::BlobReader;
@@ -11,6 +11,7 @@ use bb_proto::bytestream::byte_stream_server::ByteStream;
 use bb_proto::bytestream::{
     QueryWriteStatusRequest, QueryWriteStatusResponse, ReadRequest, ReadResponse, WriteRequest, WriteResponse,
 };
+use bb_util::auth::Permission;
 use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -202,9 +203,10 @@ impl ByteStream for ByteStreamService {
     type ReadStream = BoxStream<'static, Result<ReadResponse, Status>>;
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let resource = ReadResource::parse(&request.resource_name)?;
-        self.instances.check(&resource.instance_name)?;
+        self.instances.admit(&principal, &resource.instance_name, &[Permission::Read])?;
         let digest = resource.digest;
         if request.read_offset < 0 || request.read_offset as u64 > digest.size() {
             return Err(Status::out_of_range(format!(
@@ -253,13 +255,14 @@ impl ByteStream for ByteStreamService {
         &self,
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
+        let principal = principal(&request)?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("write stream carried no request"))?;
         let resource = WriteResource::parse(&first.resource_name)?;
-        self.instances.check(&resource.instance_name)?;
+        self.instances.admit(&principal, &resource.instance_name, &[Permission::WriteCas])?;
         if self.content.find_missing(&[resource.digest]).await?.is_empty() {
             // Stored already (maybe by a concurrent writer): nothing to do.
             let committed_size = match resource.compressor {
@@ -278,8 +281,9 @@ impl ByteStream for ByteStreamService {
         &self,
         request: Request<QueryWriteStatusRequest>,
     ) -> Result<Response<QueryWriteStatusResponse>, Status> {
+        let principal = principal(&request)?;
         let resource = WriteResource::parse(&request.get_ref().resource_name)?;
-        self.instances.check(&resource.instance_name)?;
+        self.instances.admit(&principal, &resource.instance_name, &[Permission::WriteCas])?;
         if self.content.find_missing(&[resource.digest]).await?.is_empty() {
             return Ok(Response::new(QueryWriteStatusResponse {
                 committed_size: resource.digest.size() as i64,

@@ -1,12 +1,13 @@
 //! REv2 ContentAddressableStorage: FindMissingBlobs, the batch calls and
 //! GetTree.
 
-use super::request::{Instances, parse_digest, parse_digests, required_digest};
+use super::request::{Instances, parse_digest, parse_digests, principal, required_digest};
 use super::tree::{TreeWalk, encoded_len, parse_page_token};
 use crate::content::ContentStore;
 use crate::zstd_stream::StreamDecoder;
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_server::ContentAddressableStorage;
+use bb_util::auth::Permission;
 use bb_util::resource_name::Compressor;
 use bb_util::status;
 use bytes::{Bytes, BytesMut};
@@ -112,8 +113,13 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::FindMissingBlobsRequest>,
     ) -> Result<Response<reapi::FindMissingBlobsResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.instances.check(&request.instance_name)?;
+        self.instances.admit(
+            &principal,
+            &request.instance_name,
+            &[Permission::Read, Permission::WriteCas],
+        )?;
         let digests = parse_digests(request.digest_function, &request.blob_digests)?;
         let missing = self.content.find_missing(&digests).await?;
         Ok(Response::new(reapi::FindMissingBlobsResponse {
@@ -125,8 +131,9 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::BatchUpdateBlobsRequest>,
     ) -> Result<Response<reapi::BatchUpdateBlobsResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.instances.check(&request.instance_name)?;
+        self.instances.admit(&principal, &request.instance_name, &[Permission::WriteCas])?;
         let total: u64 = request.requests.iter().map(|r| r.data.len() as u64).sum();
         self.check_batch_size(total, "batch update")?;
         let function = request.digest_function;
@@ -140,8 +147,9 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::BatchReadBlobsRequest>,
     ) -> Result<Response<reapi::BatchReadBlobsResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.instances.check(&request.instance_name)?;
+        self.instances.admit(&principal, &request.instance_name, &[Permission::Read])?;
         let total: u64 = request.digests.iter().map(|d| d.size_bytes.max(0) as u64).sum();
         self.check_batch_size(total, "batch read")?;
         let function = request.digest_function;
@@ -156,8 +164,9 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::GetTreeRequest>,
     ) -> Result<Response<Self::GetTreeStream>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.instances.check(&request.instance_name)?;
+        self.instances.admit(&principal, &request.instance_name, &[Permission::Read])?;
         let root = required_digest(request.digest_function, request.root_digest.as_ref(), "root_digest")?;
         if request.page_size < 0 {
             return Err(Status::invalid_argument(format!("page_size {} is negative", request.page_size)));

@@ -2,6 +2,7 @@
 //! serve, and which digest function does the request use.
 
 use bb_proto::reapi;
+use bb_util::auth::{Permission, Principal};
 use bb_util::resource_name::validate_instance_name;
 use bb_util::{Digest, DigestFunction};
 use std::collections::HashSet;
@@ -37,6 +38,21 @@ impl Instances {
             _ => Ok(()),
         }
     }
+}
+
+impl Instances {
+    /// [`Instances::check`], then PERMISSION_DENIED unless `principal`
+    /// holds one of `permissions` on the instance.
+    pub fn admit(&self, principal: &Principal, name: &str, permissions: &[Permission]) -> Result<(), Status> {
+        self.check(name)?;
+        principal.require_any(name, permissions)
+    }
+}
+
+/// The principal of a request (see `bb_util::auth`), kept past
+/// `into_inner`.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
+    bb_util::auth::principal(request).cloned()
 }
 
 /// The digest function of a request whose `digest_function` field is

@@ -8,11 +8,11 @@ use bb_proto::reapi::action_cache_client::ActionCacheClient;
 use bb_proto::reapi::capabilities_client::CapabilitiesClient;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_storage::{Config, StorageServer};
+use bb_util::grpc::Channel;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub struct TestServer {
     pub channel: Channel,

@@ -7,6 +7,7 @@ use bb_proto::longrunning::operation;
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_proto::reapi::execution_client::ExecutionClient;
+use bb_util::grpc::Channel;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use prost::Message;
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// Client-side helpers: upload trees, execute, read results.
 pub struct Client {
