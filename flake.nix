@@ -126,6 +126,7 @@
           vm-farm = vmTest ./checks/vm/farm.nix;
           vm-isolation = vmTest ./checks/vm/isolation.nix;
           vm-worker-loss = vmTest ./checks/vm/worker-loss.nix;
+          vm-secure-farm = vmTest ./checks/vm/secure-farm.nix;
         });
 
       devShells = forAllSystems (pkgs: {

@@ -73,6 +73,28 @@ let
   scheduler = evaluate [{ services.buildbarn.scheduler = { enable = true; openFirewall = true; }; }];
   remote = evaluate [{ services.buildbarn.scheduler = { enable = true; remoteStorage = "grpc://storage:8981"; }; }];
   storage = evaluate [{ services.buildbarn.storage.enable = true; }];
+  secure = evaluate [{
+    services.buildbarn.scheduler = {
+      enable = true;
+      openFirewall = true;
+      openFirewallStatusPage = true;
+      credentials = {
+        certificate = "/run/keys/cert.pem";
+        privateKey = "/run/keys/key.pem";
+        clientCa = "/run/keys/ca.pem";
+        tokensFile = "/run/keys/tokens.toml";
+      };
+    };
+  }];
+  secureUnit = secure.systemd.services.bb-scheduler.serviceConfig;
+  secureWorker = evaluate [{
+    services.buildbarn.worker = {
+      enable = true;
+      schedulerEndpoint = "grpcs://scheduler:8983";
+      storageEndpoint = "grpcs://scheduler:8980";
+      credentials = { ca = "/run/keys/ca.pem"; certificate = "/run/keys/w.pem"; privateKey = "/run/keys/w-key.pem"; token = "/run/keys/token"; };
+    };
+  }];
   worker = evaluate [{
     services.buildbarn.worker = {
       enable = true;
@@ -168,7 +190,15 @@ let
     { name = "runner alone uses the worker's default build directory"; ok = (evaluateWith ../nixos-modules/runner.nix [{ services.buildbarn.runner.enable = true; }]).services.buildbarn.runner.settings.build_directory == "/var/lib/bb-worker/build"; }
 
     # Firewall.
-    { name = "scheduler ports opened on request"; ok = scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 7982 ]; }
+    { name = "openFirewall opens the client and worker ports, not the status page"; ok = scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ]; }
+    { name = "the status page opens on its own request"; ok = secure.networking.firewall.allowedTCPPorts == [ 8980 8983 7982 ]; }
+    { name = "no status page, no HTTP listener"; ok = !((evaluate [{ services.buildbarn.scheduler = { enable = true; httpPort = null; }; }]).services.buildbarn.scheduler.settings ? http_listen); }
+    { name = "credentials are loaded by systemd, never from the store"; ok = secureUnit.LoadCredential == [ "certificate:/run/keys/cert.pem" "clientCa:/run/keys/ca.pem" "privateKey:/run/keys/key.pem" "tokensFile:/run/keys/tokens.toml" ]; }
+    { name = "the program reads the credentials' copies"; ok = secure.services.buildbarn.scheduler.settings.tls == { certificate = "/run/credentials/bb-scheduler.service/certificate"; private_key = "/run/credentials/bb-scheduler.service/privateKey"; } && secure.services.buildbarn.scheduler.settings.authentication.client_ca == "/run/credentials/bb-scheduler.service/clientCa"; }
+    { name = "a secure scheduler passes the network assertion"; ok = lib.all (a: a.assertion) secure.assertions; }
+    { name = "a certificate without its key fails an assertion"; ok = !(lib.all (a: a.assertion) (evaluate [{ services.buildbarn.scheduler = { enable = true; credentials.certificate = "/run/keys/cert.pem"; settings.authentication.anonymous_on_network = true; }; }]).assertions); }
+    { name = "a credential must be an absolute path string"; ok = fails (evaluate [{ services.buildbarn.scheduler = { enable = true; credentials.tokensFile = "tokens.toml"; }; }]).services.buildbarn.scheduler.credentials.tokensFile; }
+    { name = "a worker presents its certificate and token from credentials"; ok = secureWorker.services.buildbarn.worker.settings.tls == { ca = "/run/credentials/bb-worker.service/ca"; certificate = "/run/credentials/bb-worker.service/certificate"; private_key = "/run/credentials/bb-worker.service/privateKey"; } && secureWorker.services.buildbarn.worker.settings.token_file == "/run/credentials/bb-worker.service/token" && builtins.length secureWorker.systemd.services.bb-worker.serviceConfig.LoadCredential == 4; }
     { name = "nothing opened by default"; ok = worker.networking.firewall.allowedTCPPorts == [ ] && remote.networking.firewall.allowedTCPPorts == [ ]; }
 
     # Wrong types are rejected.

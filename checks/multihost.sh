@@ -9,6 +9,8 @@
 # running a long action: the action must be re-queued, finish on the other
 # host, and the client must see success. Everything it starts it stops, and
 # the namespaces are removed, also on failure. Needs root.
+# Every connection is TLS: the workers present certificates of the farm's
+# CA (mutual TLS; the worker API takes nothing else), the client a token.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -16,6 +18,7 @@ skip_unless_root "the multi-host test needs root (network namespaces, users)"
 require_tool ip "apt-get install -y iproute2"
 require_tool setpriv "apt-get install -y util-linux"
 require_tool python3 "apt-get install -y python3"
+require_tool openssl "apt-get install -y openssl"
 require_binary bb
 
 prefix="bbmh$$"
@@ -56,11 +59,47 @@ done
 # --- Users, as on real worker hosts.
 ensure_farm_users
 
+# --- Credentials: a CA, certificates for the scheduler and each worker
+# host, a token for the client.
+tls=$work/tls
+install -d -m 0755 "$tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=multihost-ca \
+  -keyout "$tls/ca-key.pem" -out "$tls/ca.pem" 2>/dev/null
+# issue NAME SUBJECT_ALT_NAME: NAME.pem and NAME-key.pem, signed by the CA.
+issue() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
+    -keyout "$tls/$1-key.pem" -out "$tls/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$tls/$1.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca-key.pem" -CAcreateserial -days 1 \
+    -out "$tls/$1.pem" -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n' "$2") 2>/dev/null
+}
+issue scheduler "IP:${address[scheduler]}"
+for host in worker1 worker2; do
+  issue "$host" "DNS:$host"
+  chown bb-worker "$tls/$host-key.pem"
+done
+token=$(openssl rand -hex 32)
+printf '%s\n' "$token" >"$tls/client-token"
+chmod 600 "$tls/client-token"
+printf 'client = "%s"\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" >"$tls/tokens.toml"
+
 # --- The scheduler host.
 cat >"$work/scheduler.toml" <<EOF
 client_listen = ["${address[scheduler]}:8980"]
 worker_listen = ["${address[scheduler]}:8983"]
 http_listen = "${address[scheduler]}:7982"
+[tls]
+certificate = "$tls/scheduler.pem"
+private_key = "$tls/scheduler-key.pem"
+[authentication]
+client_ca = "$tls/ca.pem"
+tokens_file = "$tls/tokens.toml"
+listeners = { worker = ["certificate"] }
+[[authentication.policy]]
+identities = ["worker1", "worker2"]
+permissions = ["worker"]
+[[authentication.policy]]
+identities = ["client"]
+permissions = ["execute", "read", "write-cas"]
 [scheduler]
 default_action_timeout = "5m"
 maximum_action_timeout = "1h"
@@ -100,8 +139,9 @@ build_directory = "$dir/build"
 kill_user_processes = false
 EOF
   cat >"$dir/worker.toml" <<EOF
-scheduler = "grpc://${address[scheduler]}:8983"
-storage = "grpc://${address[scheduler]}:8980"
+scheduler = "grpcs://${address[scheduler]}:8983"
+storage = "grpcs://${address[scheduler]}:8980"
+tls = { ca = "$tls/ca.pem", certificate = "$tls/$host.pem", private_key = "$tls/$host-key.pem" }
 runner = "unix:$dir/run/runner.sock"
 build_directory = "$dir/build"
 cache_directory = "$dir/cache"
@@ -120,19 +160,29 @@ EOF
   pids+=($!)
 done
 
-endpoint="grpc://${address[scheduler]}:8980"
-status_page="http://${address[scheduler]}:7982"
+credentials=(--tls-ca "$tls/ca.pem" --token-file "$tls/client-token")
+endpoint="grpcs://${address[scheduler]}:8980"
+status_page="https://${address[scheduler]}:7982"
 workers_registered() {
-  in_host client "$BB_BIN_DIR/bb" status --status "$status_page" --json 2>/dev/null |
+  in_host client "$BB_BIN_DIR/bb" status --status "$status_page" "${credentials[@]}" --json 2>/dev/null |
     python3 -c 'import json,sys; print(len({w["labels"]["host"] for w in json.load(sys.stdin)["workers"]}))' 2>/dev/null || echo 0
 }
 for _ in $(seq 100); do [ "$(workers_registered)" = 2 ] && break; sleep 0.2; done
 [ "$(workers_registered)" = 2 ] || die "the two worker hosts did not register (over the veth links)"
 
+log "without the token, and in plaintext, the client is refused"
+if err=$(in_host client "$BB_BIN_DIR/bb" exec --endpoint "$endpoint" --tls-ca "$tls/ca.pem" -- true 2>&1); then
+  die "a client without a token got in"
+fi
+grep -q "not authenticated" <<<"$err" || die "no authentication error: $err"
+if in_host client "$BB_BIN_DIR/bb" exec --endpoint "grpc://${address[scheduler]}:8980" -- true >/dev/null 2>&1; then
+  die "plaintext got through to the TLS port"
+fi
+
 # --- A batch of actions: both hosts run some.
 log "running a batch of actions from the client"
 for i in $(seq 1 16); do
-  start_in client "$BB_BIN_DIR/bb" exec --endpoint "$endpoint" -v -- sh -c "sleep 0.3; echo batch-$i-$$" \
+  start_in client "$BB_BIN_DIR/bb" exec --endpoint "$endpoint" "${credentials[@]}" -v -- sh -c "sleep 0.3; echo batch-$i-$$" \
     >"$work/batch-$i.out" 2>"$work/batch-$i.err"
   pids+=($!)
   [ $((i % 4)) = 0 ] && wait "${pids[-1]}" "${pids[-2]}" "${pids[-3]}" "${pids[-4]}"
@@ -147,13 +197,13 @@ grep -q worker2 <<<"$ran_on" || die "worker2 ran none of the batch"
 
 # --- A long action; cut the link of the host running it.
 log "a long action, and the link of its worker host cut"
-start_in client "$BB_BIN_DIR/bb" exec --endpoint "$endpoint" -v -- sh -c "sleep 6; echo survived-$$" \
+start_in client "$BB_BIN_DIR/bb" exec --endpoint "$endpoint" "${credentials[@]}" -v -- sh -c "sleep 6; echo survived-$$" \
   >"$work/long.out" 2>"$work/long.err"
 client_pid=$!
 pids+=($client_pid)
 running_on=""
 for _ in $(seq 100); do
-  running_on=$(in_host client "$BB_BIN_DIR/bb" status --status "$status_page" --json |
+  running_on=$(in_host client "$BB_BIN_DIR/bb" status --status "$status_page" "${credentials[@]}" --json |
     python3 -c 'import json,sys; print(" ".join(w["labels"]["host"] for w in json.load(sys.stdin)["workers"] if w["operation"]))')
   [ -n "$running_on" ] && break
   sleep 0.1

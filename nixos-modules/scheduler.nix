@@ -5,6 +5,8 @@ let
   cfg = config.services.buildbarn.scheduler;
   toml = pkgs.formats.toml { };
   storageDefaults = import ./storage-defaults.nix { inherit lib; };
+  credentials = import ./credentials.nix { inherit lib; };
+  credentialPath = credentials.path "bb-scheduler";
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
@@ -31,9 +33,9 @@ in
     };
 
     httpPort = mkOption {
-      type = types.port;
+      type = types.nullOr types.port;
       default = 7982;
-      description = "Port of the status page and Prometheus /metrics.";
+      description = "Port of the status page and Prometheus /metrics; null serves neither.";
     };
 
     remoteStorage = mkOption {
@@ -51,7 +53,25 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the client, worker and HTTP ports in the firewall.";
+      description = "Open the client and worker ports in the firewall (the status page's only with openFirewallStatusPage).";
+    };
+
+    openFirewallStatusPage = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Open the status page's port too. Closed by default, so the status
+        page (and drain, undrain) is reached from the host itself, through
+        SSH or a proxy, while the client port is open to the network.
+      '';
+    };
+
+    credentials = credentials.options {
+      certificate = "The TLS certificate chain (PEM) of its listeners, the status page included.";
+      privateKey = "The TLS certificate's private key (PEM).";
+      clientCa = "The CA (PEM) client certificates must chain to (mutual TLS).";
+      tokensFile = "Static bearer tokens: a TOML file of name = \"<hex SHA-256 of the token>\".";
+      jwksFile = "The JWKS file whose keys verify JWT bearer tokens (settings.authentication.jwt.audience must be set too).";
     };
 
     settings = mkOption {
@@ -66,20 +86,35 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = [{
-      assertion = import ./authentication.nix { inherit lib; } cfg.settings;
-      message = ''
-        services.buildbarn.scheduler serves the client, worker and HTTP ports to the network without
-        authentication: anyone reaching them could use the farm. Set
-        services.buildbarn.scheduler.settings.authentication (client_ca,
-        tokens_file or jwt, and a policy), or, on a network nobody else is
-        on, settings.authentication.anonymous_on_network = true.
-      '';
-    }];
+    assertions = [
+      {
+        assertion = import ./authentication.nix { inherit lib; } cfg.settings;
+        message = ''
+          services.buildbarn.scheduler serves the client, worker and HTTP ports to the network without
+          authentication: anyone reaching them could use the farm. Set
+          services.buildbarn.scheduler.credentials (clientCa, tokensFile or
+          jwksFile) and a policy in settings.authentication, or, on a network
+          nobody else is on, settings.authentication.anonymous_on_network = true.
+        '';
+      }
+      {
+        assertion = (cfg.credentials.certificate == null) == (cfg.credentials.privateKey == null);
+        message = "services.buildbarn.scheduler.credentials: certificate and privateKey go together.";
+      }
+    ];
     services.buildbarn.scheduler.settings = {
+      tls = mkIf (cfg.credentials.certificate != null) {
+        certificate = credentialPath "certificate";
+        private_key = credentialPath "privateKey";
+      };
+      authentication = {
+        client_ca = mkIf (cfg.credentials.clientCa != null) (credentialPath "clientCa");
+        tokens_file = mkIf (cfg.credentials.tokensFile != null) (credentialPath "tokensFile");
+        jwt = mkIf (cfg.credentials.jwksFile != null) { jwks_file = credentialPath "jwksFile"; };
+      };
       client_listen = mkDefault [ "[::]:${toString cfg.clientPort}" ];
       worker_listen = mkDefault [ "[::]:${toString cfg.workerPort}" ];
-      http_listen = mkDefault "[::]:${toString cfg.httpPort}";
+      http_listen = mkIf (cfg.httpPort != null) (mkDefault "[::]:${toString cfg.httpPort}");
       log = {
         format = mkDefault "text";
         level = mkDefault "info";
@@ -115,6 +150,7 @@ in
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
       serviceConfig = {
+        LoadCredential = credentials.loadCredential cfg.credentials;
         ExecStart = "${cfg.package}/bin/bb-scheduler --config ${toml.generate "bb-scheduler.toml" cfg.settings}";
         User = "bb-scheduler";
         Group = "bb-scheduler";
@@ -153,6 +189,7 @@ in
       };
     };
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.clientPort cfg.workerPort cfg.httpPort ];
+    networking.firewall.allowedTCPPorts = lib.optionals cfg.openFirewall [ cfg.clientPort cfg.workerPort ]
+      ++ lib.optional (cfg.openFirewallStatusPage && cfg.httpPort != null) cfg.httpPort;
   };
 }

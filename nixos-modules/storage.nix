@@ -5,6 +5,8 @@ let
   cfg = config.services.buildbarn.storage;
   toml = pkgs.formats.toml { };
   storageDefaults = import ./storage-defaults.nix { inherit lib; };
+  credentials = import ./credentials.nix { inherit lib; };
+  credentialPath = credentials.path "bb-storage";
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
@@ -25,15 +27,29 @@ in
     };
 
     httpPort = mkOption {
-      type = types.port;
+      type = types.nullOr types.port;
       default = 7981;
-      description = "Port of Prometheus /metrics.";
+      description = "Port of Prometheus /metrics; null serves none.";
     };
 
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the gRPC and metrics ports in the firewall.";
+      description = "Open the gRPC port in the firewall (the metrics port only with openFirewallMetrics).";
+    };
+
+    openFirewallMetrics = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the metrics port too, for a Prometheus on another host.";
+    };
+
+    credentials = credentials.options {
+      certificate = "The TLS certificate chain (PEM) of its listeners, the status page included.";
+      privateKey = "The TLS certificate's private key (PEM).";
+      clientCa = "The CA (PEM) client certificates must chain to (mutual TLS).";
+      tokensFile = "Static bearer tokens: a TOML file of name = \"<hex SHA-256 of the token>\".";
+      jwksFile = "The JWKS file whose keys verify JWT bearer tokens (settings.authentication.jwt.audience must be set too).";
     };
 
     settings = mkOption {
@@ -48,19 +64,34 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = [{
-      assertion = import ./authentication.nix { inherit lib; } cfg.settings;
-      message = ''
-        services.buildbarn.storage serves the gRPC and HTTP ports to the network without
-        authentication: anyone reaching them could use the farm. Set
-        services.buildbarn.storage.settings.authentication (client_ca,
-        tokens_file or jwt, and a policy), or, on a network nobody else is
-        on, settings.authentication.anonymous_on_network = true.
-      '';
-    }];
+    assertions = [
+      {
+        assertion = import ./authentication.nix { inherit lib; } cfg.settings;
+        message = ''
+          services.buildbarn.storage serves the gRPC and HTTP ports to the network without
+          authentication: anyone reaching them could use the farm. Set
+          services.buildbarn.storage.credentials (clientCa, tokensFile or
+          jwksFile) and a policy in settings.authentication, or, on a network
+          nobody else is on, settings.authentication.anonymous_on_network = true.
+        '';
+      }
+      {
+        assertion = (cfg.credentials.certificate == null) == (cfg.credentials.privateKey == null);
+        message = "services.buildbarn.storage.credentials: certificate and privateKey go together.";
+      }
+    ];
     services.buildbarn.storage.settings = {
+      tls = mkIf (cfg.credentials.certificate != null) {
+        certificate = credentialPath "certificate";
+        private_key = credentialPath "privateKey";
+      };
+      authentication = {
+        client_ca = mkIf (cfg.credentials.clientCa != null) (credentialPath "clientCa");
+        tokens_file = mkIf (cfg.credentials.tokensFile != null) (credentialPath "tokensFile");
+        jwt = mkIf (cfg.credentials.jwksFile != null) { jwks_file = credentialPath "jwksFile"; };
+      };
       grpc_listen = mkDefault [ "[::]:${toString cfg.port}" ];
-      http_listen = mkDefault "[::]:${toString cfg.httpPort}";
+      http_listen = mkIf (cfg.httpPort != null) (mkDefault "[::]:${toString cfg.httpPort}");
       log = {
         format = mkDefault "text";
         level = mkDefault "info";
@@ -81,6 +112,7 @@ in
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
       serviceConfig = {
+        LoadCredential = credentials.loadCredential cfg.credentials;
         ExecStart = "${cfg.package}/bin/bb-storage --config ${toml.generate "bb-storage.toml" cfg.settings}";
         User = "bb-storage";
         Group = "bb-storage";
@@ -116,6 +148,7 @@ in
       };
     };
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port cfg.httpPort ];
+    networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.port
+      ++ lib.optional (cfg.openFirewallMetrics && cfg.httpPort != null) cfg.httpPort;
   };
 }

@@ -12,6 +12,8 @@ let
   runner = config.services.buildbarn.runner;
   toml = pkgs.formats.toml { };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+  credentials = import ./credentials.nix { inherit lib; };
+  credentialPath = credentials.path "bb-worker";
   # This host's instruction set as BuildStream names it (its ISA property).
   cpu = pkgs.stdenv.hostPlatform.parsed.cpu.name;
   isa = { x86_64 = "x86-64"; i686 = "x86-32"; aarch64 = "aarch64"; armv7l = "aarch32"; }.${cpu} or cpu;
@@ -66,6 +68,13 @@ in
       description = "Open the metrics port in the firewall (the worker only connects out otherwise).";
     };
 
+    credentials = credentials.options {
+      ca = "The CA (PEM) the scheduler's and storage's certificates must chain to, for grpcs:// endpoints.";
+      certificate = "The worker's client certificate (PEM), for mutual TLS.";
+      privateKey = "The client certificate's private key (PEM).";
+      token = "A file holding the bearer token the worker presents.";
+    };
+
     settings = mkOption {
       inherit (toml) type;
       default = { };
@@ -82,7 +91,31 @@ in
   config = mkIf cfg.enable {
     services.buildbarn.runner.enable = mkDefault true;
 
+    assertions = [
+      {
+        assertion = (cfg.credentials.certificate == null) == (cfg.credentials.privateKey == null);
+        message = "services.buildbarn.worker.credentials: certificate and privateKey go together.";
+      }
+      {
+        assertion = cfg.credentials.certificate == null || cfg.credentials.ca != null;
+        message = "services.buildbarn.worker.credentials: a client certificate is presented over TLS: set ca too.";
+      }
+      {
+        assertion = cfg.metricsPort == null || import ./authentication.nix { inherit lib; } cfg.settings;
+        message = ''
+          services.buildbarn.worker.metricsPort serves metrics to the network without authentication:
+          set settings.authentication, or settings.authentication.anonymous_on_network = true.
+        '';
+      }
+    ];
+
     services.buildbarn.worker.settings = {
+      tls = mkIf (cfg.credentials.ca != null) ({ ca = credentialPath "ca"; }
+        // lib.optionalAttrs (cfg.credentials.certificate != null) {
+        certificate = credentialPath "certificate";
+        private_key = credentialPath "privateKey";
+      });
+      token_file = mkIf (cfg.credentials.token != null) (credentialPath "token");
       scheduler = mkDefault cfg.schedulerEndpoint;
       storage = mkDefault cfg.storageEndpoint;
       runner = mkDefault "unix:${runner.socket}";
@@ -128,6 +161,7 @@ in
       after = [ "network-online.target" "bb-runner.service" ];
       wants = [ "network-online.target" ];
       serviceConfig = {
+        LoadCredential = credentials.loadCredential cfg.credentials;
         ExecStart = "${cfg.package}/bin/bb-worker --config ${toml.generate "bb-worker.toml" cfg.settings}";
         User = "bb-worker";
         Group = "bb-worker";

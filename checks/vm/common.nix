@@ -29,6 +29,7 @@ pkgs.testers.runNixOSTest {
         enable = true;
         package = packages.bb-scheduler;
         openFirewall = true;
+        openFirewallStatusPage = true;
         # The test network holds only the test's hosts.
         settings.authentication.anonymous_on_network = true;
         # Notice lost workers quickly.

@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 struct Flags {
     #[arg(long, default_value = "grpc://127.0.0.1:8980")]
     endpoint: String,
+    /// For a grpcs:// endpoint: the CA to trust.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// A file holding the bearer token to present.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
     /// Sequential actions for the latency figures.
     #[arg(long, default_value_t = 500)]
     actions: usize,
@@ -40,8 +46,14 @@ struct Client {
 }
 
 impl Client {
-    fn new(endpoint: &str) -> anyhow::Result<Self> {
-        let channel = bb_util::grpc::channel(endpoint)?;
+    fn new(flags: &Flags) -> anyhow::Result<Self> {
+        let tls = flags.tls_ca.clone().map(|ca| bb_util::tls::ClientTls {
+            ca,
+            certificate: None,
+            private_key: None,
+        });
+        let token = flags.token_file.as_deref().map(bb_util::grpc::BearerToken::from_file).transpose()?;
+        let channel = bb_util::grpc::channel_with(&flags.endpoint, tls.as_ref(), token.as_ref())?;
         Ok(Client {
             storage: StorageClient::new(channel.clone()),
             execution: reapi::execution_client::ExecutionClient::new(channel),
@@ -131,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     spawns.sort();
     let spawn = percentile(&spawns, 0.5);
 
-    let mut client = Client::new(&flags.endpoint)?;
+    let mut client = Client::new(&flags)?;
     for i in 0..20 {
         client.run(usize::MAX - i).await?; // warm up connections and caches
     }
@@ -153,9 +165,9 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..flags.clients {
-        let (next, endpoint, total) = (next.clone(), flags.endpoint.clone(), flags.throughput_actions);
+        let (next, total) = (next.clone(), flags.throughput_actions);
+        let mut client = Client::new(&flags)?;
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(&endpoint)?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {

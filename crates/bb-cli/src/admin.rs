@@ -2,17 +2,17 @@
 //! page API.
 
 use crate::http;
-use crate::remote::DEFAULT_ENDPOINT;
 use bb_scheduler::queue::QueueStatus;
 use clap::Args;
 
 /// Where the status page is.
 #[derive(Args)]
 pub struct StatusPage {
-    /// The scheduler's client endpoint; its status page is taken to be on
-    /// the same host, port 7982.
-    #[arg(long, default_value = DEFAULT_ENDPOINT, env = "BB_ENDPOINT")]
-    pub endpoint: String,
+    /// The scheduler's client endpoint (its status page is taken to be on
+    /// the same host, port 7982, over HTTPS for grpcs://) and the
+    /// credentials to present.
+    #[command(flatten)]
+    pub connection: crate::remote::Connection,
     /// The status page itself, when it is elsewhere (e.g. http://host:7982).
     #[arg(long, alias = "status", env = "BB_STATUS_URL")]
     pub status_url: Option<String>,
@@ -20,7 +20,7 @@ pub struct StatusPage {
 
 impl StatusPage {
     fn url(&self) -> String {
-        self.status_url.clone().unwrap_or_else(|| http::status_url_of(&self.endpoint))
+        self.status_url.clone().unwrap_or_else(|| http::status_url_of(&self.connection.endpoint))
     }
 }
 
@@ -41,15 +41,16 @@ pub struct WorkerArgs {
     pub page: StatusPage,
 }
 
-async fn fetch(base: &str) -> anyhow::Result<(QueueStatus, String)> {
-    let body = http::request(base, "GET", "/api/status").await?;
+async fn fetch(page: &StatusPage) -> anyhow::Result<(QueueStatus, String)> {
+    let base = page.url();
+    let body = http::request(&base, "GET", "/api/status", &page.connection).await?;
     let status = serde_json::from_str(&body)
         .map_err(|e| anyhow::anyhow!("{base}/api/status: unexpected answer: {e}"))?;
     Ok((status, body))
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (status, body) = fetch(&args.page.url()).await?;
+    let (status, body) = fetch(&args.page).await?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -86,7 +87,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 pub async fn set_drained(args: WorkerArgs, drained: bool) -> anyhow::Result<()> {
     let base = args.page.url();
-    let (status, _) = fetch(&base).await?;
+    let (status, _) = fetch(&args.page).await?;
     let matching: Vec<&str> = status
         .workers
         .iter()
@@ -99,7 +100,8 @@ pub async fn set_drained(args: WorkerArgs, drained: bool) -> anyhow::Result<()> 
     }
     let action = if drained { "drain" } else { "undrain" };
     for id in matching {
-        http::request(&base, "POST", &format!("/api/{action}?{}", http::query(&[("worker", id)]))).await?;
+        let path = format!("/api/{action}?{}", http::query(&[("worker", id)]));
+        http::request(&base, "POST", &path, &args.page.connection).await?;
         println!("{id}: {}", if drained { "drained" } else { "taking work" });
     }
     Ok(())

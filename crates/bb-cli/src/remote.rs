@@ -34,17 +34,25 @@ pub struct Connection {
 impl Connection {
     /// A channel to the endpoint with these credentials.
     pub fn channel(&self) -> anyhow::Result<Channel> {
-        let tls = self.tls_ca.as_ref().map(|ca| bb_util::tls::ClientTls {
+        bb_util::grpc::channel_with(&self.endpoint, self.tls().as_ref(), self.token()?.as_ref())
+    }
+
+    /// The TLS settings, when a CA is given.
+    pub fn tls(&self) -> Option<bb_util::tls::ClientTls> {
+        self.tls_ca.as_ref().map(|ca| bb_util::tls::ClientTls {
             ca: ca.clone(),
             certificate: self.tls_client_cert.clone(),
             private_key: self.tls_client_key.clone(),
-        });
-        let token = match (&self.token_file, &self.token) {
+        })
+    }
+
+    /// The bearer token, from --token-file or --token.
+    pub fn token(&self) -> anyhow::Result<Option<BearerToken>> {
+        Ok(match (&self.token_file, &self.token) {
             (Some(file), _) => Some(BearerToken::from_file(file)?),
             (None, Some(token)) => Some(BearerToken::new(token)?),
             (None, None) => None,
-        };
-        bb_util::grpc::channel_with(&self.endpoint, tls.as_ref(), token.as_ref())
+        })
     }
 }
 

@@ -246,6 +246,7 @@ async fn memory(actions: usize) -> anyhow::Result<()> {
                 invocation: format!("invocation-{}", i % 16),
                 skip_cache_lookup: false,
                 auxiliary_metadata: vec![],
+                submitter: "bench".to_string(),
             }
         })
         .collect();

@@ -191,3 +191,22 @@ async fn the_status_page_needs_read_to_view_and_admin_to_drain() {
     let metrics = http_with(farm.http, "GET", "/metrics", &bearer("worker1-secret"), "").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "workers may read: {metrics}");
 }
+
+#[tokio::test]
+async fn operations_show_who_submitted_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = credentials(dir.path());
+    let mut farm = start(dir.path()).await;
+    farm.client = channel(&farm, Some("writer-secret"));
+    let action = farm.action(&["true"], &[("OSFamily", "linux")], false).await;
+    let alice = jwt(&key, "alice", "farm", 3600);
+    let mut request = farm.execute_request(&action);
+    request.instance_name = "a".into();
+    let mut stream =
+        ExecutionClient::new(channel(&farm, Some(&alice))).execute(request).await.unwrap().into_inner();
+    stream.message().await.unwrap().expect("the operation");
+    let bearer = "Authorization: Bearer reader-secret\r\n";
+    let status = http_with(farm.http, "GET", "/api/status", bearer, "").await;
+    assert!(status.contains("\"submitter\":\"alice\""), "{status}");
+    assert!(!status.contains(&alice), "the JWT itself is never shown");
+}

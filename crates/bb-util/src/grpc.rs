@@ -254,6 +254,11 @@ impl BearerToken {
         Ok(BearerToken(value))
     }
 
+    /// The `authorization` header value (marked sensitive).
+    pub fn header_value(&self) -> http::HeaderValue {
+        self.0.clone()
+    }
+
     /// The token in the file at `path` (surrounding whitespace ignored).
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)

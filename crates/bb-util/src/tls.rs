@@ -55,6 +55,8 @@ pub enum TlsError {
     Empty { path: PathBuf, what: &'static str },
     #[error("{path}: {error}")]
     Pem { path: PathBuf, error: rustls::pki_types::pem::Error },
+    #[error("{path}: {error}")]
+    Certificate { path: PathBuf, error: rustls::Error },
     #[error("{path}: a client certificate needs both certificate and private_key")]
     Unpaired { path: PathBuf },
     #[error("{certificate} and {key}: {error}")]
@@ -233,6 +235,29 @@ impl tokio::io::AsyncWrite for Accepted {
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(context)
+    }
+}
+
+impl ClientTls {
+    /// A rustls client configuration trusting the CA given and presenting
+    /// the client certificate if one is set (for HTTPS clients).
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in certificates(&self.ca)? {
+            roots.add(certificate).map_err(|error| TlsError::Certificate { path: self.ca.clone(), error })?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the provider supports the default TLS versions")
+            .with_root_certificates(roots);
+        match (&self.certificate, &self.private_key) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(certificate), Some(key)) => builder
+                .with_client_auth_cert(certificates(certificate)?, private_key(key)?)
+                .map_err(|error| TlsError::Key { certificate: certificate.clone(), key: key.clone(), error }),
+            (Some(path), None) | (None, Some(path)) => Err(TlsError::Unpaired { path: path.clone() }),
+        }
     }
 }
 

@@ -132,10 +132,13 @@ impl Slot {
                     continue;
                 }
                 Err(status) => {
-                    tracing::warn!(
-                        "cannot reach the scheduler: {}; retrying in {backoff:?}",
-                        status.message()
-                    );
+                    let what = match status.code() {
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                            "the scheduler refuses this worker (check its certificate or token)"
+                        }
+                        _ => "cannot reach the scheduler",
+                    };
+                    tracing::warn!("{what}: {}; retrying in {backoff:?}", status.message());
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.stopping.cancelled() => return,

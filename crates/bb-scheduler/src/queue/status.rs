@@ -51,6 +51,8 @@ pub struct OperationSummary {
     pub attempts: u32,
     pub priority: i32,
     pub invocation: String,
+    /// The identity that submitted it.
+    pub submitter: String,
     pub watchers: usize,
     pub exit_code: Option<i32>,
     /// The error, if the operation ended with one.
@@ -92,6 +94,7 @@ fn summary(task: &Task) -> OperationSummary {
         name: task.name.clone(),
         instance_name: task.request.instance_name.clone(),
         action_digest: task.request.action_digest.to_string(),
+        submitter: task.request.submitter.clone(),
         stage: stage_name(task),
         worker: task.worker().map(str::to_string),
         queued_at: rfc3339(task.queued_at),

@@ -54,6 +54,9 @@ pub struct NewTask {
     pub skip_cache_lookup: bool,
     /// Handed to the worker for ExecutedActionMetadata.auxiliary_metadata.
     pub auxiliary_metadata: Vec<prost_types::Any>,
+    /// Who submitted it: the identity's name ("anonymous" without
+    /// authentication), never a credential.
+    pub submitter: String,
 }
 
 /// What clients are told of a task as it changes: small, cheap to send.

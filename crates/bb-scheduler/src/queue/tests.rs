@@ -42,6 +42,7 @@ fn task(seed: &str, platform: Platform, priority: i32, invocation: &str) -> NewT
         platform,
         priority,
         invocation: invocation.to_string(),
+        submitter: "test".to_string(),
         skip_cache_lookup: false,
         auxiliary_metadata: vec![],
     }

@@ -129,6 +129,7 @@ impl Execution for ExecutionService {
             invocation: metadata.map(|m| m.tool_invocation_id).unwrap_or_default(),
             skip_cache_lookup: request.skip_cache_lookup,
             auxiliary_metadata,
+            submitter: principal.name().to_string(),
         };
 
         if !request.skip_cache_lookup {

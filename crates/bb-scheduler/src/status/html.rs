@@ -143,6 +143,7 @@ pub fn operation(detail: &OperationDetail) -> String {
         ("attempts", s.attempts.to_string()),
         ("priority", s.priority.to_string()),
         ("invocation", s.invocation.clone()),
+        ("submitted by", s.submitter.clone()),
         ("clients watching", s.watchers.to_string()),
         ("timeout", detail.timeout_seconds.map(|t| format!("{t}s")).unwrap_or_default()),
         ("do not cache", detail.do_not_cache.to_string()),
