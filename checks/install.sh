@@ -12,7 +12,7 @@ set -euo pipefail
 # venv holds BuildStream; busybox-static is the BuildStream project's
 # sysroot and bubblewrap its local sandbox; nix-bin parses the .nix files
 # and evaluates flake.lock and the modules.
-packages=(bazel-bootstrap iproute2 util-linux passwd procps python3 python3-venv busybox-static bubblewrap nix-bin)
+packages=(bazel-bootstrap iproute2 util-linux passwd procps python3 python3-venv busybox-static bubblewrap nix-bin openssl curl)
 buildstream=$BB_TOOLS/buildstream-2.8.1
 
 missing=()

@@ -70,6 +70,18 @@ bazel_in() {
 # The "INFO: N processes: ..." summary line of a Bazel log.
 process_summary() { grep -E '^INFO: [0-9]+ processes' "$1" | tail -n 1; }
 
+# every_action_remote LOG: the summary of a Bazel log, after checking that
+# every action that was not internal ran remotely (and some did).
+every_action_remote() {
+  local summary remote internal total
+  summary=$(process_summary "$1")
+  remote=$(count_of remote "$summary")
+  internal=$(count_of internal "$summary")
+  total=$(printf '%s\n' "$summary" | grep -oE '^INFO: [0-9]+' | grep -oE '[0-9]+')
+  [ "$remote" -gt 0 ] && [ $((remote + internal)) -eq "$total" ] || die "not every action ran remotely: $summary"
+  printf '%s\n' "$summary"
+}
+
 # count_of KIND SUMMARY: how many processes of KIND ("remote cache hit",
 # "internal", "local", "remote", "linux-sandbox") the summary names.
 count_of() {

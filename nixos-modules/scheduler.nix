@@ -5,8 +5,7 @@ let
   cfg = config.services.buildbarn.scheduler;
   toml = pkgs.formats.toml { };
   storageDefaults = import ./storage-defaults.nix { inherit lib; };
-  credentials = import ./credentials.nix { inherit lib; };
-  credentialPath = credentials.path "bb-scheduler";
+  credentials = import ./server-credentials.nix { inherit lib; };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
@@ -66,13 +65,7 @@ in
       '';
     };
 
-    credentials = credentials.options {
-      certificate = "The TLS certificate chain (PEM) of its listeners, the status page included.";
-      privateKey = "The TLS certificate's private key (PEM).";
-      clientCa = "The CA (PEM) client certificates must chain to (mutual TLS).";
-      tokensFile = "Static bearer tokens: a TOML file of name = \"<hex SHA-256 of the token>\".";
-      jwksFile = "The JWKS file whose keys verify JWT bearer tokens (settings.authentication.jwt.audience must be set too).";
-    };
+    credentials = credentials.options;
 
     settings = mkOption {
       inherit (toml) type;
@@ -86,32 +79,8 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = import ./authentication.nix { inherit lib; } cfg.settings;
-        message = ''
-          services.buildbarn.scheduler serves the client, worker and HTTP ports to the network without
-          authentication: anyone reaching them could use the farm. Set
-          services.buildbarn.scheduler.credentials (clientCa, tokensFile or
-          jwksFile) and a policy in settings.authentication, or, on a network
-          nobody else is on, settings.authentication.anonymous_on_network = true.
-        '';
-      }
-      {
-        assertion = (cfg.credentials.certificate == null) == (cfg.credentials.privateKey == null);
-        message = "services.buildbarn.scheduler.credentials: certificate and privateKey go together.";
-      }
-    ];
-    services.buildbarn.scheduler.settings = {
-      tls = mkIf (cfg.credentials.certificate != null) {
-        certificate = credentialPath "certificate";
-        private_key = credentialPath "privateKey";
-      };
-      authentication = {
-        client_ca = mkIf (cfg.credentials.clientCa != null) (credentialPath "clientCa");
-        tokens_file = mkIf (cfg.credentials.tokensFile != null) (credentialPath "tokensFile");
-        jwt = mkIf (cfg.credentials.jwksFile != null) { jwks_file = credentialPath "jwksFile"; };
-      };
+    assertions = credentials.assertions "scheduler" cfg;
+    services.buildbarn.scheduler.settings = credentials.settings "bb-scheduler" cfg.credentials // {
       client_listen = mkDefault [ "[::]:${toString cfg.clientPort}" ];
       worker_listen = mkDefault [ "[::]:${toString cfg.workerPort}" ];
       http_listen = mkIf (cfg.httpPort != null) (mkDefault "[::]:${toString cfg.httpPort}");

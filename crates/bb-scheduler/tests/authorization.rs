@@ -91,15 +91,20 @@ async fn find_missing(channel: Channel, instance: &str) -> Result<(), (Code, Str
     result.map(|_| ()).map_err(|status| (status.code(), status.message().to_string()))
 }
 
+/// That `result` is an error with `code` whose message says `needle`.
+fn expect(result: Result<(), (Code, String)>, code: Code, needle: &str) {
+    match result {
+        Err((got, message)) if got == code => assert!(message.contains(needle), "{message}"),
+        other => panic!("expected {code:?} ({needle}), got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn callers_without_valid_credentials_are_unauthenticated() {
     let dir = tempfile::tempdir().unwrap();
     let key = credentials(dir.path());
     let farm = start(dir.path()).await;
-    let refused = |result: Result<(), (Code, String)>, needle: &str| match result {
-        Err((Code::Unauthenticated, message)) => assert!(message.contains(needle), "{message}"),
-        other => panic!("expected UNAUTHENTICATED ({needle}), got {other:?}"),
-    };
+    let refused = |result, needle| expect(result, Code::Unauthenticated, needle);
     refused(find_missing(channel(&farm, None), "").await, "present credentials");
     refused(find_missing(channel(&farm, Some("guess")), "").await, "not known");
     let expired = jwt(&key, "alice", "farm", -60);
@@ -116,10 +121,7 @@ async fn permissions_are_enforced_per_identity_and_instance() {
     let dir = tempfile::tempdir().unwrap();
     let key = credentials(dir.path());
     let farm = start(dir.path()).await;
-    let denied = |result: Result<(), (Code, String)>, needle: &str| match result {
-        Err((Code::PermissionDenied, message)) => assert!(message.contains(needle), "{message}"),
-        other => panic!("expected PERMISSION_DENIED ({needle}), got {other:?}"),
-    };
+    let denied = |result, needle| expect(result, Code::PermissionDenied, needle);
 
     // An identity limited to instance a/ cannot touch b.
     let alice = jwt(&key, "alice", "farm", 3600);

@@ -26,6 +26,10 @@ pub struct Config {
     /// scheduler and the storage (instead of, or besides, a certificate).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// TLS on the metrics listener (`http_listen`): a certificate and key,
+    /// PEM files read again when they change. Unset: plain HTTP.
+    #[serde(default)]
+    pub http_tls: Option<bb_util::tls::ServerTls>,
     /// Who may read the metrics (`http_listen`), as in the scheduler's
     /// `[authentication]`; the listener's name is `http`.
     #[serde(default)]

@@ -126,11 +126,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(address) = config.http_listen {
         let authentication = bb_util::auth::Authentication::new(&config.authentication, &["http"])?;
         let guard = bb_util::grpc::Guard::new(
-            None,
+            config.http_tls.as_ref(),
             authentication.listener("http", &[bb_util::grpc::ListenAddress::Tcp(address)])?,
         )?;
         let listener = tokio::net::TcpListener::bind(address).await?;
-        tracing::info!("metrics on http://{address}/metrics");
+        let scheme = if config.http_tls.is_some() { "https" } else { "http" };
+        tracing::info!("metrics on {scheme}://{address}/metrics");
         let router = bb_util::metrics::router();
         tokio::spawn(bb_util::http::serve(router, listener, guard, draining.clone()));
     }

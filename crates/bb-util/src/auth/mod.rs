@@ -244,9 +244,12 @@ impl Authenticator {
         if self.methods.is_empty() {
             return Ok(Principal::anonymous());
         }
+        let takes_bearer = self.methods.iter().any(|method| *method != Method::Certificate);
         let name = match (authorization, certificate) {
-            (Some(header), _) => self.bearer(header)?,
-            (None, Some(verdict)) if self.methods.contains(&Method::Certificate) => {
+            (Some(header), _) if takes_bearer => self.bearer(header)?,
+            // A client with a token and a certificate, on a listener that
+            // takes certificates only, is known by the certificate.
+            (_, Some(verdict)) if self.methods.contains(&Method::Certificate) => {
                 verdict.clone().map_err(unauthenticated)?
             }
             _ => return Err(unauthenticated(format!("present credentials ({})", self.accepted()))),
@@ -443,5 +446,28 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         let status = client.authenticate(None, &Some(Ok("someone".into()))).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "certificates are not a method here");
+    }
+
+    #[test]
+    fn a_certificate_only_listener_ignores_tokens_beside_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        let (ca_file, tokens) = (dir.path().join("ca.pem"), dir.path().join("tokens.toml"));
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(&tokens, format!("ci = \"{}\"\n", tokens::hash("t0ken"))).unwrap();
+        let mut config = AuthenticationConfig {
+            tokens_file: Some(tokens),
+            client_ca: Some(ca_file),
+            ..Default::default()
+        };
+        config.listeners.insert("worker".into(), vec![Method::Certificate]);
+        let authentication = Authentication::new(&config, &["worker"]).unwrap();
+        let worker = authentication.listener("worker", &[]).unwrap();
+        let both = worker.authenticate(Some("Bearer t0ken"), &Some(Ok("w1".into()))).unwrap();
+        assert_eq!(both.name(), "w1");
+        let status = worker.authenticate(Some("Bearer t0ken"), &None).unwrap_err();
+        assert!(status.message().contains("a client certificate"), "{status:?}");
     }
 }
