@@ -27,6 +27,8 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct SchedulerServer {
     pub queue: Arc<BuildQueue>,
     storage: StorageAccess,
+    /// The CAS, Action Cache and ByteStream on the client port.
+    storage_routes: Routes,
     instances: Instances,
     client: Vec<Listener>,
     worker: Vec<Listener>,
@@ -60,16 +62,26 @@ impl SchedulerServer {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         bb_util::metrics::register(crate::metrics::FAMILIES);
-        let storage = match (&config.storage, &config.remote_storage) {
+        let (storage, storage_routes) = match (&config.storage, &config.remote_storage) {
             (Some(storage), _) => {
                 bb_util::metrics::register(bb_storage::metrics::FAMILIES);
-                StorageAccess::Embedded(bb_storage::Storage::open(storage)?)
+                let storage = bb_storage::Storage::open(storage)?;
+                let routes = storage.routes();
+                (StorageAccess::Embedded(storage), routes)
             }
             (None, Some(remote)) => {
                 let token = remote.token_file.as_deref().map(BearerToken::from_file).transpose()?;
                 let channel =
                     bb_util::grpc::channel_with(&remote.endpoint, remote.tls.as_ref(), token.as_ref())?;
-                StorageAccess::Remote(channel)
+                // Calls passed on carry their caller's credentials and none
+                // of the scheduler's: neither its token nor its certificate.
+                let anonymous_tls = remote.tls.clone().map(|tls| bb_util::tls::ClientTls {
+                    certificate: None,
+                    private_key: None,
+                    ..tls
+                });
+                let forward = bb_util::grpc::channel_with(&remote.endpoint, anonymous_tls.as_ref(), None)?;
+                (StorageAccess::Remote(channel), crate::service::forward::storage_routes(&forward))
             }
             (None, None) => unreachable!("validate() requires one of them"),
         };
@@ -85,6 +97,7 @@ impl SchedulerServer {
         Ok(SchedulerServer {
             queue: BuildQueue::new(config.scheduler.clone()),
             storage,
+            storage_routes,
             instances: Instances::new(&config.scheduler.instance_names),
             client: bb_util::grpc::bind_all(&config.client_listen).await?,
             worker: bb_util::grpc::bind_all(&config.worker_listen).await?,
@@ -112,11 +125,8 @@ impl SchedulerServer {
 
         let execution = ExecutionService::new(queue.clone(), self.storage.clone(), self.instances.clone());
         let capabilities = SchedulerCapabilities::new(self.storage.clone(), self.instances.clone());
-        let mut client_routes = match &self.storage {
-            StorageAccess::Embedded(storage) => storage.routes(),
-            StorageAccess::Remote(channel) => crate::service::forward::storage_routes(channel),
-        };
-        client_routes = client_routes
+        let client_routes = self
+            .storage_routes
             .add_service(ExecutionServer::new(execution))
             .add_service(CapabilitiesServer::new(capabilities))
             .add_service(OperationsServer::new(OperationsService::new(queue.clone())));

@@ -133,3 +133,69 @@ async fn one_endpoint_serves_storage_too() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     shutdown.cancel();
 }
+
+/// With authentication on both, storage calls through the scheduler are
+/// judged by bb-storage with the caller's token, never as the scheduler: a
+/// caller limited to instance `a` gets PERMISSION_DENIED on `b` even though
+/// the scheduler itself may read everything.
+#[tokio::test]
+async fn forwarded_calls_are_judged_as_their_caller() {
+    use bb_util::auth::policy::Rule;
+    use bb_util::auth::{AuthenticationConfig, Permission};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let hash = bb_util::auth::tokens::hash;
+    std::fs::write(
+        &tokens,
+        format!("ci = \"{}\"\nscheduler = \"{}\"\n", hash("ci-secret"), hash("sched-secret")),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("scheduler-token"), "sched-secret\n").unwrap();
+    let rule = |identity: &str, prefix: &str, permissions: &[Permission]| Rule {
+        identities: vec![identity.into()],
+        instance_prefix: prefix.into(),
+        permissions: permissions.to_vec(),
+    };
+    let authentication = AuthenticationConfig {
+        tokens_file: Some(tokens),
+        policy: vec![
+            rule("ci", "a", &[Permission::Read, Permission::Execute]),
+            rule("scheduler", "", &[Permission::Read]),
+        ],
+        ..Default::default()
+    };
+    let mut storage_config: bb_storage::Config = bb_util::config::parse(
+        "grpc_listen = [\"127.0.0.1:0\"]\n[storage.cas]\nbackend = \"memory\"\nmax_size = \"16MiB\"\n\
+         [storage.action_cache]\n[storage.action_cache.store]\nbackend = \"memory\"\nmax_size = \"1MiB\"\n",
+        "storage",
+    )
+    .unwrap();
+    storage_config.authentication = authentication.clone();
+    let shutdown = CancellationToken::new();
+    let storage = StorageServer::bind(&storage_config).await.unwrap();
+    let storage_address = storage.grpc_addresses()[0].to_string();
+    tokio::spawn(storage.run(shutdown.clone()));
+    let mut config = common::config("");
+    config.storage = None;
+    config.authentication = authentication;
+    config.remote_storage = Some(bb_scheduler::config::RemoteStorageConfig {
+        endpoint: storage_address,
+        tls: None,
+        token_file: Some(dir.path().join("scheduler-token")),
+    });
+    let farm = common::TestFarm::start(config).await;
+
+    let token = bb_util::grpc::BearerToken::new("ci-secret").unwrap();
+    let ci = bb_util::grpc::channel_with(&farm.client_address, None, Some(&token)).unwrap();
+    let find = |instance: &str| reapi::FindMissingBlobsRequest {
+        instance_name: instance.into(),
+        blob_digests: vec![bb_util::Digest::of(bb_util::DigestFunction::Sha256, b"x").to_proto()],
+        ..Default::default()
+    };
+    let mut cas = reapi::content_addressable_storage_client::ContentAddressableStorageClient::new(ci);
+    cas.find_missing_blobs(find("a")).await.expect("ci may read instance a");
+    let status = cas.find_missing_blobs(find("b")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("ci lacks"), "judged as the caller: {status:?}");
+    shutdown.cancel();
+}

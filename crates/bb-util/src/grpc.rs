@@ -275,14 +275,6 @@ pub struct Channel {
     token: Option<BearerToken>,
 }
 
-impl Channel {
-    /// The same connection, without this client's own token: for passing
-    /// on calls that carry their caller's.
-    pub fn without_token(&self) -> Channel {
-        Channel { inner: self.inner.clone(), token: None }
-    }
-}
-
 impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     type Response = http::Response<tonic::body::Body>;
     type Error = tonic::transport::Error;

@@ -6,9 +6,10 @@
 //!
 //! Since calls are not decoded, their instance names are not known here:
 //! with authentication on, bb-storage authorizes each call itself, with
-//! the caller's own bearer token passed on (the scheduler's token is not
-//! added). A caller known only by its client certificate cannot be
-//! vouched for this way and is refused.
+//! the caller's own bearer token passed on over a channel that presents
+//! none of the scheduler's credentials (no token, no client certificate).
+//! A caller known only by its client certificate cannot be vouched for
+//! this way and is refused.
 
 use bb_util::grpc::Channel;
 use std::convert::Infallible;
@@ -25,8 +26,9 @@ pub struct Forward<N> {
 }
 
 impl<N> Forward<N> {
+    /// Forwards over `channel`, which must present no credentials of its own.
     pub fn new(channel: &Channel) -> Self {
-        Forward { channel: channel.without_token(), name: std::marker::PhantomData }
+        Forward { channel: channel.clone(), name: std::marker::PhantomData }
     }
 }
 
@@ -95,7 +97,8 @@ forwarded! {
     ByteStream = "google.bytestream.ByteStream",
 }
 
-/// Routes for the three storage services, forwarded to `channel`.
+/// Routes for the three storage services, forwarded to `channel` (one
+/// without the scheduler's credentials).
 pub fn storage_routes(channel: &Channel) -> tonic::service::Routes {
     tonic::service::Routes::default()
         .add_service(Forward::<Cas>::new(channel))
