@@ -49,6 +49,11 @@ pub struct StorageConfig {
     /// Largest total of blob data per batch call, advertised to clients.
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: ByteSize,
+    /// Largest blob accepted, announced as `max_cas_blob_size_bytes`: an
+    /// upload over it gets INVALID_ARGUMENT naming the limit before any of
+    /// it is stored. 0 (the default): no limit but the CAS's own size.
+    #[serde(default)]
+    pub max_blob_size: ByteSize,
     pub cas: StoreConfig,
     pub action_cache: ActionCacheConfig,
 }

@@ -12,11 +12,30 @@ use tonic::Status;
 #[derive(Clone)]
 pub struct ContentStore {
     store: Arc<dyn BlobStore>,
+    /// Largest blob accepted; 0: no limit.
+    max_blob_size: u64,
 }
 
 impl ContentStore {
     pub fn new(store: Arc<dyn BlobStore>) -> Self {
-        ContentStore { store }
+        ContentStore { store, max_blob_size: 0 }
+    }
+
+    /// Refuses blobs over `limit` bytes (0: no limit).
+    pub fn with_max_blob_size(self, limit: u64) -> Self {
+        ContentStore { max_blob_size: limit, ..self }
+    }
+
+    /// INVALID_ARGUMENT naming the limit when `digest` is over it.
+    fn admit(&self, digest: &Digest) -> Result<(), Status> {
+        if self.max_blob_size == 0 || digest.size() <= self.max_blob_size {
+            return Ok(());
+        }
+        Err(Status::invalid_argument(format!(
+            "blob {digest}: {} bytes is over this server's max_cas_blob_size_bytes of {}",
+            digest.size(),
+            self.max_blob_size
+        )))
     }
 
     pub async fn get(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
@@ -36,6 +55,7 @@ impl ContentStore {
 
     /// Stores `data` once it is proven to be the blob `digest` names.
     pub async fn put(&self, digest: &Digest, data: Bytes) -> Result<(), Status> {
+        self.admit(digest)?;
         if data.len() as u64 != digest.size() {
             return Err(Status::invalid_argument(format!(
                 "blob {digest}: {} bytes of data for a declared size of {}",
@@ -62,6 +82,7 @@ impl ContentStore {
 
     /// Starts a streamed, verified write of `digest`.
     pub async fn begin_upload(&self, digest: &Digest) -> Result<Upload, Status> {
+        self.admit(digest)?;
         let writer = if digest.is_empty() { None } else { Some(self.store.begin_write(digest).await?) };
         Ok(Upload { digest: *digest, hasher: digest.function().hasher(), writer, received: 0 })
     }

@@ -44,7 +44,8 @@ fn open_store(config: &StoreConfig, checked: bool) -> anyhow::Result<Arc<dyn Blo
 impl Storage {
     pub fn open(config: &StorageConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let content = ContentStore::new(open_store(&config.cas, true)?);
+        let content = ContentStore::new(open_store(&config.cas, true)?)
+            .with_max_blob_size(config.max_blob_size.bytes());
         let ac_store = open_store(&config.action_cache.store, false)?;
         let action_cache =
             ActionCache::new(ac_store, content.clone(), config.action_cache.completeness_check);
@@ -61,7 +62,10 @@ impl Storage {
     }
 
     pub fn cache_capabilities(&self) -> reapi::CacheCapabilities {
-        cache_capabilities(self.config.max_batch_size.bytes(), self.config.action_cache.allow_updates)
+        let mut capabilities =
+            cache_capabilities(self.config.max_batch_size.bytes(), self.config.action_cache.allow_updates);
+        capabilities.max_cas_blob_size_bytes = self.config.max_blob_size.bytes() as i64;
+        capabilities
     }
 
     /// CAS, Action Cache and ByteStream, without Capabilities (whose

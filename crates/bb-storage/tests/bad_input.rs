@@ -238,3 +238,35 @@ async fn garbage_resource_names_and_requests() {
     // The server is still fine.
     server.upload(b"still alive").await;
 }
+
+#[tokio::test]
+async fn blobs_over_the_announced_limit_are_refused_before_storing() {
+    let mut config = common::config(None);
+    config.storage.max_blob_size = bb_util::config::ByteSize(1024);
+    let server = TestServer::start(config).await;
+    let caps =
+        server.capabilities().get_capabilities(reapi::GetCapabilitiesRequest::default()).await.unwrap();
+    assert_eq!(caps.into_inner().cache_capabilities.unwrap().max_cas_blob_size_bytes, 1024);
+
+    let big = vec![7u8; 2048];
+    let d = sha256(&big);
+    let request = reapi::BatchUpdateBlobsRequest {
+        requests: vec![reapi::batch_update_blobs_request::Request {
+            digest: Some(d.to_proto()),
+            data: bytes::Bytes::from(big.clone()),
+            compressor: 0,
+        }],
+        ..Default::default()
+    };
+    let response = server.cas().batch_update_blobs(request).await.unwrap().into_inner();
+    let status = response.responses[0].status.clone().unwrap();
+    assert_eq!(status.code, Code::InvalidArgument as i32);
+    assert!(status.message.contains("max_cas_blob_size_bytes of 1024"), "{}", status.message);
+
+    let name = WriteResource::format("", "u", &d, Compressor::Identity);
+    let err = server.write(&name, &big, 512).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("max_cas_blob_size_bytes of 1024"), "{}", err.message());
+    assert_eq!(server.missing(&[d]).await.len(), 1, "nothing of it was stored");
+    server.upload(&[1u8; 1024]).await;
+}
