@@ -5,15 +5,15 @@ use bb_util::config::ByteSize;
 use std::path::Path;
 use toml::{Table, Value};
 
-fn table(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+pub(crate) fn table(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
     Value::Table(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
-fn text(value: impl ToString) -> Value {
+pub(crate) fn text(value: impl ToString) -> Value {
     Value::String(value.to_string())
 }
 
-fn path(value: &Path) -> Value {
+pub(crate) fn path(value: &Path) -> Value {
     text(value.display())
 }
 

@@ -5,6 +5,7 @@
 //! flags printed the first time stay valid; deleting the directory makes
 //! new ones.
 
+use crate::farm_config::{path, table, text};
 use nix::unistd::User;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use std::io::Read;
@@ -160,10 +161,6 @@ pub fn server_names(hostname: &str, listen: std::net::IpAddr) -> Vec<String> {
     names
 }
 
-fn text(value: impl ToString) -> toml::Value {
-    toml::Value::String(value.to_string())
-}
-
 fn list(values: &[&str]) -> toml::Value {
     toml::Value::Array(values.iter().map(text).collect())
 }
@@ -173,48 +170,42 @@ fn list(values: &[&str]) -> toml::Value {
 /// worker API takes nothing else) or else their token.
 pub fn secure_scheduler(config: &mut toml::Table, credentials: &FarmCredentials, tls: bool) {
     let rule = |identity: &str, permissions: &[&str]| {
-        toml::Value::Table(toml::Table::from_iter([
-            ("identities".to_string(), list(&[identity])),
-            ("permissions".to_string(), list(permissions)),
-        ]))
+        table([("identities", list(&[identity])), ("permissions", list(permissions))])
     };
     let client = ["execute", "read", "write-cas", "write-action-cache", "admin"];
     let worker_method = if tls { "certificate" } else { "token" };
-    let mut authentication = toml::Table::from_iter([
-        ("tokens_file".to_string(), text(credentials.tokens_file.display())),
+    let mut authentication = vec![
+        ("tokens_file", path(&credentials.tokens_file)),
+        ("listeners", table([("worker", list(&[worker_method]))])),
         (
-            "listeners".to_string(),
-            toml::Value::Table(toml::Table::from_iter([("worker".to_string(), list(&[worker_method]))])),
-        ),
-        (
-            "policy".to_string(),
+            "policy",
             toml::Value::Array(vec![rule(CLIENT_IDENTITY, &client), rule(WORKER_IDENTITY, &["worker"])]),
         ),
-    ]);
+    ];
     if tls {
-        authentication.insert("client_ca".into(), text(credentials.ca.display()));
-        let files = toml::Table::from_iter([
-            ("certificate".to_string(), text(credentials.server_certificate.display())),
-            ("private_key".to_string(), text(credentials.server_key.display())),
-        ]);
-        config.insert("tls".into(), toml::Value::Table(files));
+        authentication.push(("client_ca", path(&credentials.ca)));
+        let files = [
+            ("certificate", path(&credentials.server_certificate)),
+            ("private_key", path(&credentials.server_key)),
+        ];
+        config.insert("tls".into(), table(files));
     }
-    config.insert("authentication".into(), toml::Value::Table(authentication));
+    config.insert("authentication".into(), table(authentication));
 }
 
 /// The worker presents its token, or with `tls` its certificate.
 pub fn secure_worker(config: &mut toml::Table, credentials: &FarmCredentials, tls: bool, ports: [u16; 2]) {
     if !tls {
-        config.insert("token_file".into(), text(credentials.worker_token_file.display()));
+        config.insert("token_file".into(), path(&credentials.worker_token_file));
         return;
     }
     let [scheduler_port, storage_port] = ports;
     config.insert("scheduler".into(), text(format!("grpcs://127.0.0.1:{scheduler_port}")));
     config.insert("storage".into(), text(format!("grpcs://127.0.0.1:{storage_port}")));
-    let tls = toml::Table::from_iter([
-        ("ca".to_string(), text(credentials.ca.display())),
-        ("certificate".to_string(), text(credentials.worker_certificate.display())),
-        ("private_key".to_string(), text(credentials.worker_key.display())),
-    ]);
-    config.insert("tls".into(), toml::Value::Table(tls));
+    let files = [
+        ("ca", path(&credentials.ca)),
+        ("certificate", path(&credentials.worker_certificate)),
+        ("private_key", path(&credentials.worker_key)),
+    ];
+    config.insert("tls".into(), table(files));
 }

@@ -47,8 +47,8 @@ impl Guards {
     fn new(config: &Config) -> anyhow::Result<Self> {
         let authentication = Authentication::new(&config.authentication, &["client", "worker", "http"])?;
         let http: Vec<ListenAddress> = config.http_listen.iter().copied().map(ListenAddress::Tcp).collect();
-        let guard = |name: &str, addresses: &[ListenAddress]| -> anyhow::Result<Guard> {
-            Ok(Guard::new(config.tls.as_ref(), authentication.listener(name, addresses)?)?)
+        let guard = |name, addresses: &[ListenAddress]| {
+            Guard::for_listener(&authentication, name, addresses, config.tls.as_ref())
         };
         Ok(Guards {
             client: guard("client", &config.client_listen)?,

@@ -122,8 +122,8 @@ impl StorageServer {
         let authentication = Authentication::new(&config.authentication, &["grpc", "http"])?;
         let http_addresses: Vec<ListenAddress> =
             config.http_listen.iter().copied().map(ListenAddress::Tcp).collect();
-        let guard = |name: &str, addresses: &[ListenAddress]| -> anyhow::Result<Guard> {
-            Ok(Guard::new(config.tls.as_ref(), authentication.listener(name, addresses)?)?)
+        let guard = |name, addresses: &[ListenAddress]| {
+            Guard::for_listener(&authentication, name, addresses, config.tls.as_ref())
         };
         let guards = [guard("grpc", &config.grpc_listen)?, guard("http", &http_addresses)?];
         let http = match config.http_listen {

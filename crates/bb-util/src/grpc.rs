@@ -146,6 +146,17 @@ impl Guard {
         Ok(Guard { tls, authenticator })
     }
 
+    /// The guard of listener `name` on `addresses`: TLS with `tls`, its
+    /// callers judged by `authentication`.
+    pub fn for_listener(
+        authentication: &crate::auth::Authentication,
+        name: &str,
+        addresses: &[ListenAddress],
+        tls: Option<&ServerTls>,
+    ) -> anyhow::Result<Self> {
+        Ok(Guard::new(tls, authentication.listener(name, addresses)?)?)
+    }
+
     pub fn into_parts(self) -> (Option<TlsAcceptor>, Authenticator) {
         (self.tls, self.authenticator)
     }

@@ -7,9 +7,9 @@
 //! it from another site's page. A browser may present a token as the
 //! password of HTTP basic authentication (it asks when answered 401).
 
-use crate::auth::certificate::CertificateVerdict;
 use crate::auth::{Authenticator, Permission, Principal};
 use crate::grpc::Guard;
+use crate::tls::TlsPeer;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
@@ -19,12 +19,6 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
-
-/// What an HTTP connection says about its client.
-#[derive(Clone, Debug, Default)]
-pub struct HttpPeer {
-    pub certificate: CertificateVerdict,
-}
 
 /// A TCP listener, with TLS or without.
 pub struct HttpListener {
@@ -39,16 +33,16 @@ enum Accept {
 
 impl axum::serve::Listener for HttpListener {
     type Io = Either<TcpStream, crate::tls::Accepted>;
-    type Addr = HttpPeer;
+    type Addr = TlsPeer;
 
-    async fn accept(&mut self) -> (Self::Io, HttpPeer) {
+    async fn accept(&mut self) -> (Self::Io, TlsPeer) {
         use futures::StreamExt;
         loop {
             match &mut self.accept {
                 Accept::Plain(listener) => match TcpListener::accept(listener).await {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
-                        return (Either::Left(stream), HttpPeer::default());
+                        return (Either::Left(stream), TlsPeer::default());
                     }
                     Err(e) => {
                         tracing::warn!("accepting an HTTP connection: {e}");
@@ -57,7 +51,7 @@ impl axum::serve::Listener for HttpListener {
                 },
                 Accept::Tls(incoming) => match incoming.next().await {
                     Some(Ok(accepted)) => {
-                        let peer = HttpPeer { certificate: accepted.peer().certificate.clone() };
+                        let peer = accepted.peer().clone();
                         return (Either::Right(accepted), peer);
                     }
                     Some(Err(e)) => tracing::warn!("accepting an HTTPS connection: {e}"),
@@ -67,12 +61,12 @@ impl axum::serve::Listener for HttpListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<HttpPeer> {
-        Ok(HttpPeer::default())
+    fn local_addr(&self) -> std::io::Result<TlsPeer> {
+        Ok(TlsPeer::default())
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>> for HttpPeer {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>> for TlsPeer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> Self {
         stream.remote_addr().clone()
     }
@@ -101,7 +95,7 @@ pub async fn serve(
         let authenticator = authenticator.clone();
         async move { guarded(&authenticator, request, next).await }
     }));
-    axum::serve(listener, router.into_make_service_with_connect_info::<HttpPeer>())
+    axum::serve(listener, router.into_make_service_with_connect_info::<TlsPeer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -139,7 +133,7 @@ fn cross_site(request: &Request) -> bool {
 
 async fn guarded(authenticator: &Authenticator, mut request: Request, next: Next) -> Response {
     let certificate =
-        request.extensions().get::<ConnectInfo<HttpPeer>>().and_then(|c| c.0.certificate.clone());
+        request.extensions().get::<ConnectInfo<TlsPeer>>().and_then(|c| c.0.certificate.clone());
     let header =
         request.headers().get(header::AUTHORIZATION).map(|value| value.to_str().ok().and_then(bearer));
     let reading = matches!(*request.method(), Method::GET | Method::HEAD);

@@ -138,6 +138,16 @@ impl ResolvesServerCert for Reloading {
 }
 
 impl ClientTls {
+    /// The client certificate and its key, when both are set; set alone,
+    /// either is an error.
+    fn client_identity(&self) -> Result<Option<(&Path, &Path)>, TlsError> {
+        match (&self.certificate, &self.private_key) {
+            (None, None) => Ok(None),
+            (Some(certificate), Some(key)) => Ok(Some((certificate, key))),
+            (Some(path), None) | (None, Some(path)) => Err(TlsError::Unpaired { path: path.clone() }),
+        }
+    }
+
     /// tonic's client TLS settings: the CA given, HTTP/2.
     pub fn tonic_config(&self, domain: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
         // Checked here, so a wrong file is named when the client starts.
@@ -145,23 +155,43 @@ impl ClientTls {
         parse_certificates(&self.ca, &pem)?;
         let ca = tonic::transport::Certificate::from_pem(pem);
         let config = tonic::transport::ClientTlsConfig::new().domain_name(domain).ca_certificate(ca);
-        match (&self.certificate, &self.private_key) {
-            (None, None) => Ok(config),
-            (Some(certificate), Some(key)) => {
+        match self.client_identity()? {
+            None => Ok(config),
+            Some((certificate, key)) => {
                 let pem = read(certificate)?;
                 parse_certificates(certificate, &pem)?;
                 private_key(key)?;
                 Ok(config.identity(tonic::transport::Identity::from_pem(pem, read(key)?)))
             }
-            (Some(path), None) | (None, Some(path)) => Err(TlsError::Unpaired { path: path.clone() }),
+        }
+    }
+
+    /// A rustls client configuration trusting the CA given and presenting
+    /// the client certificate if one is set (for HTTPS clients).
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in certificates(&self.ca)? {
+            roots.add(certificate).map_err(|error| TlsError::Certificate { path: self.ca.clone(), error })?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the provider supports the default TLS versions")
+            .with_root_certificates(roots);
+        match self.client_identity()? {
+            None => Ok(builder.with_no_client_auth()),
+            Some((certificate, key)) => {
+                builder.with_client_auth_cert(certificates(certificate)?, private_key(key)?).map_err(
+                    |error| TlsError::Key { certificate: certificate.to_owned(), key: key.to_owned(), error },
+                )
+            }
         }
     }
 }
 
 /// What a TLS connection tells each request on it (in its extensions).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TlsPeer {
-    pub remote: std::net::SocketAddr,
     /// The client certificate's verdict, when clients are asked for one.
     pub certificate: CertificateVerdict,
 }
@@ -176,11 +206,6 @@ pub struct Accepted {
 impl Accepted {
     pub fn peer(&self) -> &TlsPeer {
         &self.peer
-    }
-
-    /// The protocol the client chose (ALPN), e.g. `h2`.
-    pub fn protocol(&self) -> Option<&[u8]> {
-        self.stream.get_ref().1.alpn_protocol()
     }
 }
 
@@ -238,29 +263,6 @@ impl tokio::io::AsyncWrite for Accepted {
     }
 }
 
-impl ClientTls {
-    /// A rustls client configuration trusting the CA given and presenting
-    /// the client certificate if one is set (for HTTPS clients).
-    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in certificates(&self.ca)? {
-            roots.add(certificate).map_err(|error| TlsError::Certificate { path: self.ca.clone(), error })?;
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("the provider supports the default TLS versions")
-            .with_root_certificates(roots);
-        match (&self.certificate, &self.private_key) {
-            (None, None) => Ok(builder.with_no_client_auth()),
-            (Some(certificate), Some(key)) => builder
-                .with_client_auth_cert(certificates(certificate)?, private_key(key)?)
-                .map_err(|error| TlsError::Key { certificate: certificate.clone(), key: key.clone(), error }),
-            (Some(path), None) | (None, Some(path)) => Err(TlsError::Unpaired { path: path.clone() }),
-        }
-    }
-}
-
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -294,7 +296,7 @@ pub fn incoming(
                     Ok(Ok(stream)) => {
                         let certificate =
                             clients.and_then(|c| c.verdict(stream.get_ref().1.peer_certificates()));
-                        let peer = TlsPeer { remote, certificate };
+                        let peer = TlsPeer { certificate };
                         let _ = send.send(Ok(Accepted { stream, peer })).await;
                     }
                     Ok(Err(e)) => tracing::debug!("TLS handshake with {remote} failed: {e}"),

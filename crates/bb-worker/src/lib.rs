@@ -125,9 +125,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let draining = bb_util::shutdown::on_signals()?;
     if let Some(address) = config.http_listen {
         let authentication = bb_util::auth::Authentication::new(&config.authentication, &["http"])?;
-        let guard = bb_util::grpc::Guard::new(
+        let addresses = [bb_util::grpc::ListenAddress::Tcp(address)];
+        let guard = bb_util::grpc::Guard::for_listener(
+            &authentication,
+            "http",
+            &addresses,
             config.http_tls.as_ref(),
-            authentication.listener("http", &[bb_util::grpc::ListenAddress::Tcp(address)])?,
         )?;
         let listener = tokio::net::TcpListener::bind(address).await?;
         let scheme = if config.http_tls.is_some() { "https" } else { "http" };

@@ -70,8 +70,17 @@ struct Key {
 
 pub struct JwtVerifier {
     keys: Watched<Vec<Key>>,
-    validation: Validation,
+    /// One per accepted algorithm: the library checks the key against every
+    /// algorithm a validation lists, so each lists only its own.
+    validations: Vec<AlgorithmValidation>,
     identity_claim: String,
+}
+
+struct AlgorithmValidation {
+    algorithm: Algorithm,
+    /// Its name as a JWKS `alg` says it.
+    name: String,
+    validation: Validation,
 }
 
 fn load_keys(path: &Path) -> Result<Vec<Key>, JwtError> {
@@ -121,24 +130,31 @@ impl JwtVerifier {
         }
         let path = config.jwks_file.clone();
         let keys = Watched::new("JWKS file", vec![path.clone()], move || load_keys(&path))?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.algorithms = ALGORITHMS.to_vec();
-        validation.set_required_spec_claims(&["exp", "aud"]);
-        validation.validate_nbf = true;
-        validation.leeway = config.leeway_seconds;
-        validation.set_audience(&config.audience);
-        if !config.issuer.is_empty() {
-            validation.set_issuer(&config.issuer);
-        }
-        Ok(JwtVerifier { keys, validation, identity_claim: config.identity_claim.clone() })
+        let validations = ALGORITHMS
+            .iter()
+            .map(|&algorithm| {
+                let mut validation = Validation::new(algorithm);
+                validation.set_required_spec_claims(&["exp", "aud"]);
+                validation.validate_nbf = true;
+                validation.leeway = config.leeway_seconds;
+                validation.set_audience(&config.audience);
+                if !config.issuer.is_empty() {
+                    validation.set_issuer(&config.issuer);
+                }
+                AlgorithmValidation { algorithm, name: format!("{algorithm:?}"), validation }
+            })
+            .collect();
+        Ok(JwtVerifier { keys, validations, identity_claim: config.identity_claim.clone() })
     }
 
     /// The identity a valid token names, or why it is refused.
     pub fn identify(&self, token: &str) -> Result<Arc<str>, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| refusal(&e))?;
-        if !ALGORITHMS.contains(&header.alg) {
-            return Err(format!("JWT algorithm {:?} is not accepted", header.alg));
-        }
+        let accepted = self
+            .validations
+            .iter()
+            .find(|accepted| accepted.algorithm == header.alg)
+            .ok_or_else(|| format!("JWT algorithm {:?} is not accepted", header.alg))?;
         let keys = self.keys.current();
         let key = match &header.kid {
             Some(kid) => keys.iter().find(|key| key.id.as_deref() == Some(kid.as_str())),
@@ -146,17 +162,13 @@ impl JwtVerifier {
             None => None,
         }
         .ok_or("JWT names no key of the JWKS file (kid)")?;
-        if key.algorithm.as_ref().is_some_and(|algorithm| *algorithm != format!("{:?}", header.alg)) {
+        if key.algorithm.as_ref().is_some_and(|algorithm| *algorithm != accepted.name) {
             return Err("JWT algorithm is not its key's".into());
         }
-        // The library checks the key against every algorithm listed: list
-        // only the token's (already known to be acceptable).
-        let mut validation = self.validation.clone();
-        validation.algorithms = vec![header.alg];
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key.decoding,
-            &validation,
+            &accepted.validation,
         )
         .map_err(|e| refusal(&e))?
         .claims;

@@ -170,10 +170,6 @@ impl Authentication {
         methods
     }
 
-    pub fn is_on(&self) -> bool {
-        !self.configured().is_empty()
-    }
-
     /// The client certificate verifier for TLS listeners, when mutual TLS
     /// is configured.
     pub fn client_certificates(&self) -> Option<Arc<ClientCertificates>> {
@@ -227,11 +223,6 @@ impl Authenticator {
     /// Whether anyone may view this listener's HTTP pages.
     pub fn pages_are_public(&self) -> bool {
         self.verifiers.config.public_pages
-    }
-
-    /// Whether callers must present credentials here.
-    pub fn is_on(&self) -> bool {
-        !self.methods.is_empty()
     }
 
     /// Who sent a request with this `authorization` header value over a
@@ -323,9 +314,14 @@ enum Grants {
 }
 
 impl Principal {
-    /// Everyone, where authentication is off.
+    /// Everyone, where authentication is off (made once: every request
+    /// of such a listener gets it).
     pub fn anonymous() -> Self {
-        Principal { name: Arc::from("anonymous"), grants: Grants::Everything }
+        static ANONYMOUS: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| Principal {
+            name: Arc::from("anonymous"),
+            grants: Grants::Everything,
+        });
+        ANONYMOUS.clone()
     }
 
     /// Whoever views public pages without credentials.
