@@ -45,6 +45,8 @@ step "Bazel through bb farm (remote execution)"
 checks/bazel/remote-execution.sh
 step "Bazel and bb through bb farm --tls and --require-token: only the farm's own clients get in"
 checks/bazel/secure.sh
+step "Bazel downloads through the farm's Remote Asset API (--experimental_remote_downloader)"
+checks/bazel/remote-downloader.sh
 step "multi-host farm in network namespaces (root only)"
 checks/multihost.sh
 step "BuildStream 2.8.1 through bb farm --chroot and the separate programs (root only)"

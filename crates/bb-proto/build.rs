@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "build/bazel/remote/execution/v2/remote_execution.proto",
+    "build/bazel/remote/asset/v1/remote_asset.proto",
     "build/bazel/semver/semver.proto",
     "google/bytestream/bytestream.proto",
     "google/longrunning/operations.proto",
@@ -13,6 +14,7 @@ const PROTOS: &[&str] = &[
     "buildbarn/runner/runner.proto",
     "buildbarn/resourceusage/resourceusage.proto",
     "bbrs/sandbox/sandbox.proto",
+    "bbrs/asset/asset.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

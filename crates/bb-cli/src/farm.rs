@@ -56,6 +56,12 @@ pub struct FarmArgs {
     /// that cannot speak TLS, on loopback only.
     #[arg(long, conflicts_with = "tls")]
     pub require_token: bool,
+    /// An origin the Remote Asset API may fetch from (`https://github.com`,
+    /// `http://127.0.0.1:8000`), for Bazel's
+    /// --experimental_remote_downloader; repeat for more. None: only pushed
+    /// assets are served.
+    #[arg(long = "asset-origin", value_name = "ORIGIN")]
+    pub asset_origins: Vec<String>,
     /// Size of the CAS.
     #[arg(long, default_value = "10GiB")]
     pub storage_size: ByteSize,
@@ -179,6 +185,7 @@ fn scheduler_config(
         &listen(args.http_port),
         &state,
         args.storage_size,
+        &args.asset_origins,
     );
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);

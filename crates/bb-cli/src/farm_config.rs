@@ -21,7 +21,15 @@ pub(crate) fn path(value: &Path) -> Value {
 /// read is checked (CAS blobs against their digest, Action Cache entries
 /// against their checksum), so a crash can lose entries but never serve a
 /// damaged one, and a farm on one machine wants the 0.4 ms per write back.
-pub fn scheduler(client: &str, worker_port: u16, http: &str, state: &Path, storage_size: ByteSize) -> Table {
+/// The Remote Asset API fetches from `asset_origins` only.
+pub fn scheduler(
+    client: &str,
+    worker_port: u16,
+    http: &str,
+    state: &Path,
+    storage_size: ByteSize,
+    asset_origins: &[String],
+) -> Table {
     let store = |dir: &str, size: String| {
         table([
             ("backend", text("disk")),
@@ -54,6 +62,10 @@ pub fn scheduler(client: &str, worker_port: u16, http: &str, state: &Path, stora
             table([
                 ("cas", store("cas", storage_size.to_string())),
                 ("action_cache", table([("store", store("ac", "1GiB".into()))])),
+                (
+                    "remote_asset",
+                    table([("allowed_origins", Value::Array(asset_origins.iter().map(text).collect()))]),
+                ),
             ]),
         ),
     ]) else {
@@ -239,7 +251,7 @@ mod tests {
         assert_eq!(worker.cache_directory, odd.join("cache"));
         assert_eq!(worker.platform().properties.len(), 2);
         let text =
-            toml::to_string(&scheduler("[::]:8980", 8983, "[::]:7982", odd, ByteSize(1 << 30))).unwrap();
+            toml::to_string(&scheduler("[::]:8980", 8983, "[::]:7982", odd, ByteSize(1 << 30), &[])).unwrap();
         let _: bb_scheduler::config::Config = bb_util::config::parse(&text, "scheduler").unwrap();
     }
 }

@@ -12,6 +12,11 @@ pub mod build {
                     tonic::include_proto!("build.bazel.remote.execution.v2");
                 }
             }
+            pub mod asset {
+                pub mod v1 {
+                    tonic::include_proto!("build.bazel.remote.asset.v1");
+                }
+            }
         }
         pub mod semver {
             tonic::include_proto!("build.bazel.semver");
@@ -32,6 +37,9 @@ pub mod google {
 }
 
 pub mod bbrs {
+    pub mod asset {
+        tonic::include_proto!("bbrs.asset");
+    }
     pub mod sandbox {
         tonic::include_proto!("bbrs.sandbox");
     }
@@ -49,6 +57,8 @@ pub mod buildbarn {
     }
 }
 
+/// The Remote Asset API.
+pub use build::bazel::remote::asset::v1 as asset;
 /// The REv2 package, under the short name every crate uses.
 pub use build::bazel::remote::execution::v2 as reapi;
 pub use build::bazel::semver;

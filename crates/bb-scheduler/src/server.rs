@@ -67,7 +67,7 @@ impl SchedulerServer {
                 bb_util::metrics::register(bb_storage::metrics::FAMILIES);
                 let storage = bb_storage::Storage::open(storage)?;
                 let routes = storage.routes();
-                (StorageAccess::Embedded(storage), routes)
+                (StorageAccess::Embedded(Box::new(storage)), routes)
             }
             (None, Some(remote)) => {
                 let token = remote.token_file.as_deref().map(BearerToken::from_file).transpose()?;

@@ -23,7 +23,7 @@ pub struct Inline {
 
 #[derive(Clone)]
 pub enum StorageAccess {
-    Embedded(bb_storage::Storage),
+    Embedded(Box<bb_storage::Storage>),
     Remote(Channel),
 }
 

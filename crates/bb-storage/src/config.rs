@@ -56,6 +56,9 @@ pub struct StorageConfig {
     pub max_blob_size: ByteSize,
     pub cas: StoreConfig,
     pub action_cache: ActionCacheConfig,
+    /// The Remote Asset API (Fetch and Push); not served when unset.
+    #[serde(default)]
+    pub remote_asset: Option<crate::asset::RemoteAssetConfig>,
 }
 
 fn default_max_message_size() -> ByteSize {

@@ -3,6 +3,7 @@
 //! binary serves it on its own.
 
 pub mod action_cache;
+pub mod asset;
 pub mod config;
 pub mod content;
 pub mod metrics;

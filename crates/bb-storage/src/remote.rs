@@ -9,7 +9,7 @@ use bb_proto::bytestream::{ReadRequest, WriteRequest};
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_util::grpc::Channel;
-use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
+use bb_util::resource_name::{Compressor, ReadResource, WriteResource, routed};
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -100,11 +100,11 @@ impl BlobStore for GrpcStore {
         if digest.size() <= BATCH_BLOB_LIMIT {
             return Ok(self.batch_read(digest).await?.map(Blob::from_bytes));
         }
-        let request = ReadRequest {
-            resource_name: ReadResource::format(&self.instance_name, digest, Compressor::Identity),
-            read_offset: 0,
-            read_limit: 0,
-        };
+        let resource_name = ReadResource::format(&self.instance_name, digest, Compressor::Identity);
+        let request = routed(
+            ReadRequest { resource_name: resource_name.clone(), read_offset: 0, read_limit: 0 },
+            &resource_name,
+        );
         match self.bytestream.clone().read(request).await {
             Ok(response) => Ok(Some(Blob::from_stream(response.into_inner(), *digest))),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
@@ -126,15 +126,14 @@ impl BlobStore for GrpcStore {
     async fn begin_write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
         let (sender, receiver) = mpsc::channel::<WriteRequest>(4);
         let mut client = self.bytestream.clone();
-        let call = tokio::spawn(async move {
-            client.write(tokio_stream::wrappers::ReceiverStream::new(receiver)).await.map(|r| r.into_inner())
-        });
         let resource_name = WriteResource::format(
             &self.instance_name,
             &uuid::Uuid::new_v4().to_string(),
             digest,
             Compressor::Identity,
         );
+        let request = routed(tokio_stream::wrappers::ReceiverStream::new(receiver), &resource_name);
+        let call = tokio::spawn(async move { client.write(request).await.map(|r| r.into_inner()) });
         Ok(Box::new(GrpcWriter {
             digest: *digest,
             resource_name,

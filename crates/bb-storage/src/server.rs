@@ -2,12 +2,15 @@
 //! `/metrics` over HTTP.
 
 use crate::action_cache::ActionCache;
+use crate::asset::{AssetRecords, FetchService, PushService};
 use crate::config::{Config, StorageConfig, StoreConfig};
 use crate::content::ContentStore;
 use crate::service::capabilities::cache_capabilities;
 use crate::service::{ActionCacheService, ByteStreamService, CapabilitiesService, CasService, Instances};
 use crate::store::{BlobStore, DiskStore, MemoryStore};
 use anyhow::Context;
+use bb_proto::asset::fetch_server::FetchServer;
+use bb_proto::asset::push_server::PushServer;
 use bb_proto::bytestream::byte_stream_server::ByteStreamServer;
 use bb_proto::reapi;
 use bb_proto::reapi::action_cache_server::ActionCacheServer;
@@ -28,6 +31,8 @@ pub struct Storage {
     pub content: ContentStore,
     pub action_cache: ActionCache,
     pub instances: Instances,
+    /// The Remote Asset services, when configured.
+    assets: Option<(FetchService, PushService)>,
     config: StorageConfig,
 }
 
@@ -47,14 +52,21 @@ impl Storage {
         let content = ContentStore::new(open_store(&config.cas, true)?)
             .with_max_blob_size(config.max_blob_size.bytes());
         let ac_store = open_store(&config.action_cache.store, false)?;
+        let instances = Instances::new(&config.instance_names);
+        // Asset records share the Action Cache's store: both map keys of
+        // their own to small messages.
+        let assets = match &config.remote_asset {
+            Some(asset) => Some(crate::asset::services(
+                asset,
+                instances.clone(),
+                AssetRecords::new(ac_store.clone(), content.clone()),
+                content.clone(),
+            )?),
+            None => None,
+        };
         let action_cache =
             ActionCache::new(ac_store, content.clone(), config.action_cache.completeness_check);
-        Ok(Storage {
-            content,
-            action_cache,
-            instances: Instances::new(&config.instance_names),
-            config: config.clone(),
-        })
+        Ok(Storage { content, action_cache, instances, assets, config: config.clone() })
     }
 
     pub fn max_message_size(&self) -> usize {
@@ -68,7 +80,8 @@ impl Storage {
         capabilities
     }
 
-    /// CAS, Action Cache and ByteStream, without Capabilities (whose
+    /// CAS, Action Cache, ByteStream and (when configured) Remote Asset,
+    /// without Capabilities (whose
     /// contents depend on what else the process serves).
     pub fn routes(&self) -> Routes {
         let limit = self.max_message_size();
@@ -83,7 +96,7 @@ impl Storage {
         );
         let bytestream = ByteStreamService::new(self.content.clone(), self.instances.clone());
         let (gzip, zstd) = (CompressionEncoding::Gzip, CompressionEncoding::Zstd);
-        Routes::new(
+        let routes = Routes::new(
             ContentAddressableStorageServer::new(cas)
                 .max_decoding_message_size(limit)
                 .accept_compressed(gzip)
@@ -100,7 +113,13 @@ impl Storage {
                 .max_decoding_message_size(limit)
                 .accept_compressed(gzip)
                 .accept_compressed(zstd),
-        )
+        );
+        match &self.assets {
+            Some((fetch, push)) => routes
+                .add_service(FetchServer::new(fetch.clone()).max_decoding_message_size(limit))
+                .add_service(PushServer::new(push.clone()).max_decoding_message_size(limit)),
+            None => routes,
+        }
     }
 }
 

@@ -131,3 +131,32 @@ fn walk(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn a_routing_header_must_name_the_requested_resource() {
+    use bb_proto::bytestream::ReadRequest;
+    use bb_util::resource_name::routed;
+    let server = TestServer::memory().await;
+    let data = noise(1000, 3);
+    let digest = server.upload(&data).await;
+    let name = ReadResource::format("", &digest, Compressor::Identity);
+    let request =
+        |header: &str| routed(ReadRequest { resource_name: name.clone(), ..Default::default() }, header);
+
+    let read = server.bytestream().read(request(&name)).await.unwrap().into_inner();
+    let chunks: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(read).await.unwrap();
+    assert_eq!(chunks.iter().map(|c| c.data.len()).sum::<usize>(), data.len());
+
+    let other = ReadResource::format("", &sha256(b"other"), Compressor::Identity);
+    let err = server.bytestream().read(request(&other)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("build.bazel.remote.execution.v2.resource-name"), "{}", err.message());
+
+    let write_name = WriteResource::format("", "u9", &sha256(b"new"), Compressor::Identity);
+    let writes = write_requests(&write_name, b"new", 2, 0);
+    let err = server.bytestream().write(routed(futures::stream::iter(writes), &other)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let status = QueryWriteStatusRequest { resource_name: write_name.clone() };
+    let err = server.bytestream().query_write_status(routed(status, &other)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}

@@ -20,7 +20,7 @@ async fn capabilities_suit_bazel() {
     let low = caps.low_api_version.unwrap();
     assert_eq!((low.major, low.minor), (2, 0), "Bazel 4.2.3 needs 2.0");
     let high = caps.high_api_version.unwrap();
-    assert_eq!((high.major, high.minor), (2, 11));
+    assert_eq!((high.major, high.minor), (2, 12));
     let cache = caps.cache_capabilities.unwrap();
     assert_eq!(cache.digest_functions[0], reapi::digest_function::Value::Sha256 as i32);
     assert!(cache.digest_functions.contains(&(reapi::digest_function::Value::Blake3 as i32)));

@@ -199,6 +199,36 @@ fn parse_blob<'a>(
     Ok((digest, compressor, rest))
 }
 
+/// The plain-text header that repeats a ByteStream call's resource name
+/// (REv2 2.12), so a proxy can route the call without decoding it.
+pub const ROUTING_HEADER: &str = "build.bazel.remote.execution.v2.resource-name";
+
+/// A ByteStream request with its routing header set to `resource_name`.
+pub fn routed<T>(message: T, resource_name: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    // Resource names this crate formats are ASCII; one that is not is sent
+    // without the header, which is optional.
+    if let Ok(value) = resource_name.parse() {
+        request.metadata_mut().insert(ROUTING_HEADER, value);
+    }
+    request
+}
+
+/// INVALID_ARGUMENT when the call carries a routing header that differs
+/// from the resource name of its request message, as REv2 requires.
+pub fn check_routing_header(
+    metadata: &tonic::metadata::MetadataMap,
+    resource_name: &str,
+) -> Result<(), tonic::Status> {
+    let Some(header) = metadata.get(ROUTING_HEADER) else { return Ok(()) };
+    match header.to_str() {
+        Ok(value) if value == resource_name => Ok(()),
+        _ => Err(tonic::Status::invalid_argument(format!(
+            "the {ROUTING_HEADER} header {header:?} does not match the resource name {resource_name:?}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +314,16 @@ mod tests {
         assert!(validate_instance_name("main/linux").is_ok());
         assert!(validate_instance_name("main/blobs").is_err());
         assert!(validate_instance_name("operations").is_err());
+    }
+
+    #[test]
+    fn routing_header_must_match_the_resource_name() {
+        let name = "main/blobs/0123/4";
+        let request = routed((), name);
+        assert!(check_routing_header(request.metadata(), name).is_ok());
+        let err = check_routing_header(request.metadata(), "main/blobs/0123/5").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains(ROUTING_HEADER), "{}", err.message());
+        assert!(check_routing_header(&tonic::metadata::MetadataMap::new(), name).is_ok());
     }
 }

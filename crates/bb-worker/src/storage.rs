@@ -11,7 +11,7 @@ use bb_util::Digest;
 use bb_util::dir::Directory;
 use bb_util::grpc::Channel;
 use bb_util::path::RelativePath;
-use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
+use bb_util::resource_name::{Compressor, ReadResource, WriteResource, routed};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -205,11 +205,11 @@ impl StorageClient {
         what: &str,
         mut sink: impl FnMut(&[u8]) -> Result<(), Status>,
     ) -> Result<(), Status> {
-        let request = ReadRequest {
-            resource_name: ReadResource::format(instance, digest, Compressor::Identity),
-            read_offset: 0,
-            read_limit: 0,
-        };
+        let resource_name = ReadResource::format(instance, digest, Compressor::Identity);
+        let request = routed(
+            ReadRequest { resource_name: resource_name.clone(), read_offset: 0, read_limit: 0 },
+            &resource_name,
+        );
         let mut stream = match self.bytestream.clone().read(request).await {
             Ok(response) => response.into_inner(),
             Err(s) if s.code() == tonic::Code::NotFound => {
@@ -298,6 +298,7 @@ impl StorageClient {
         let name =
             WriteResource::format(instance, &uuid::Uuid::new_v4().to_string(), digest, Compressor::Identity);
         let (sender, receiver) = tokio::sync::mpsc::channel::<WriteRequest>(2);
+        let routing_name = name.clone();
         let digest_copy = *digest;
         // Read the source on a blocking thread while the call sends.
         let producer = tokio::task::spawn_blocking(move || -> Result<(), Status> {
@@ -326,7 +327,7 @@ impl StorageClient {
         let response = self
             .bytestream
             .clone()
-            .write(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .write(routed(tokio_stream::wrappers::ReceiverStream::new(receiver), &routing_name))
             .await
             .map_err(with_context(format!("uploading {digest}")))?;
         producer.await.map_err(|e| Status::internal(e.to_string()))??;

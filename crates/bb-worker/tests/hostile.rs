@@ -289,6 +289,20 @@ mod omitting {
         ) -> Result<Response<Self::GetTreeStream>, Status> {
             Err(Status::unimplemented("not needed"))
         }
+
+        async fn split_blob(
+            &self,
+            _: Request<reapi::SplitBlobRequest>,
+        ) -> Result<Response<reapi::SplitBlobResponse>, Status> {
+            Err(Status::unimplemented("not needed"))
+        }
+
+        async fn splice_blob(
+            &self,
+            _: Request<reapi::SpliceBlobRequest>,
+        ) -> Result<Response<reapi::SpliceBlobResponse>, Status> {
+            Err(Status::unimplemented("not needed"))
+        }
     }
 }
 

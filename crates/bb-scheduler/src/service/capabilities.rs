@@ -4,9 +4,8 @@
 use crate::storage::StorageAccess;
 use bb_proto::reapi;
 use bb_proto::reapi::capabilities_server::Capabilities;
-use bb_proto::semver::SemVer;
 use bb_storage::service::Instances;
-use bb_storage::service::capabilities::{HIGH_API_VERSION, LOW_API_VERSION, digest_functions};
+use bb_storage::service::capabilities::{HIGH_API_VERSION, LOW_API_VERSION, digest_functions, semver};
 use bb_util::DigestFunction;
 use tonic::{Request, Response, Status};
 
@@ -20,10 +19,6 @@ impl SchedulerCapabilities {
     pub fn new(storage: StorageAccess, instances: Instances) -> Self {
         SchedulerCapabilities { storage, instances }
     }
-}
-
-fn semver((major, minor): (i32, i32)) -> Option<SemVer> {
-    Some(SemVer { major, minor, patch: 0, prerelease: String::new() })
 }
 
 pub fn execution_capabilities() -> reapi::ExecutionCapabilities {

@@ -95,13 +95,18 @@ forwarded! {
     Cas = "build.bazel.remote.execution.v2.ContentAddressableStorage",
     ActionCache = "build.bazel.remote.execution.v2.ActionCache",
     ByteStream = "google.bytestream.ByteStream",
+    AssetFetch = "build.bazel.remote.asset.v1.Fetch",
+    AssetPush = "build.bazel.remote.asset.v1.Push",
 }
 
-/// Routes for the three storage services, forwarded to `channel` (one
-/// without the scheduler's credentials).
+/// Routes for the storage services, forwarded to `channel` (one without
+/// the scheduler's credentials). The Remote Asset services are UNIMPLEMENTED
+/// there unless that bb-storage configures them.
 pub fn storage_routes(channel: &Channel) -> tonic::service::Routes {
     tonic::service::Routes::default()
         .add_service(Forward::<Cas>::new(channel))
         .add_service(Forward::<ActionCache>::new(channel))
         .add_service(Forward::<ByteStream>::new(channel))
+        .add_service(Forward::<AssetFetch>::new(channel))
+        .add_service(Forward::<AssetPush>::new(channel))
 }

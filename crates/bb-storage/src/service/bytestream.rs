@@ -12,7 +12,7 @@ use bb_proto::bytestream::{
     QueryWriteStatusRequest, QueryWriteStatusResponse, ReadRequest, ReadResponse, WriteRequest, WriteResponse,
 };
 use bb_util::auth::Permission;
-use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
+use bb_util::resource_name::{Compressor, ReadResource, WriteResource, check_routing_header};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::sync::Arc;
@@ -204,6 +204,7 @@ impl ByteStream for ByteStreamService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let principal = principal(&request)?;
+        check_routing_header(request.metadata(), &request.get_ref().resource_name)?;
         let request = request.into_inner();
         let resource = ReadResource::parse(&request.resource_name)?;
         self.instances.admit(&principal, &resource.instance_name, &[Permission::Read])?;
@@ -256,11 +257,13 @@ impl ByteStream for ByteStreamService {
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
         let principal = principal(&request)?;
+        let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
         let first = stream
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("write stream carried no request"))?;
+        check_routing_header(&metadata, &first.resource_name)?;
         let resource = WriteResource::parse(&first.resource_name)?;
         self.instances.admit(&principal, &resource.instance_name, &[Permission::WriteCas])?;
         if self.content.find_missing(&[resource.digest]).await?.is_empty() {
@@ -282,6 +285,7 @@ impl ByteStream for ByteStreamService {
         request: Request<QueryWriteStatusRequest>,
     ) -> Result<Response<QueryWriteStatusResponse>, Status> {
         let principal = principal(&request)?;
+        check_routing_header(request.metadata(), &request.get_ref().resource_name)?;
         let resource = WriteResource::parse(&request.get_ref().resource_name)?;
         self.instances.admit(&principal, &resource.instance_name, &[Permission::WriteCas])?;
         if self.content.find_missing(&[resource.digest]).await?.is_empty() {

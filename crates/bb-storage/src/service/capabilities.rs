@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status};
 /// Bazel 4.2.3 speaks 2.0 only, so the range starts there.
 pub const LOW_API_VERSION: (i32, i32) = (2, 0);
 /// The newest revision whose fields this farm implements.
-pub const HIGH_API_VERSION: (i32, i32) = (2, 11);
+pub const HIGH_API_VERSION: (i32, i32) = (2, 12);
 
-fn semver((major, minor): (i32, i32)) -> Option<SemVer> {
+/// A `major.minor.0` version.
+pub fn semver((major, minor): (i32, i32)) -> Option<SemVer> {
     Some(SemVer { major, minor, patch: 0, prerelease: String::new() })
 }
 
@@ -36,7 +37,7 @@ pub fn cache_capabilities(max_batch_size: u64, update_enabled: bool) -> reapi::C
         symlink_absolute_path_strategy: reapi::symlink_absolute_path_strategy::Value::Allowed as i32,
         supported_compressors: vec![zstd],
         supported_batch_update_compressors: vec![zstd],
-        max_cas_blob_size_bytes: 0,
+        ..Default::default()
     }
 }
 

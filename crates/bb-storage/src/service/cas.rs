@@ -178,6 +178,26 @@ impl ContentAddressableStorage for CasService {
 
         Ok(Response::new(tree_pages(walk, page_size)))
     }
+
+    // Announced as unsupported (`split_blob_support` and
+    // `splice_blob_support` are false), so clients do not call these.
+    async fn split_blob(
+        &self,
+        _: Request<reapi::SplitBlobRequest>,
+    ) -> Result<Response<reapi::SplitBlobResponse>, Status> {
+        Err(Status::unimplemented(
+            "SplitBlob: this server does not split blobs (split_blob_support is false)",
+        ))
+    }
+
+    async fn splice_blob(
+        &self,
+        _: Request<reapi::SpliceBlobRequest>,
+    ) -> Result<Response<reapi::SpliceBlobResponse>, Status> {
+        Err(Status::unimplemented(
+            "SpliceBlob: this server does not splice blobs (splice_blob_support is false)",
+        ))
+    }
 }
 
 /// With a page size: one response of up to that many directories and a

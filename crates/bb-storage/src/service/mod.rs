@@ -5,7 +5,7 @@ pub mod bytestream;
 pub mod capabilities;
 pub mod cas;
 pub mod request;
-mod tree;
+pub(crate) mod tree;
 mod uploads;
 
 pub use action_cache::ActionCacheService;

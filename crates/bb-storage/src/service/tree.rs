@@ -16,8 +16,10 @@ pub struct TreeWalk {
     content: ContentStore,
     queue: VecDeque<Digest>,
     seen: HashSet<Digest>,
-    /// Directories returned (or skipped) so far.
+    /// Directories returned so far.
     pub position: usize,
+    /// Directories left out because they are missing from the CAS.
+    missing: usize,
 }
 
 impl TreeWalk {
@@ -26,13 +28,27 @@ impl TreeWalk {
         if content.get(&root).await?.is_none() {
             return Err(Status::not_found(format!("root directory {root} not found")));
         }
-        Ok(TreeWalk { content, queue: VecDeque::from([root]), seen: HashSet::from([root]), position: 0 })
+        Ok(TreeWalk {
+            content,
+            queue: VecDeque::from([root]),
+            seen: HashSet::from([root]),
+            position: 0,
+            missing: 0,
+        })
+    }
+
+    /// How many directories below the root were missing so far.
+    pub fn skipped(&self) -> usize {
+        self.missing
     }
 
     /// The next directory, or `None` at the end.
     pub async fn next(&mut self) -> Result<Option<reapi::Directory>, Status> {
         while let Some(digest) = self.queue.pop_front() {
-            let Some(blob) = self.content.get(&digest).await? else { continue };
+            let Some(blob) = self.content.get(&digest).await? else {
+                self.missing += 1;
+                continue;
+            };
             let directory = reapi::Directory::decode(blob.into_bytes().await?).map_err(|e| {
                 Status::invalid_argument(format!("directory {digest} is not a Directory message: {e}"))
             })?;
