@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "buildbarn/resourceusage/resourceusage.proto",
     "bbrs/sandbox/sandbox.proto",
     "bbrs/asset/asset.proto",
+    "bbrs/storage/storage.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

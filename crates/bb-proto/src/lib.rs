@@ -43,6 +43,9 @@ pub mod bbrs {
     pub mod sandbox {
         tonic::include_proto!("bbrs.sandbox");
     }
+    pub mod storage {
+        tonic::include_proto!("bbrs.storage");
+    }
 }
 
 pub mod buildbarn {

@@ -56,9 +56,42 @@ pub struct StorageConfig {
     pub max_blob_size: ByteSize,
     pub cas: StoreConfig,
     pub action_cache: ActionCacheConfig,
+    /// How SplitBlob cuts blobs (FastCDC 2020), announced as
+    /// `fast_cdc_2020_params`.
+    #[serde(default)]
+    pub chunking: ChunkingConfig,
     /// The Remote Asset API (Fetch and Push); not served when unset.
     #[serde(default)]
     pub remote_asset: Option<crate::asset::RemoteAssetConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingConfig {
+    /// The average chunk; a power of two from 1KiB to 1MiB. Chunks are a
+    /// quarter of it to four times it.
+    #[serde(default = "default_average_chunk_size")]
+    pub average_chunk_size: ByteSize,
+    /// Varies the cut points; clients sharing a cache use the same one.
+    #[serde(default)]
+    pub seed: u32,
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        ChunkingConfig { average_chunk_size: default_average_chunk_size(), seed: 0 }
+    }
+}
+
+impl ChunkingConfig {
+    pub fn params(&self) -> Result<bb_util::chunking::FastCdcParams, String> {
+        bb_util::chunking::FastCdcParams::new(self.average_chunk_size.bytes(), self.seed)
+            .map_err(|e| format!("storage.chunking: {e}"))
+    }
+}
+
+fn default_average_chunk_size() -> ByteSize {
+    ByteSize(bb_util::chunking::FastCdcParams::DEFAULT_AVERAGE)
 }
 
 fn default_max_message_size() -> ByteSize {
@@ -120,6 +153,7 @@ impl StorageConfig {
                 self.max_batch_size, self.max_message_size
             ));
         }
+        self.chunking.params()?;
         Ok(())
     }
 }

@@ -1,8 +1,11 @@
 //! The content-addressable storage rules, on top of a `BlobStore`:
 //! every write is checked against its digest before anything is stored, and
-//! the empty blob is always present, as REv2 requires.
+//! the empty blob is always present, as REv2 requires. A blob may also be
+//! stored as chunks (see `spliced`): it is then present while every chunk
+//! is, and read as their concatenation.
 
-use crate::store::{Blob, BlobStore, BlobWriter, StoreError};
+use crate::spliced::{Splice, SplicedBlobs};
+use crate::store::{Blob, BlobStore, BlobWriter, Chunks, StoreError};
 use bb_util::Digest;
 use bb_util::digest::Hasher;
 use bytes::Bytes;
@@ -14,11 +17,19 @@ pub struct ContentStore {
     store: Arc<dyn BlobStore>,
     /// Largest blob accepted; 0: no limit.
     max_blob_size: u64,
+    /// Records of blobs stored as chunks; none: every blob is stored whole.
+    spliced: Option<SplicedBlobs>,
 }
 
 impl ContentStore {
     pub fn new(store: Arc<dyn BlobStore>) -> Self {
-        ContentStore { store, max_blob_size: 0 }
+        ContentStore { store, max_blob_size: 0, spliced: None }
+    }
+
+    /// Keeps records of spliced blobs in `records`, so they are stored once,
+    /// as their chunks.
+    pub fn with_spliced(self, records: Arc<dyn BlobStore>) -> Self {
+        ContentStore { spliced: Some(SplicedBlobs::new(records)), ..self }
     }
 
     /// Refuses blobs over `limit` bytes (0: no limit).
@@ -27,7 +38,7 @@ impl ContentStore {
     }
 
     /// INVALID_ARGUMENT naming the limit when `digest` is over it.
-    fn admit(&self, digest: &Digest) -> Result<(), Status> {
+    pub fn admit(&self, digest: &Digest) -> Result<(), Status> {
         if self.max_blob_size == 0 || digest.size() <= self.max_blob_size {
             return Ok(());
         }
@@ -42,7 +53,55 @@ impl ContentStore {
         if digest.is_empty() {
             return Ok(Some(Blob::from_bytes(Bytes::new())));
         }
-        self.store.get(digest).await
+        if let Some(blob) = self.store.get(digest).await? {
+            return Ok(Some(blob));
+        }
+        Ok(self
+            .whole_splice(digest)
+            .await?
+            .map(|splice| Blob::from_chunks(Chunks::new(self.store.clone(), splice.chunks))))
+    }
+
+    /// The recorded chunks of `digest`, if every one of them is stored.
+    pub async fn whole_splice(&self, digest: &Digest) -> Result<Option<Splice>, StoreError> {
+        let Some(spliced) = &self.spliced else { return Ok(None) };
+        let Some(splice) = spliced.get(digest).await? else { return Ok(None) };
+        Ok(self.store.find_missing(&splice.chunks).await?.is_empty().then_some(splice))
+    }
+
+    /// Records that `digest` is the concatenation of `splice`'s chunks,
+    /// which the caller has checked. Without records, stores it whole.
+    pub async fn record_splice(&self, digest: &Digest, splice: &Splice) -> Result<(), Status> {
+        match &self.spliced {
+            Some(spliced) => Ok(spliced.put(digest, splice).await?),
+            None => {
+                let mut upload = self.begin_upload(digest).await?;
+                let mut reader =
+                    Blob::from_chunks(Chunks::new(self.store.clone(), splice.chunks.clone())).reader(0);
+                while let Some(data) = reader.next_chunk(1 << 20).await? {
+                    upload.write(data).await?;
+                }
+                upload.finish().await
+            }
+        }
+    }
+
+    /// Records the chunks of a blob also stored whole (a split), so the
+    /// next split of it is answered from the record.
+    pub async fn record_split(&self, digest: &Digest, splice: &Splice) -> Result<(), Status> {
+        if let Some(spliced) = &self.spliced {
+            spliced.put(digest, splice).await?;
+        }
+        Ok(())
+    }
+
+    /// Which of `digests` are not stored whole (chunks must be).
+    pub async fn find_missing_whole(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+        let present: Vec<Digest> = digests.iter().filter(|d| !d.is_empty()).copied().collect();
+        if present.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.find_missing(&present).await
     }
 
     /// The whole blob, or NOT_FOUND naming it.
@@ -73,11 +132,13 @@ impl ContentStore {
     }
 
     pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
-        let present: Vec<Digest> = digests.iter().filter(|d| !d.is_empty()).copied().collect();
-        if present.is_empty() {
-            return Ok(Vec::new());
+        let mut missing = Vec::new();
+        for digest in self.find_missing_whole(digests).await? {
+            if self.whole_splice(&digest).await?.is_none() {
+                missing.push(digest);
+            }
         }
-        self.store.find_missing(&present).await
+        Ok(missing)
     }
 
     /// Starts a streamed, verified write of `digest`.

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod remote;
 pub mod server;
 pub mod service;
+pub mod spliced;
 pub mod store;
 pub mod zstd_stream;
 

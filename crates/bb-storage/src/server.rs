@@ -17,6 +17,7 @@ use bb_proto::reapi::action_cache_server::ActionCacheServer;
 use bb_proto::reapi::capabilities_server::CapabilitiesServer;
 use bb_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
 use bb_util::auth::Authentication;
+use bb_util::chunking::FastCdcParams;
 use bb_util::grpc::{Guard, ListenAddress, Listener};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct Storage {
     pub instances: Instances,
     /// The Remote Asset services, when configured.
     assets: Option<(FetchService, PushService)>,
+    chunking: FastCdcParams,
     config: StorageConfig,
 }
 
@@ -49,9 +51,11 @@ fn open_store(config: &StoreConfig, checked: bool) -> anyhow::Result<Arc<dyn Blo
 impl Storage {
     pub fn open(config: &StorageConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let content = ContentStore::new(open_store(&config.cas, true)?)
-            .with_max_blob_size(config.max_blob_size.bytes());
         let ac_store = open_store(&config.action_cache.store, false)?;
+        // Records of spliced blobs share the Action Cache's store too.
+        let content = ContentStore::new(open_store(&config.cas, true)?)
+            .with_max_blob_size(config.max_blob_size.bytes())
+            .with_spliced(ac_store.clone());
         let instances = Instances::new(&config.instance_names);
         // Asset records share the Action Cache's store: both map keys of
         // their own to small messages.
@@ -66,7 +70,8 @@ impl Storage {
         };
         let action_cache =
             ActionCache::new(ac_store, content.clone(), config.action_cache.completeness_check);
-        Ok(Storage { content, action_cache, instances, assets, config: config.clone() })
+        let chunking = config.chunking.params().map_err(anyhow::Error::msg)?;
+        Ok(Storage { content, action_cache, instances, assets, chunking, config: config.clone() })
     }
 
     pub fn max_message_size(&self) -> usize {
@@ -77,6 +82,9 @@ impl Storage {
         let mut capabilities =
             cache_capabilities(self.config.max_batch_size.bytes(), self.config.action_cache.allow_updates);
         capabilities.max_cas_blob_size_bytes = self.config.max_blob_size.bytes() as i64;
+        capabilities.split_blob_support = true;
+        capabilities.splice_blob_support = true;
+        capabilities.fast_cdc_2020_params = Some(self.chunking.to_proto());
         capabilities
     }
 
@@ -85,8 +93,12 @@ impl Storage {
     /// contents depend on what else the process serves).
     pub fn routes(&self) -> Routes {
         let limit = self.max_message_size();
-        let cas =
-            CasService::new(self.content.clone(), self.instances.clone(), self.config.max_batch_size.bytes());
+        let cas = CasService::new(
+            self.content.clone(),
+            self.instances.clone(),
+            self.config.max_batch_size.bytes(),
+            self.chunking,
+        );
         let ac = ActionCacheService::new(
             self.action_cache.clone(),
             self.content.clone(),

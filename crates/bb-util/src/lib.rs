@@ -1,6 +1,7 @@
 //! What every program of the farm shares.
 
 pub mod auth;
+pub mod chunking;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -61,8 +61,7 @@ impl AssetRecords {
         let Some(blob) = self.store.get(&key.digest()).await? else { return Ok(None) };
         // A record that does not decode is treated as absent, and replaced.
         let Ok(record) = AssetRecord::decode(blob.into_bytes().await?) else { return Ok(None) };
-        let (Some(fetched_at), Some(expires_at)) = (time(record.fetched_at), time(record.expires_at))
-        else {
+        let (Some(fetched_at), Some(expires_at)) = (time(record.fetched_at), time(record.expires_at)) else {
             return Ok(None);
         };
         if expires_at <= SystemTime::now() || oldest.is_some_and(|oldest| fetched_at < oldest) {

@@ -8,6 +8,7 @@ use crate::zstd_stream::StreamDecoder;
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_server::ContentAddressableStorage;
 use bb_util::auth::Permission;
+use bb_util::chunking::FastCdcParams;
 use bb_util::resource_name::Compressor;
 use bb_util::status;
 use bytes::{Bytes, BytesMut};
@@ -22,11 +23,18 @@ pub struct CasService {
     content: ContentStore,
     instances: Instances,
     max_batch_size: u64,
+    /// How SplitBlob cuts blobs.
+    chunking: FastCdcParams,
 }
 
 impl CasService {
-    pub fn new(content: ContentStore, instances: Instances, max_batch_size: u64) -> Self {
-        CasService { content, instances, max_batch_size }
+    pub fn new(
+        content: ContentStore,
+        instances: Instances,
+        max_batch_size: u64,
+        chunking: FastCdcParams,
+    ) -> Self {
+        CasService { content, instances, max_batch_size, chunking }
     }
 
     fn check_batch_size(&self, total: u64, what: &str) -> Result<(), Status> {
@@ -179,24 +187,35 @@ impl ContentAddressableStorage for CasService {
         Ok(Response::new(tree_pages(walk, page_size)))
     }
 
-    // Announced as unsupported (`split_blob_support` and
-    // `splice_blob_support` are false), so clients do not call these.
     async fn split_blob(
         &self,
-        _: Request<reapi::SplitBlobRequest>,
+        request: Request<reapi::SplitBlobRequest>,
     ) -> Result<Response<reapi::SplitBlobResponse>, Status> {
-        Err(Status::unimplemented(
-            "SplitBlob: this server does not split blobs (split_blob_support is false)",
-        ))
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        self.instances.admit(&principal, &request.instance_name, &[Permission::Read])?;
+        let digest = required_digest(request.digest_function, request.blob_digest.as_ref(), "blob_digest")?;
+        let splice = super::split::split(&self.content, self.chunking, digest).await?;
+        Ok(Response::new(reapi::SplitBlobResponse {
+            chunk_digests: splice.chunks.iter().map(|d| d.to_proto()).collect(),
+            chunking_function: splice.chunking_function,
+        }))
     }
 
     async fn splice_blob(
         &self,
-        _: Request<reapi::SpliceBlobRequest>,
+        request: Request<reapi::SpliceBlobRequest>,
     ) -> Result<Response<reapi::SpliceBlobResponse>, Status> {
-        Err(Status::unimplemented(
-            "SpliceBlob: this server does not splice blobs (splice_blob_support is false)",
-        ))
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        self.instances.admit(&principal, &request.instance_name, &[Permission::WriteCas])?;
+        let function = request.digest_function;
+        let digest = required_digest(function, request.blob_digest.as_ref(), "blob_digest")?;
+        // Chunks take the blob's function when the request names none.
+        let function = if function == 0 { digest.function().to_proto() } else { function };
+        let chunks = parse_digests(function, &request.chunk_digests)?;
+        super::split::splice(&self.content, digest, chunks, request.chunking_function).await?;
+        Ok(Response::new(reapi::SpliceBlobResponse { blob_digest: Some(digest.to_proto()) }))
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bytestream;
 pub mod capabilities;
 pub mod cas;
 pub mod request;
+mod split;
 pub(crate) mod tree;
 mod uploads;
 

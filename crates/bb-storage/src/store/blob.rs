@@ -1,4 +1,5 @@
-//! A blob opened for reading: bytes in memory, or a file read in chunks.
+//! A blob opened for reading: bytes in memory, a file read in chunks, a
+//! download, or the concatenation of stored chunks.
 //!
 //! File blobs of a content-addressed store are checked while they are read:
 //! the reader hashes everything from the start of the file and hands out the
@@ -27,6 +28,7 @@ enum Body {
     Memory(Bytes),
     File { file: Arc<File>, check: Option<(Digest, Quarantine)> },
     Remote { stream: Box<Streaming<ReadResponse>>, digest: Digest },
+    Chunks(super::chunked::Chunks),
 }
 
 impl Blob {
@@ -42,6 +44,11 @@ impl Blob {
     /// A ByteStream download of `digest`, checked as it arrives.
     pub(crate) fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
         Blob { size: digest.size(), body: Body::Remote { stream: Box::new(stream), digest } }
+    }
+
+    /// The concatenation of chunks stored on their own (a spliced blob).
+    pub(crate) fn from_chunks(chunks: super::chunked::Chunks) -> Self {
+        Blob { size: chunks.size(), body: Body::Chunks(chunks) }
     }
 
     pub fn size(&self) -> u64 {
@@ -74,6 +81,7 @@ impl Blob {
                 skip_until: offset,
                 buffered: Bytes::new(),
             })),
+            Body::Chunks(chunks) => BlobReader::Chunks(Box::new(chunks.reader(offset))),
         }
     }
 
@@ -100,6 +108,7 @@ pub enum BlobReader {
     Memory(Bytes),
     File(Box<FileReader>),
     Remote(Box<StreamReader>),
+    Chunks(Box<super::chunked::ChunksReader>),
 }
 
 /// Reads a ByteStream download, checking it against its digest: the chunk
@@ -188,6 +197,7 @@ impl BlobReader {
             }
             BlobReader::File(reader) => reader.next_chunk(max).await,
             BlobReader::Remote(reader) => reader.next_chunk(max).await,
+            BlobReader::Chunks(reader) => reader.next_chunk(max).await,
         }
     }
 }

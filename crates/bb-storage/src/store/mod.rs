@@ -6,11 +6,13 @@
 //! least recently used blobs.
 
 mod blob;
+mod chunked;
 mod disk;
 mod lru_index;
 mod memory;
 
 pub use blob::{Blob, BlobReader};
+pub(crate) use chunked::Chunks;
 pub use disk::DiskStore;
 pub use lru_index::SizeLru;
 pub use memory::MemoryStore;
@@ -28,6 +30,8 @@ pub enum StoreError {
     TooLarge { digest: Digest, capacity: u64 },
     #[error("write of blob {digest}: {reason}")]
     BadWrite { digest: Digest, reason: String },
+    #[error("chunk {digest} of a spliced blob is no longer stored")]
+    ChunkGone { digest: Digest },
     #[error("{context}: {status}")]
     Remote { context: String, status: Box<tonic::Status> },
 }
@@ -42,7 +46,9 @@ impl From<StoreError> for tonic::Status {
     fn from(error: StoreError) -> Self {
         match &error {
             // The blob is gone now: to the client that is "missing".
-            StoreError::Corrupt { .. } => tonic::Status::not_found(error.to_string()),
+            StoreError::Corrupt { .. } | StoreError::ChunkGone { .. } => {
+                tonic::Status::not_found(error.to_string())
+            }
             StoreError::TooLarge { .. } => tonic::Status::resource_exhausted(error.to_string()),
             StoreError::BadWrite { .. } => tonic::Status::invalid_argument(error.to_string()),
             StoreError::Io { .. } => tonic::Status::internal(error.to_string()),
