@@ -136,8 +136,9 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .into_inner();
     let announced = caps.cache_capabilities.and_then(|c| c.fast_cdc_2020_params);
-    let params = FastCdcParams::from_proto(&announced.ok_or_else(|| anyhow::anyhow!("no FastCDC announced"))?)
-        .map_err(anyhow::Error::msg)?;
+    let params =
+        FastCdcParams::from_proto(&announced.ok_or_else(|| anyhow::anyhow!("no FastCDC announced"))?)
+            .map_err(anyhow::Error::msg)?;
     cas = cas.max_decoding_message_size(64 << 20);
     let client = Client {
         store: GrpcStore::new(channel, ""),
@@ -154,7 +155,12 @@ async fn main() -> anyhow::Result<()> {
         Digest::of(DigestFunction::Sha256, &data);
         start.elapsed()
     };
-    println!("blob {}, {} changed in the middle; chunks average {} KiB", flags.size, flags.change, params.average() >> 10);
+    println!(
+        "blob {}, {} changed in the middle; chunks average {} KiB",
+        flags.size,
+        flags.change,
+        params.average() >> 10
+    );
     println!("floor: sha256 of the blob in-process, {:.2} s", floor.as_secs_f64());
     println!("{:<8} {:<10} {:>12} {:>12} {:>10}", "upload", "blob", "sent MiB", "stored MiB", "time/floor");
     for (method, seed) in [("whole", 2u64), ("split", 3)] {

@@ -6,7 +6,9 @@
 //! owned by the worker's user, in a directory only that user can enter. The
 //! cache is bounded by size and by count, least recently used first out, and
 //! emptied at start (nothing from an earlier run is trusted). A blob wanted
-//! by several actions at once is downloaded once.
+//! by several actions at once is downloaded once. Large files are fetched
+//! as their chunks where storage splits them, the chunks kept in the cache
+//! like any file.
 
 use crate::storage::{SMALL_BLOB, StorageClient};
 use bb_util::Digest;
@@ -19,6 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Notify, Semaphore};
 use tonic::Status;
+
+/// Inputs at least this large are fetched as chunks (SplitBlob) where the
+/// storage splits them, so only the chunks not cached already cross the
+/// network: a large file changed in one place costs a chunk or two.
+const CHUNKED_FETCH_MIN: u64 = 8 << 20;
 
 /// A cached file: which blob, and whether it is executable.
 pub type Key = (Digest, bool);
@@ -239,6 +246,20 @@ impl FileCache {
     }
 
     async fn fetch_large(&self, key: &Key, storage: &StorageClient, instance: &str) -> Result<(), Status> {
+        if key.0.size() >= CHUNKED_FETCH_MIN
+            && let Some(chunks) = storage.split_blob(instance, &key.0).await
+            && chunks.len() > 1
+            && chunks.iter().all(|c| c.size() < CHUNKED_FETCH_MIN)
+        {
+            // Chunks in the cache already (say, from an earlier version of
+            // this file) are not downloaded again.
+            let chunk_keys: Vec<Key> = chunks.iter().map(|c| (*c, false)).collect();
+            Box::pin(self.ensure(&chunk_keys, storage, instance)).await?;
+            if self.assemble(key, &chunks).await? {
+                return Ok(());
+            }
+            // A chunk was evicted in the meantime: download it whole.
+        }
         let _permit = self.downloads.acquire().await.map_err(|e| Status::internal(e.to_string()))?;
         let temporary = self.directory.join(format!(".download-{}", uuid::Uuid::new_v4().simple()));
         let result = storage.read_to_file(instance, &key.0, &temporary, "input file").await;
@@ -253,6 +274,68 @@ impl FileCache {
         }
         result
     }
+}
+
+impl FileCache {
+    /// Writes `key`'s file from its cached chunks, checking the digest.
+    /// `false` when a chunk is no longer in the cache.
+    async fn assemble(&self, key: &Key, chunks: &[Digest]) -> Result<bool, Status> {
+        let sources: Vec<PathBuf> = chunks.iter().map(|c| self.path(&(*c, false))).collect();
+        let temporary = self.directory.join(format!(".assemble-{}", uuid::Uuid::new_v4().simple()));
+        let (target, key) = (self.path(key), *key);
+        tokio::task::spawn_blocking(move || {
+            let assembled = concatenate(&sources, &temporary, key);
+            match assembled {
+                Ok(true) => {
+                    let mode = if key.1 { 0o555 } else { 0o444 };
+                    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+                        .map_err(io_error(&temporary))?;
+                    std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
+                    Ok(true)
+                }
+                other => {
+                    let _ = std::fs::remove_file(&temporary);
+                    other
+                }
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+/// Copies `sources` in order into a new file at `path`, hashing what it
+/// copies: `false` if a source is gone, an error if the result is not the
+/// blob `key` names.
+fn concatenate(sources: &[PathBuf], path: &Path, key: Key) -> Result<bool, Status> {
+    let mut out = std::fs::File::create_new(path).map_err(io_error(path))?;
+    let mut hasher = key.0.function().hasher();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; 1 << 20];
+    for source in sources {
+        let mut input = match std::fs::File::open(source) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(source)(e)),
+        };
+        loop {
+            let n = std::io::Read::read(&mut input, &mut buffer).map_err(io_error(source))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            size += n as u64;
+            std::io::Write::write_all(&mut out, &buffer[..n]).map_err(io_error(path))?;
+        }
+    }
+    let actual = hasher.finish(size);
+    if actual != key.0 {
+        return Err(Status::data_loss(format!(
+            "input file {}: its chunks from storage concatenate to {actual}",
+            key.0
+        )));
+    }
+    Ok(true)
 }
 
 /// Downloads one `ensure` call started: when it is dropped (finished, or

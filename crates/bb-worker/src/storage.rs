@@ -92,6 +92,27 @@ impl StorageClient {
         }
     }
 
+    /// The chunks a blob is stored as (SplitBlob), in order; `None` where
+    /// the server does not split it (no support, or any error: a whole
+    /// download then reports what is wrong).
+    pub async fn split_blob(&self, instance: &str, digest: &Digest) -> Option<Vec<Digest>> {
+        let request = reapi::SplitBlobRequest {
+            instance_name: instance.to_string(),
+            blob_digest: Some(digest.to_proto()),
+            digest_function: digest.function().to_proto(),
+            chunking_function: reapi::chunking_function::Value::FastCdc2020 as i32,
+        };
+        let response = self.cas.clone().split_blob(request).await.ok()?.into_inner();
+        let chunks: Vec<Digest> = response
+            .chunk_digests
+            .iter()
+            .map(|d| Digest::from_proto(digest.function(), d))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // An answer whose sizes do not add up is not used.
+        (chunks.iter().map(Digest::size).sum::<u64>() == digest.size()).then_some(chunks)
+    }
+
     /// Blobs of any size, in memory: small ones in as few batch calls as
     /// fit, larger ones (up to `MAX_IN_MEMORY`) over ByteStream. Every
     /// digest asked for is in the answer; missing ones, and ones storage
