@@ -47,6 +47,7 @@ async fn origin(redirect_to: Option<String>) -> Origin {
             }),
         )
         .route("/big", get(|| async { vec![7u8; 4096] }))
+        .route("/tree.tar.gz", get(|| async { tree_archive() }))
         .route("/redirect", get(move || async move { Redirect::temporary(&redirect_to) }))
         .route(
             "/headers",
@@ -70,6 +71,27 @@ async fn count(
 ) -> axum::response::Response {
     requests.fetch_add(1, Ordering::SeqCst);
     next.run(request).await
+}
+
+/// A gzipped tar of `top/a.txt`, `top/sub/run.sh` (executable) and
+/// `top/link` -> `sub/run.sh`.
+fn tree_archive() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    add("top/a.txt", b"a", 0o644);
+    add("top/sub/run.sh", b"#!/bin/sh\n", 0o755);
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    builder.append_link(&mut link, "top/link", "sub/run.sh").unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &builder.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
 }
 
 /// bb-storage allowing `allowed` origins, with a 1 KiB asset limit.
@@ -292,9 +314,73 @@ async fn pushed_directories_are_served_while_their_tree_is_whole() {
     let response = FetchClient::new(server.channel.clone()).fetch_directory(request.clone()).await.unwrap();
     assert_eq!(response.into_inner().root_directory_digest, Some(root.to_proto()));
 
+    // Not pushed, and no origin allowed.
     let unknown =
         FetchDirectoryRequest { uris: vec!["https://example.invalid/none".into()], ..Default::default() };
     let response =
         FetchClient::new(server.channel.clone()).fetch_directory(unknown).await.unwrap().into_inner();
-    assert_eq!(code(&response.status), Code::NotFound as i32);
+    assert_eq!(code(&response.status), Code::PermissionDenied as i32);
+}
+
+#[tokio::test]
+async fn directories_are_fetched_as_archives_and_unpacked() {
+    let origin = origin(None).await;
+    let mut server_config = config(None);
+    let text = format!("allowed_origins = [{:?}]\n", origin.base);
+    server_config.storage.remote_asset = Some(bb_util::config::parse(&text, "asset test").unwrap());
+    let server = TestServer::start(server_config).await;
+    let mut client = FetchClient::new(server.channel.clone());
+    let archive = tree_archive();
+    let request = FetchDirectoryRequest {
+        uris: vec![format!("{}/tree.tar.gz", origin.base)],
+        qualifiers: vec![qualifier("checksum.sri", &sri(&archive)), qualifier("directory", "top")],
+        ..Default::default()
+    };
+    let response = client.fetch_directory(request.clone()).await.unwrap().into_inner();
+    assert_eq!(code(&response.status), 0, "{:?}", response.status);
+    let root = bb_util::Digest::from_required(
+        bb_util::DigestFunction::Sha256,
+        response.root_directory_digest.as_ref(),
+    )
+    .unwrap();
+    let read = |digest: bb_util::Digest| {
+        let server = &server;
+        async move {
+            let name = bb_util::resource_name::ReadResource::format(
+                "",
+                &digest,
+                bb_util::resource_name::Compressor::Identity,
+            );
+            server.read(&name, 0, 0).await.unwrap().concat()
+        }
+    };
+    let top = reapi::Directory::decode(read(root).await.as_slice()).unwrap();
+    assert_eq!(top.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["a.txt"]);
+    assert_eq!(top.symlinks[0].target, "sub/run.sh");
+    let sub_digest =
+        bb_util::Digest::from_required(bb_util::DigestFunction::Sha256, top.directories[0].digest.as_ref())
+            .unwrap();
+    let sub = reapi::Directory::decode(read(sub_digest).await.as_slice()).unwrap();
+    assert!(sub.files[0].is_executable);
+    assert_eq!(
+        read(
+            bb_util::Digest::from_required(bb_util::DigestFunction::Sha256, sub.files[0].digest.as_ref())
+                .unwrap()
+        )
+        .await,
+        b"#!/bin/sh\n"
+    );
+
+    // Served from the record the second time.
+    client.fetch_directory(request).await.unwrap();
+    assert_eq!(origin.requests.load(Ordering::SeqCst), 1);
+
+    // A subdirectory the archive does not have.
+    let absent = FetchDirectoryRequest {
+        uris: vec![format!("{}/tree.tar.gz", origin.base)],
+        qualifiers: vec![qualifier("directory", "nothere")],
+        ..Default::default()
+    };
+    let response = client.fetch_directory(absent).await.unwrap().into_inner();
+    assert_eq!(code(&response.status), Code::FailedPrecondition as i32, "{:?}", response.status);
 }

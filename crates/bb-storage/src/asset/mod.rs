@@ -3,8 +3,10 @@
 //! fetches and pushes, kept in the Action Cache's store; otherwise the
 //! content is fetched from its origin over HTTP(S), checked against the
 //! request's checksum, and stored. Only origins the operator lists are
-//! fetched from, so the farm is never an open proxy.
+//! fetched from, so the farm is never an open proxy. FetchDirectory takes a
+//! tar archive (gzip or not) from the origin and unpacks it into the CAS.
 
+mod archive;
 mod origin;
 mod qualifiers;
 mod records;

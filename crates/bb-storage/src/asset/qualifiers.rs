@@ -17,6 +17,9 @@ pub const CANONICAL_ID: &str = "bazel.canonical_id";
 /// reach the content, not what it is, so they are not part of the key.
 pub const AUTH_HEADERS: &str = "bazel.auth_headers";
 
+/// FetchDirectory: the subdirectory of the unpacked archive wanted.
+pub const DIRECTORY: &str = "directory";
+
 /// The qualifiers this server can honour when it fetches from an origin.
 const FETCHABLE: [&str; 3] = [CHECKSUM_SRI, CANONICAL_ID, AUTH_HEADERS];
 
@@ -61,10 +64,12 @@ impl Qualifiers {
     }
 
     /// INVALID_ARGUMENT, with a BadRequest violation per qualifier, unless
-    /// every qualifier is one this server honours when fetching.
-    pub fn check_fetchable(&self) -> Result<(), Status> {
+    /// every qualifier is one this server honours when fetching (a blob, or
+    /// a `directory`).
+    pub fn check_fetchable(&self, directory: bool) -> Result<(), Status> {
+        let honoured = |name: &str| FETCHABLE.contains(&name) || directory && name == DIRECTORY;
         let unsupported: Vec<&str> =
-            self.by_name.keys().map(String::as_str).filter(|name| !FETCHABLE.contains(name)).collect();
+            self.by_name.keys().map(String::as_str).filter(|n| !honoured(n)).collect();
         if unsupported.is_empty() {
             return Ok(());
         }
@@ -256,7 +261,8 @@ mod tests {
     fn unsupported_qualifiers_are_named_with_bad_request_details() {
         let q =
             Qualifiers::parse(vec![qualifier("resource_type", "x"), qualifier(CHECKSUM_SRI, "s")]).unwrap();
-        let err = q.check_fetchable().unwrap_err();
+        let err = q.check_fetchable(false).unwrap_err();
+        assert!(Qualifiers::parse(vec![qualifier(DIRECTORY, "a")]).unwrap().check_fetchable(true).is_ok());
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("resource_type"), "{}", err.message());
         let bad = err.get_details_bad_request().unwrap();

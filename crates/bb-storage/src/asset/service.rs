@@ -1,13 +1,15 @@
 //! The Fetch and Push services. Fetch answers from a usable record, else
-//! from the origin (every qualifier must then be one this server honours);
+//! from the origin (every qualifier must then be one this server honours;
+//! a directory is a tar archive there, unpacked);
 //! errors in the request are the call's status, failures at the origin the
 //! response's. Fetching needs `read` on the instance; Push, which makes the
 //! farm answer for a URI without asking its origin, needs
 //! `write-action-cache`.
 
 use super::RemoteAssetConfig;
+use super::archive;
 use super::origin::{Origins, Request as OriginRequest};
-use super::qualifiers::Qualifiers;
+use super::qualifiers::{DIRECTORY, Qualifiers};
 use super::records::{AssetRecords, Found, Key};
 use crate::content::ContentStore;
 use crate::service::Instances;
@@ -104,14 +106,7 @@ impl Assets {
                 return Ok(answer(&wanted, uri, Ok(found)));
             }
         }
-        if wanted.kind == Kind::Directory {
-            // Directories are known only from pushes: unpacking archives
-            // from origins is not something this server does.
-            let uri = wanted.uris.last().cloned().unwrap_or_default();
-            let why = Status::not_found(format!("no directory is recorded for {:?}", wanted.uris));
-            return Ok(answer(&wanted, &uri, Err(why)));
-        }
-        wanted.qualifiers.check_fetchable()?;
+        wanted.qualifiers.check_fetchable(wanted.kind == Kind::Directory)?;
         let checksum = wanted.qualifiers.checksum()?;
         let timeout = self.timeout(wanted.timeout)?;
         let mut last = Status::internal("no URI was tried");
@@ -124,7 +119,7 @@ impl Assets {
                 timeout,
                 function: wanted.function,
             };
-            match self.origins.fetch(request, &self.content).await {
+            match self.fetch_from_origin(&wanted, request).await {
                 Ok(digest) => {
                     let expires_at = started + self.config.cache_lifetime.get();
                     self.records.record(&key(&wanted, uri), &digest, started, expires_at).await?;
@@ -145,6 +140,25 @@ impl Assets {
         }
         let uri = wanted.uris.last().cloned().unwrap_or_default();
         Ok(answer(&wanted, &uri, Err(last)))
+    }
+
+    /// The blob at the origin, or for a directory the tree its archive
+    /// unpacks to.
+    async fn fetch_from_origin(&self, wanted: &Wanted, request: OriginRequest<'_>) -> Result<Digest, Status> {
+        let digest = self.origins.fetch(request, &self.content).await?;
+        if wanted.kind == Kind::Blob {
+            return Ok(digest);
+        }
+        let archive = self.content.get_bytes(&digest).await?;
+        let subdirectory = wanted.qualifiers.get(DIRECTORY).map(str::to_string);
+        archive::unpack(
+            archive,
+            wanted.function,
+            &self.content,
+            self.config.max_asset_size.bytes(),
+            subdirectory,
+        )
+        .await
     }
 
     fn timeout(&self, requested: Option<prost_types::Duration>) -> Result<Duration, Status> {
