@@ -10,6 +10,8 @@
 //!
 //! checks/bench/split.sh starts a server and runs this against it.
 
+mod common;
+
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_storage::remote::GrpcStore;
@@ -19,6 +21,7 @@ use bb_util::config::ByteSize;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use clap::Parser;
+use common::pseudo_random;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,18 +43,6 @@ struct Flags {
     /// Chunk uploads in flight at once.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut state = seed | 1;
-    for word in out.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-    }
-    out
 }
 
 /// Bytes of the files under `dir`.

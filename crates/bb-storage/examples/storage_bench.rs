@@ -8,6 +8,8 @@
 //!
 //! checks/bench/storage.sh starts a server and runs this against it.
 
+mod common;
+
 use bb_proto::bytestream::byte_stream_client::ByteStreamClient;
 use bb_proto::bytestream::{ReadRequest, WriteRequest};
 use bb_proto::reapi;
@@ -17,6 +19,7 @@ use bb_util::resource_name::{Compressor, ReadResource, WriteResource};
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use clap::Parser;
+use common::pseudo_random;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -39,18 +42,6 @@ struct Flags {
     /// Upload/download rounds, each with a new blob; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut state = seed | 1;
-    for word in out.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-    }
-    out
 }
 
 fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {

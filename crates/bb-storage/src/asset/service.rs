@@ -265,6 +265,23 @@ impl Assets {
     }
 }
 
+/// A [`Wanted`] from a FetchBlobRequest or a FetchDirectoryRequest, which
+/// have the same fields; `?` on what does not parse.
+macro_rules! wanted {
+    ($request:expr, $kind:expr) => {{
+        let r = $request;
+        Wanted {
+            kind: $kind,
+            function: requested_function(r.digest_function)?,
+            qualifiers: Qualifiers::parse(r.qualifiers)?,
+            instance_name: r.instance_name,
+            uris: r.uris,
+            timeout: r.timeout,
+            oldest: r.oldest_content_accepted,
+        }
+    }};
+}
+
 #[tonic::async_trait]
 impl Fetch for FetchService {
     async fn fetch_blob(
@@ -272,17 +289,7 @@ impl Fetch for FetchService {
         request: Request<FetchBlobRequest>,
     ) -> Result<Response<FetchBlobResponse>, Status> {
         self.0.admitted(&request, &request.get_ref().instance_name, Permission::Read).await?;
-        let r = request.into_inner();
-        let wanted = Wanted {
-            kind: Kind::Blob,
-            function: requested_function(r.digest_function)?,
-            qualifiers: Qualifiers::parse(r.qualifiers)?,
-            instance_name: r.instance_name,
-            uris: r.uris,
-            timeout: r.timeout,
-            oldest: r.oldest_content_accepted,
-        };
-        let a = self.0.fetch(wanted).await?;
+        let a = self.0.fetch(wanted!(request.into_inner(), Kind::Blob)).await?;
         Ok(Response::new(FetchBlobResponse {
             status: a.status,
             uri: a.uri,
@@ -298,17 +305,7 @@ impl Fetch for FetchService {
         request: Request<FetchDirectoryRequest>,
     ) -> Result<Response<FetchDirectoryResponse>, Status> {
         self.0.admitted(&request, &request.get_ref().instance_name, Permission::Read).await?;
-        let r = request.into_inner();
-        let wanted = Wanted {
-            kind: Kind::Directory,
-            function: requested_function(r.digest_function)?,
-            qualifiers: Qualifiers::parse(r.qualifiers)?,
-            instance_name: r.instance_name,
-            uris: r.uris,
-            timeout: r.timeout,
-            oldest: r.oldest_content_accepted,
-        };
-        let a = self.0.fetch(wanted).await?;
+        let a = self.0.fetch(wanted!(request.into_inner(), Kind::Directory)).await?;
         Ok(Response::new(FetchDirectoryResponse {
             status: a.status,
             uri: a.uri,
