@@ -6,8 +6,8 @@
 
 use crate::spliced::{Splice, SplicedBlobs};
 use crate::store::{Blob, BlobStore, BlobWriter, Chunks, StoreError};
-use bb_util::Digest;
 use bb_util::digest::Hasher;
+use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use std::sync::Arc;
 use tonic::Status;
@@ -70,29 +70,13 @@ impl ContentStore {
     }
 
     /// Records that `digest` is the concatenation of `splice`'s chunks,
-    /// which the caller has checked. Without records, stores it whole.
+    /// which the caller has checked (or cut itself from the stored blob).
     pub async fn record_splice(&self, digest: &Digest, splice: &Splice) -> Result<(), Status> {
-        match &self.spliced {
-            Some(spliced) => Ok(spliced.put(digest, splice).await?),
-            None => {
-                let mut upload = self.begin_upload(digest).await?;
-                let mut reader =
-                    Blob::from_chunks(Chunks::new(self.store.clone(), splice.chunks.clone())).reader(0);
-                while let Some(data) = reader.next_chunk(1 << 20).await? {
-                    upload.write(data).await?;
-                }
-                upload.finish().await
-            }
-        }
-    }
-
-    /// Records the chunks of a blob also stored whole (a split), so the
-    /// next split of it is answered from the record.
-    pub async fn record_split(&self, digest: &Digest, splice: &Splice) -> Result<(), Status> {
-        if let Some(spliced) = &self.spliced {
-            spliced.put(digest, splice).await?;
-        }
-        Ok(())
+        let spliced = self
+            .spliced
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this CAS keeps no records of spliced blobs"))?;
+        Ok(spliced.put(digest, splice).await?)
     }
 
     /// Which of `digests` are not stored whole (chunks must be).
@@ -110,6 +94,19 @@ impl ContentStore {
             Some(blob) => Ok(blob.into_bytes().await?),
             None => Err(Status::not_found(format!("blob {digest} not found"))),
         }
+    }
+
+    /// Stores `data` under the digest it hashes to (with `function`),
+    /// unless it is stored already; returns that digest. Data is hashed
+    /// once, where `put` hashes it again to check a digest given.
+    pub async fn put_data(&self, function: DigestFunction, data: Bytes) -> Result<Digest, Status> {
+        let digest = Digest::of(function, &data);
+        self.admit(&digest)?;
+        if !self.find_missing_whole(&[digest]).await?.is_empty() {
+            self.store.put(&digest, data).await?;
+            metrics::counter!(crate::metrics::WRITTEN_BYTES).increment(digest.size());
+        }
+        Ok(digest)
     }
 
     /// Stores `data` once it is proven to be the blob `digest` names.
@@ -132,9 +129,14 @@ impl ContentStore {
     }
 
     pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+        let not_whole = self.find_missing_whole(digests).await?;
+        let Some(spliced) = &self.spliced else { return Ok(not_whole) };
+        // One call for which of them have records at all; only those are
+        // read, so a FindMissingBlobs of new blobs costs one more call.
+        let recorded = spliced.recorded(&not_whole).await?;
         let mut missing = Vec::new();
-        for digest in self.find_missing_whole(digests).await? {
-            if self.whole_splice(&digest).await?.is_none() {
+        for digest in not_whole {
+            if !recorded.contains(&digest) || self.whole_splice(&digest).await?.is_none() {
                 missing.push(digest);
             }
         }

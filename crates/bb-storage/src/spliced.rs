@@ -8,6 +8,7 @@ use crate::store::{BlobStore, StoreError};
 use bb_proto::bbrs::storage::SplicedBlob;
 use bb_util::{Digest, DigestFunction};
 use prost::Message;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Tells a record's key apart from every CAS digest and Action Cache key.
@@ -38,6 +39,16 @@ impl SplicedBlobs {
         material.extend_from_slice(digest.hash());
         material.extend_from_slice(&digest.size().to_le_bytes());
         Digest::of(DigestFunction::Sha256, &material)
+    }
+
+    /// Which of `digests` have a record (not yet read or checked).
+    pub async fn recorded(&self, digests: &[Digest]) -> Result<HashSet<Digest>, StoreError> {
+        if digests.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<Digest> = digests.iter().map(Self::key).collect();
+        let absent: HashSet<Digest> = self.store.find_missing(&keys).await?.into_iter().collect();
+        Ok(digests.iter().zip(&keys).filter(|(_, key)| !absent.contains(key)).map(|(d, _)| *d).collect())
     }
 
     /// The chunks of `digest`, if a record of them exists (and decodes).

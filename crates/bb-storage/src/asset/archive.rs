@@ -171,10 +171,7 @@ async fn store(dir: &Dir, function: DigestFunction, content: &ContentStore) -> R
             .push(reapi::DirectoryNode { name: name.clone(), digest: Some(digest.to_proto()) });
     }
     for (name, (data, executable)) in &dir.files {
-        let digest = Digest::of(function, data);
-        if !content.find_missing(&[digest]).await?.is_empty() {
-            content.put(&digest, data.clone()).await?;
-        }
+        let digest = content.put_data(function, data.clone()).await?;
         message.files.push(reapi::FileNode {
             name: name.clone(),
             digest: Some(digest.to_proto()),
@@ -189,10 +186,7 @@ async fn store(dir: &Dir, function: DigestFunction, content: &ContentStore) -> R
             ..Default::default()
         });
     }
-    let encoded = Bytes::from(message.encode_to_vec());
-    let digest = Digest::of(function, &encoded);
-    content.put(&digest, encoded).await?;
-    Ok(digest)
+    content.put_data(function, Bytes::from(message.encode_to_vec())).await
 }
 
 #[cfg(test)]

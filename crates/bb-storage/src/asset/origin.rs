@@ -11,9 +11,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::Url;
 use serde::Deserialize;
-use std::io::{Read, Seek, Write};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tonic::{Code, Status};
 
 /// Where one body is copied through on its way to the CAS.
@@ -187,9 +187,9 @@ impl Origins {
             if spool.size + piece.len() as u64 > self.max_size {
                 return Err(self.too_large(request.uri));
             }
-            spool.write(&piece)?;
+            spool.write(&piece).await?;
         }
-        spool.finish(request.uri, request.checksum)
+        spool.finish(request.uri, request.checksum).await
     }
 
     fn too_large(&self, uri: &str) -> Status {
@@ -226,7 +226,7 @@ fn http_code(status: reqwest::StatusCode) -> Code {
 /// A body on its way in: written to a temporary file, hashed for the CAS
 /// and for the checksum.
 struct Spool {
-    file: std::fs::File,
+    file: tokio::fs::File,
     size: u64,
     digest: bb_util::digest::Hasher,
     checksum: Option<super::qualifiers::SriHasher>,
@@ -234,19 +234,20 @@ struct Spool {
 
 /// A body that arrived whole and matched its checksum.
 struct Spooled {
-    file: std::fs::File,
+    file: tokio::fs::File,
     digest: Digest,
 }
 
 impl Spool {
     fn new(function: DigestFunction, checksum: Option<&Sri>) -> Result<Self, Status> {
         let file = tempfile::tempfile()
+            .map(tokio::fs::File::from_std)
             .map_err(|e| Status::internal(format!("no temporary file for a fetch: {e}")))?;
         Ok(Spool { file, size: 0, digest: function.hasher(), checksum: checksum.map(Sri::hasher) })
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), Status> {
-        self.file.write_all(data).map_err(|e| Status::internal(format!("spooling a fetch: {e}")))?;
+    async fn write(&mut self, data: &[u8]) -> Result<(), Status> {
+        self.file.write_all(data).await.map_err(|e| Status::internal(format!("spooling a fetch: {e}")))?;
         self.digest.update(data);
         if let Some(checksum) = &mut self.checksum {
             checksum.update(data);
@@ -255,13 +256,13 @@ impl Spool {
         Ok(())
     }
 
-    fn finish(mut self, uri: &str, checksum: Option<&Sri>) -> Result<Spooled, Status> {
+    async fn finish(mut self, uri: &str, checksum: Option<&Sri>) -> Result<Spooled, Status> {
         if let (Some(expected), Some(hasher)) = (checksum, self.checksum.take()) {
             expected
                 .check(&hasher.finish())
                 .map_err(|why| Status::aborted(format!("{uri}: {why}; nothing was stored")))?;
         }
-        self.file.rewind().map_err(|e| Status::internal(format!("spooling a fetch: {e}")))?;
+        self.file.rewind().await.map_err(|e| Status::internal(format!("spooling a fetch: {e}")))?;
         Ok(Spooled { file: self.file, digest: self.digest.finish(self.size) })
     }
 }
@@ -273,21 +274,16 @@ async fn store(spooled: Spooled, content: &ContentStore) -> Result<Digest, Statu
         return Ok(digest);
     }
     let mut upload = content.begin_upload(&digest).await?;
+    let mut buffer = vec![0u8; COPY_CHUNK];
     loop {
-        let (piece, back) = tokio::task::spawn_blocking(move || {
-            let mut buffer = vec![0u8; COPY_CHUNK];
-            let n = file.read(&mut buffer)?;
-            buffer.truncate(n);
-            Ok::<_, std::io::Error>((buffer, file))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(format!("reading a spooled fetch: {e}")))?;
-        file = back;
-        if piece.is_empty() {
+        let n = file
+            .read(&mut buffer)
+            .await
+            .map_err(|e| Status::internal(format!("reading a spooled fetch: {e}")))?;
+        if n == 0 {
             break;
         }
-        upload.write(Bytes::from(piece)).await?;
+        upload.write(Bytes::copy_from_slice(&buffer[..n])).await?;
     }
     upload.finish().await?;
     Ok(digest)

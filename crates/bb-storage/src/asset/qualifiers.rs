@@ -48,11 +48,9 @@ impl Qualifiers {
 
     /// The qualifiers that name the asset, sorted by name: the key's part.
     pub fn identifying(&self) -> Vec<Qualifier> {
-        self.by_name
-            .iter()
-            .filter(|(name, _)| name.as_str() != AUTH_HEADERS)
-            .map(|(name, value)| Qualifier { name: name.clone(), value: value.clone() })
-            .collect()
+        let mut qualifiers = self.to_proto();
+        qualifiers.retain(|q| q.name != AUTH_HEADERS);
+        qualifiers
     }
 
     /// All of them, as the response repeats them.

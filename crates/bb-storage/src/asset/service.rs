@@ -188,10 +188,10 @@ impl Assets {
             Kind::Blob => self.content.find_missing(&[digest]).await?.is_empty(),
             Kind::Directory => self.records.tree_is_whole(digest).await?,
         };
-        let missing_references = self.content.find_missing(&references).await?;
         if !whole {
             return Err(bb_util::status::missing_blobs("the pushed asset", &[digest]));
         }
+        let missing_references = self.content.find_missing(&references).await?;
         if !missing_references.is_empty() {
             return Err(bb_util::status::missing_blobs("a referenced blob", &missing_references));
         }
@@ -255,7 +255,7 @@ fn requested_function(value: i32) -> Result<DigestFunction, Status> {
 }
 
 impl Assets {
-    async fn admitted<T>(
+    fn admitted<T>(
         &self,
         request: &Request<T>,
         instance: &str,
@@ -288,7 +288,7 @@ impl Fetch for FetchService {
         &self,
         request: Request<FetchBlobRequest>,
     ) -> Result<Response<FetchBlobResponse>, Status> {
-        self.0.admitted(&request, &request.get_ref().instance_name, Permission::Read).await?;
+        self.0.admitted(&request, &request.get_ref().instance_name, Permission::Read)?;
         let a = self.0.fetch(wanted!(request.into_inner(), Kind::Blob)).await?;
         Ok(Response::new(FetchBlobResponse {
             status: a.status,
@@ -304,7 +304,7 @@ impl Fetch for FetchService {
         &self,
         request: Request<FetchDirectoryRequest>,
     ) -> Result<Response<FetchDirectoryResponse>, Status> {
-        self.0.admitted(&request, &request.get_ref().instance_name, Permission::Read).await?;
+        self.0.admitted(&request, &request.get_ref().instance_name, Permission::Read)?;
         let a = self.0.fetch(wanted!(request.into_inner(), Kind::Directory)).await?;
         Ok(Response::new(FetchDirectoryResponse {
             status: a.status,
@@ -317,26 +317,32 @@ impl Fetch for FetchService {
     }
 }
 
+/// A [`Pushed`] from a PushBlobRequest or a PushDirectoryRequest, which
+/// differ only in the name of the digest field.
+macro_rules! pushed {
+    ($request:expr, $kind:expr, $digest:ident) => {{
+        let r = $request;
+        let function = r.digest_function;
+        Pushed {
+            kind: $kind,
+            digest: required_digest(function, r.$digest.as_ref(), stringify!($digest))?,
+            references: references(function, &r.references_blobs, &r.references_directories)?,
+            instance_name: r.instance_name,
+            uris: r.uris,
+            qualifiers: r.qualifiers,
+            expire_at: r.expire_at,
+        }
+    }};
+}
+
 #[tonic::async_trait]
 impl Push for PushService {
     async fn push_blob(
         &self,
         request: Request<PushBlobRequest>,
     ) -> Result<Response<PushBlobResponse>, Status> {
-        self.0.admitted(&request, &request.get_ref().instance_name, Permission::WriteActionCache).await?;
-        let r = request.into_inner();
-        let function = r.digest_function;
-        self.0
-            .push(Pushed {
-                kind: Kind::Blob,
-                digest: required_digest(function, r.blob_digest.as_ref(), "blob_digest")?,
-                references: references(function, &r.references_blobs, &r.references_directories)?,
-                instance_name: r.instance_name,
-                uris: r.uris,
-                qualifiers: r.qualifiers,
-                expire_at: r.expire_at,
-            })
-            .await?;
+        self.0.admitted(&request, &request.get_ref().instance_name, Permission::WriteActionCache)?;
+        self.0.push(pushed!(request.into_inner(), Kind::Blob, blob_digest)).await?;
         Ok(Response::new(PushBlobResponse {}))
     }
 
@@ -344,20 +350,8 @@ impl Push for PushService {
         &self,
         request: Request<PushDirectoryRequest>,
     ) -> Result<Response<PushDirectoryResponse>, Status> {
-        self.0.admitted(&request, &request.get_ref().instance_name, Permission::WriteActionCache).await?;
-        let r = request.into_inner();
-        let function = r.digest_function;
-        self.0
-            .push(Pushed {
-                kind: Kind::Directory,
-                digest: required_digest(function, r.root_directory_digest.as_ref(), "root_directory_digest")?,
-                references: references(function, &r.references_blobs, &r.references_directories)?,
-                instance_name: r.instance_name,
-                uris: r.uris,
-                qualifiers: r.qualifiers,
-                expire_at: r.expire_at,
-            })
-            .await?;
+        self.0.admitted(&request, &request.get_ref().instance_name, Permission::WriteActionCache)?;
+        self.0.push(pushed!(request.into_inner(), Kind::Directory, root_directory_digest)).await?;
         Ok(Response::new(PushDirectoryResponse {}))
     }
 }

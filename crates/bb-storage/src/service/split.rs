@@ -38,27 +38,15 @@ pub async fn split(content: &ContentStore, params: FastCdcParams, digest: Digest
     let mut chunks = Vec::new();
     while let Some(piece) = reader.next_chunk(READ_PIECE).await? {
         for chunk in chunker.push(&piece) {
-            chunks.push(store_chunk(content, digest.function(), chunk).await?);
+            chunks.push(content.put_data(digest.function(), chunk).await?);
         }
     }
     for chunk in chunker.finish() {
-        chunks.push(store_chunk(content, digest.function(), chunk).await?);
+        chunks.push(content.put_data(digest.function(), chunk).await?);
     }
     let splice = Splice { chunks, chunking_function: fast_cdc() };
-    content.record_split(&digest, &splice).await?;
+    content.record_splice(&digest, &splice).await?;
     Ok(splice)
-}
-
-async fn store_chunk(
-    content: &ContentStore,
-    function: DigestFunction,
-    data: bytes::Bytes,
-) -> Result<Digest, Status> {
-    let digest = Digest::of(function, &data);
-    if !content.find_missing_whole(&[digest]).await?.is_empty() {
-        content.put(&digest, data).await?;
-    }
-    Ok(digest)
 }
 
 /// Records `digest` as the concatenation of `chunks`, after checking it.
