@@ -11,10 +11,10 @@
 //! `--deadline`; any other status, or a wrong result, is a failure. Exits
 //! non-zero unless every action or blob ends right.
 
+use bb_client::{Source, StorageClient};
 use bb_proto::longrunning::operation;
 use bb_proto::reapi;
 use bb_util::{Digest, DigestFunction};
-use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use prost::Message;

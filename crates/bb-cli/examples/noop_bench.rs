@@ -8,9 +8,9 @@
 //! checks/bench/noop.sh starts a `bb farm` and runs this against it. The
 //! floor is spawning the process itself, measured here the same way.
 
+use bb_client::{Source, StorageClient};
 use bb_proto::reapi;
 use bb_util::{Digest, DigestFunction};
-use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use clap::Parser;
 use prost::Message;

@@ -2,7 +2,7 @@
 //! page API.
 
 use crate::http;
-use bb_scheduler::queue::QueueStatus;
+use bb_client::status::QueueStatus;
 use clap::Args;
 
 /// Where the status page is.

@@ -1,9 +1,9 @@
 //! `bb cas put|get` and `bb ac get`.
 
 use crate::remote;
+use bb_client::tree::hash_file;
+use bb_client::{Source, StorageClient};
 use bb_proto::reapi;
-use bb_worker::storage::{Source, StorageClient};
-use bb_worker::tree::hash_file;
 use clap::{Args, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;

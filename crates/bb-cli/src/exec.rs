@@ -1,13 +1,14 @@
 //! `bb exec`: one command, run on a farm as an REv2 action.
 
 use crate::remote;
+use bb_client::remote::BATCH_BLOB_LIMIT;
+use bb_client::tree::TreeBuilder;
+use bb_client::{Source, StorageClient};
 use bb_proto::longrunning::operation;
 use bb_proto::reapi;
 use bb_util::config::HumanDuration;
 use bb_util::path::RelativePath;
 use bb_util::{Digest, DigestFunction};
-use bb_worker::storage::{SMALL_BLOB, Source, StorageClient};
-use bb_worker::tree::TreeBuilder;
 use bytes::Bytes;
 use clap::Args;
 use prost::Message;
@@ -263,7 +264,7 @@ async fn fetch(
     what: &str,
 ) -> anyhow::Result<Bytes> {
     let digest = Digest::from_proto(DigestFunction::Sha256, digest)?;
-    if digest.size() <= SMALL_BLOB {
+    if digest.size() <= BATCH_BLOB_LIMIT {
         let mut blobs = storage
             .read_blobs(&args.instance, &[digest], what)
             .await

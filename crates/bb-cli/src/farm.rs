@@ -1,8 +1,9 @@
 //! `bb farm`: a complete farm on this machine, in the foreground.
 //!
-//! The scheduler (with embedded storage) runs in this process; each worker
-//! and its runner are processes of their own (this same binary, `bb worker`
-//! and `bb runner`). As root they run as users `bb-worker` and `bb-runner`
+//! The scheduler (with embedded storage), each worker and each runner are
+//! processes of their own (this same binary: `bb scheduler`, `bb worker`,
+//! `bb runner`), supervised; this process reaches the scheduler only over
+//! the network, like any client. As root they run as users `bb-worker` and `bb-runner`
 //! (created when missing) with no capabilities, as a NixOS host would run
 //! them: foreign code never runs as root. Otherwise they run as the current
 //! user, with a warning. A worker or runner that dies is started again (see
@@ -18,7 +19,6 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Args)]
 pub struct FarmArgs {
@@ -137,7 +137,9 @@ fn identity() -> anyhow::Result<Identity> {
         }
         let words: Vec<&str> = command.split(' ').collect();
         let made = std::process::Command::new(words[0]).args(&words[1..]).status().is_ok_and(|s| s.success());
-        if !made {
+        // Another `bb farm` starting at the same moment may have made it.
+        let exists = || User::from_name(user).ok().flatten().is_some();
+        if !made && !exists() {
             anyhow::bail!(
                 "bb farm runs actions as user bb-runner and the worker as bb-worker, never as root, and could \
                  not create them; create them with:\n  {}\n  {}",
@@ -145,7 +147,9 @@ fn identity() -> anyhow::Result<Identity> {
                 CREATE_USERS[1]
             );
         }
-        eprintln!("bb farm: created user {user} ({command})");
+        if made {
+            eprintln!("bb farm: created user {user} ({command})");
+        }
     }
     match users() {
         (Some(worker), Some(runner)) => {
@@ -173,10 +177,9 @@ struct WorkerProcesses {
     _cgroups: Option<crate::farm_cgroups::Delegated>,
 }
 
-fn scheduler_config(
-    args: &FarmArgs,
-    credentials: Option<&FarmCredentials>,
-) -> anyhow::Result<bb_scheduler::config::Config> {
+/// Writes the scheduler's configuration and starts it; its warnings go to
+/// the farm's stderr.
+fn start_scheduler(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> anyhow::Result<Supervised> {
     let state = args.state_dir.canonicalize()?;
     let listen = |port: u16| std::net::SocketAddr::new(args.listen, port).to_string();
     let mut table = farm_config::scheduler(
@@ -190,7 +193,31 @@ fn scheduler_config(
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);
     }
-    Ok(bb_util::config::parse(&toml::to_string(&table)?, "bb farm")?)
+    let config = state.join("scheduler.toml");
+    std::fs::write(&config, toml::to_string(&table)?)?;
+    for port in [args.port, args.http_port] {
+        check_free(std::net::SocketAddr::new(args.listen, port))?;
+    }
+    check_free(std::net::SocketAddr::from(([127, 0, 0, 1], args.worker_port)))?;
+    Supervised::start(Program {
+        role: "scheduler",
+        owner: None,
+        config,
+        log: None,
+        run_as: None,
+        stop_grace: Duration::from_secs(15),
+        stale_socket: None,
+    })
+}
+
+/// A port the farm is to serve must be free, or it says who to blame.
+fn check_free(address: std::net::SocketAddr) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(address).map(drop).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {address}: {e} (is another farm running? choose other ports with --port, \
+             --http-port, --worker-port)"
+        )
+    })
 }
 
 /// Prepares one worker's directories and configs, and starts its runner
@@ -270,8 +297,8 @@ async fn start_worker(
         worker_user.map(|u| (u.uid, u.gid, vec![u.gid, runner_user.map_or(u.gid, |r| r.gid)]));
     let program = |role, config: PathBuf, run_as, stop_grace, stale_socket| Program {
         role,
-        owner: name.clone(),
-        log: directory.join(format!("{role}.log")),
+        owner: Some(name.clone()),
+        log: Some(directory.join(format!("{role}.log"))),
         config,
         run_as,
         stop_grace,
@@ -296,16 +323,64 @@ async fn start_worker(
     Ok(WorkerProcesses { name, directory, runner, worker, _cgroups: cgroups })
 }
 
-/// Waits until the scheduler lists `slots` worker slots, or a while.
-async fn wait_for_workers(queue: &bb_scheduler::queue::BuildQueue, slots: usize) -> usize {
-    for _ in 0..100 {
-        let registered = queue.status().workers.len();
-        if registered >= slots {
-            return registered;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// How the farm reads its scheduler's status page: over loopback, with
+/// the farm's own client credentials.
+struct StatusPage {
+    base: String,
+    connection: crate::remote::Connection,
+}
+
+impl StatusPage {
+    fn new(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> Self {
+        let host = if args.listen.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { args.listen };
+        let scheme = if args.tls { "https" } else { "http" };
+        let connection = crate::remote::Connection {
+            endpoint: String::new(),
+            tls_ca: credentials.filter(|_| args.tls).map(|c| c.ca.clone()),
+            tls_client_cert: None,
+            tls_client_key: None,
+            token_file: credentials.map(|c| c.token_file.clone()),
+            token: None,
+        };
+        let base = format!("{scheme}://{}", std::net::SocketAddr::new(host, args.http_port));
+        StatusPage { base, connection }
     }
-    queue.status().workers.len()
+
+    /// The worker slots the scheduler lists, once it answers.
+    async fn registered(&self) -> anyhow::Result<usize> {
+        let body = crate::http::request(&self.base, "GET", "/api/status", &self.connection).await?;
+        let status: bb_client::status::QueueStatus = serde_json::from_str(&body)?;
+        Ok(status.workers.len())
+    }
+
+    /// Waits until the scheduler answers; an error if it does not in time.
+    async fn wait_until_up(&self) -> anyhow::Result<()> {
+        let mut last = None;
+        for _ in 0..200 {
+            match self.registered().await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!(
+            "the scheduler did not come up: {:#}",
+            last.unwrap_or_else(|| anyhow::anyhow!("no answer"))
+        )
+    }
+
+    /// Waits until the scheduler lists `slots` worker slots, or a while.
+    async fn wait_for_workers(&self, slots: usize) -> usize {
+        let mut registered = 0;
+        for _ in 0..100 {
+            registered = self.registered().await.unwrap_or(registered);
+            if registered >= slots {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        registered
+    }
 }
 
 /// The worker's and runner's users must be able to reach the state
@@ -360,22 +435,19 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
         false => None,
     };
     let shutdown = bb_util::shutdown::on_signals()?;
-    let config = scheduler_config(&args, credentials.as_ref())?;
-    let server = bb_scheduler::server::SchedulerServer::bind(&config).await.map_err(|e| {
-        anyhow::anyhow!(
-            "{e:#} (is another farm running? choose other ports with --port, --http-port, --worker-port)"
-        )
-    })?;
-    let queue = server.queue.clone();
-    let scheduler_stop = CancellationToken::new();
-    let mut scheduler = tokio::spawn(server.run(scheduler_stop.clone()));
+    let scheduler = start_scheduler(&args, credentials.as_ref())?;
+    let status = StatusPage::new(&args, credentials.as_ref());
+    if let Err(e) = status.wait_until_up().await {
+        scheduler.stop().await;
+        return Err(e);
+    }
 
     let mut workers = Vec::new();
     for index in 0..args.workers {
         workers.push(start_worker(&args, index, &identity, &hostname, credentials.as_ref()).await?);
     }
     let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let registered = wait_for_workers(&queue, slots * args.workers).await;
+    let registered = status.wait_for_workers(slots * args.workers).await;
 
     let host = if args.listen.is_unspecified() { "localhost".to_string() } else { args.listen.to_string() };
     let separation = match &identity {
@@ -390,25 +462,16 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     }
     println!("Ctrl-C stops the farm.");
 
-    // Run until a signal, or until the scheduler stops; workers and runners
-    // that die are started again.
-    let mut failure = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        result = &mut scheduler => failure = Some(format!("the scheduler stopped: {result:?}")),
-    }
+    // Run until a signal; whatever dies meanwhile is started again.
+    shutdown.cancelled().await;
 
     eprintln!("bb farm: stopping");
     let (runners, workers): (Vec<Supervised>, Vec<Supervised>) =
         workers.into_iter().map(|w| (w.runner, w.worker)).unzip();
     futures::future::join_all(workers.into_iter().map(Supervised::stop)).await;
     futures::future::join_all(runners.into_iter().map(Supervised::stop)).await;
-    scheduler_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), scheduler).await;
-    match failure {
-        Some(failure) => anyhow::bail!(failure),
-        None => Ok(()),
-    }
+    scheduler.stop().await;
+    Ok(())
 }
 
 fn announce_common(args: &FarmArgs, workers: &[WorkerProcesses]) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
-//! The worker and runner processes of `bb farm`, kept running: one that
-//! exits is started again after a backoff (and says so), until the farm
-//! stops it. Its log is appended to, so the reason it died stays readable.
+//! The processes of `bb farm` (the scheduler, and each worker and runner),
+//! kept running: one that exits is started again after a backoff (and says
+//! so), until the farm stops it. Its log is appended to, so the reason it
+//! died stays readable.
 
 use nix::unistd::{Gid, Uid};
 use std::path::PathBuf;
@@ -22,10 +23,11 @@ const HEALTHY: Duration = Duration::from_secs(30);
 /// One program to keep running: `bb <role> --config <config>`.
 pub struct Program {
     pub role: &'static str,
-    /// The worker it belongs to, for messages.
-    pub owner: String,
+    /// The worker it belongs to, for messages; `None` for the scheduler.
+    pub owner: Option<String>,
     pub config: PathBuf,
-    pub log: PathBuf,
+    /// Its stderr; `None`: the farm's own.
+    pub log: Option<PathBuf>,
     pub run_as: RunAs,
     /// How long it may take to stop on SIGTERM before it is killed.
     pub stop_grace: Duration,
@@ -74,12 +76,8 @@ async fn supervise(program: Program, mut child: Child, stop: CancellationToken) 
             backoff = MIN_BACKOFF;
         }
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-        eprintln!(
-            "bb farm: the {} of worker {} exited ({status}); starting it again in {backoff:?} (log: {})",
-            program.role,
-            program.owner,
-            program.log.display()
-        );
+        let log = program.log.as_ref().map(|log| format!(" (log: {})", log.display())).unwrap_or_default();
+        eprintln!("bb farm: {} exited ({status}); starting it again in {backoff:?}{log}", program.name());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -97,12 +95,24 @@ async fn supervise(program: Program, mut child: Child, stop: CancellationToken) 
     }
 }
 
+impl Program {
+    fn name(&self) -> String {
+        match &self.owner {
+            Some(worker) => format!("the {} of worker {worker}", self.role),
+            None => format!("the {}", self.role),
+        }
+    }
+}
+
 /// Starts `bb <role> --config <config>` with its stderr appended to `log`.
 fn spawn(program: &Program) -> anyhow::Result<Child> {
     if let Some(socket) = &program.stale_socket {
         let _ = std::fs::remove_file(socket);
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&program.log)?;
+    let log = match &program.log {
+        Some(log) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(log)?),
+        None => Stdio::inherit(),
+    };
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg(program.role)

@@ -8,4 +8,10 @@ pub mod queue;
 pub mod server;
 pub mod service;
 pub mod status;
-pub mod storage;
+
+/// Parses and validates a configuration as bb-scheduler would at start: for
+/// programs that write one (`bb farm`) and check it without knowing its types.
+pub fn check_config(text: &str) -> anyhow::Result<()> {
+    let config: config::Config = bb_util::config::parse(text, "scheduler")?;
+    config.validate().map_err(anyhow::Error::msg)
+}

@@ -4,8 +4,8 @@
 use crate::config::Config;
 use crate::queue::BuildQueue;
 use crate::service::{ExecutionService, OperationQueueService, OperationsService, SchedulerCapabilities};
-use crate::storage::StorageAccess;
 use anyhow::Context;
+use bb_client::StorageBackend;
 use bb_proto::buildbarn::remoteworker::operation_queue_server::OperationQueueServer;
 use bb_proto::longrunning::operations_server::OperationsServer;
 use bb_proto::reapi::capabilities_server::CapabilitiesServer;
@@ -26,7 +26,7 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// A bound scheduler: listeners open, ready to serve.
 pub struct SchedulerServer {
     pub queue: Arc<BuildQueue>,
-    storage: StorageAccess,
+    storage: Arc<dyn StorageBackend>,
     /// The CAS, Action Cache and ByteStream on the client port.
     storage_routes: Routes,
     instances: Instances,
@@ -67,7 +67,7 @@ impl SchedulerServer {
                 bb_util::metrics::register(bb_storage::metrics::FAMILIES);
                 let storage = bb_storage::Storage::open(storage)?;
                 let routes = storage.routes();
-                (StorageAccess::Embedded(Box::new(storage)), routes)
+                (Arc::new(storage) as Arc<dyn StorageBackend>, routes)
             }
             (None, Some(remote)) => {
                 let token = remote.token_file.as_deref().map(BearerToken::from_file).transpose()?;
@@ -81,7 +81,10 @@ impl SchedulerServer {
                     ..tls
                 });
                 let forward = bb_util::grpc::channel_with(&remote.endpoint, anonymous_tls.as_ref(), None)?;
-                (StorageAccess::Remote(channel), crate::service::forward::storage_routes(&forward))
+                (
+                    Arc::new(bb_client::StorageClient::new(channel)) as Arc<dyn StorageBackend>,
+                    crate::service::forward::storage_routes(&forward),
+                )
             }
             (None, None) => unreachable!("validate() requires one of them"),
         };

@@ -12,9 +12,9 @@
 
 mod common;
 
+use bb_client::GrpcStore;
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use bb_storage::remote::GrpcStore;
 use bb_storage::store::BlobStore;
 use bb_util::chunking::{Chunker, FastCdcParams};
 use bb_util::config::ByteSize;

@@ -4,10 +4,10 @@
 
 pub mod action_cache;
 pub mod asset;
+pub mod backend;
 pub mod config;
 pub mod content;
 pub mod metrics;
-pub mod remote;
 pub mod server;
 pub mod service;
 pub mod spliced;

@@ -74,6 +74,11 @@ impl Storage {
         Ok(Storage { content, action_cache, instances, assets, chunking, config: config.clone() })
     }
 
+    /// The most bytes of outputs inlined into one ActionResult.
+    pub fn max_inline_size(&self) -> u64 {
+        self.config.action_cache.max_inline_size.bytes()
+    }
+
     pub fn max_message_size(&self) -> usize {
         self.config.max_message_size.as_usize()
     }

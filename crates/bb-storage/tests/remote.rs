@@ -2,7 +2,7 @@
 
 mod common;
 
-use bb_storage::remote::GrpcStore;
+use bb_client::GrpcStore;
 use bb_storage::store::BlobStore;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;

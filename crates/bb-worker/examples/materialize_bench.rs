@@ -5,12 +5,12 @@
 //!
 //!     cargo run --release -p bb-worker --example materialize_bench -- [--dir /var/tmp]
 
+use bb_client::{Source, StorageClient};
 use bb_proto::reapi;
 use bb_util::dir::Directory;
 use bb_util::{Digest, DigestFunction};
 use bb_worker::file_cache::FileCache;
 use bb_worker::inputs::{DirectoryCache, InputLimits, InputTree};
-use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use clap::Parser;
 use prost::Message;

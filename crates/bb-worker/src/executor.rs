@@ -4,8 +4,8 @@
 use crate::file_cache::FileCache;
 use crate::inputs::{DirectoryCache, InputLimits, InputTree};
 use crate::outputs;
-use crate::storage::{Source, StorageClient};
-use crate::tree::hash_entry;
+use bb_client::tree::hash_entry;
+use bb_client::{ActionCache, Source, StorageClient};
 use bb_proto::buildbarn::remoteworker::desired_state;
 use bb_proto::buildbarn::runner::runner_client::RunnerClient;
 use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest};

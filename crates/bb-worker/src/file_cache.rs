@@ -10,9 +10,9 @@
 //! as their chunks where storage splits them, the chunks kept in the cache
 //! like any file.
 
-use crate::storage::{SMALL_BLOB, StorageClient};
+use bb_client::remote::BATCH_BLOB_LIMIT;
+use bb_client::{SizeLru, StorageClient};
 use bb_util::Digest;
-use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -33,7 +33,6 @@ pub type Key = (Digest, bool);
 pub struct FileCache {
     directory: PathBuf,
     max_size: u64,
-    max_files: u64,
     state: Mutex<State>,
     downloads: Semaphore,
     /// Blobs downloaded since start (for metrics and tests).
@@ -41,8 +40,7 @@ pub struct FileCache {
 }
 
 struct State {
-    files: LruCache<Key, u64>,
-    total: u64,
+    files: SizeLru<(), Key>,
     /// Downloads in progress; waiters are woken when they end.
     in_flight: HashMap<Key, Arc<Notify>>,
 }
@@ -83,8 +81,11 @@ impl FileCache {
         Ok(FileCache {
             directory: directory.to_path_buf(),
             max_size,
-            max_files,
-            state: Mutex::new(State { files: LruCache::unbounded(), total: 0, in_flight: HashMap::new() }),
+            state: Mutex::new(State {
+                files: SizeLru::new(max_size)
+                    .with_max_entries(usize::try_from(max_files).unwrap_or(usize::MAX)),
+                in_flight: HashMap::new(),
+            }),
             downloads: Semaphore::new(parallel_downloads.max(1)),
             downloaded: AtomicU64::new(0),
         })
@@ -135,7 +136,7 @@ impl FileCache {
         {
             let mut state = self.state.lock();
             for key in keys {
-                if state.files.get(key).is_some() {
+                if state.files.touch(key) {
                     continue;
                 }
                 match state.in_flight.get(key) {
@@ -191,17 +192,12 @@ impl FileCache {
             let mut state = self.state.lock();
             for key in keys {
                 if done {
-                    state.files.put(*key, key.0.size());
-                    state.total += key.0.size();
+                    let (_, gone) = state.files.insert(*key, key.0.size(), ());
+                    evicted.extend(gone.into_iter().map(|(key, ())| key));
                 }
                 if let Some(notify) = state.in_flight.remove(key) {
                     notify.notify_waiters();
                 }
-            }
-            while state.total > self.max_size || state.files.len() as u64 > self.max_files {
-                let Some((key, size)) = state.files.pop_lru() else { break };
-                state.total -= size;
-                evicted.push(key);
             }
         }
         for key in evicted {
@@ -213,7 +209,8 @@ impl FileCache {
         if keys.is_empty() {
             return Ok(());
         }
-        let (small, large): (Vec<Key>, Vec<Key>) = keys.iter().partition(|(d, _)| d.size() <= SMALL_BLOB);
+        let (small, large): (Vec<Key>, Vec<Key>) =
+            keys.iter().partition(|(d, _)| d.size() <= BATCH_BLOB_LIMIT);
         let large_downloads =
             futures::future::try_join_all(large.iter().map(|key| self.fetch_large(key, storage, instance)));
         let small_downloads = async {

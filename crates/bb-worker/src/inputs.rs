@@ -7,9 +7,9 @@
 //! hardlinked from the file cache through directory handles.
 
 use crate::file_cache::{FileCache, Key};
-use crate::storage::StorageClient;
+use bb_client::SizeLru;
+use bb_client::StorageClient;
 use bb_proto::reapi;
-use bb_storage::store::SizeLru;
 use bb_util::Digest;
 use bb_util::config::ByteSize;
 use bb_util::dir::Directory;

@@ -9,10 +9,15 @@ pub mod metrics;
 pub mod outputs;
 pub mod sandbox_report;
 pub mod slot;
-pub mod storage;
-pub mod tree;
 
 use anyhow::Context;
+
+/// Parses a configuration as bb-worker would at start: for programs that
+/// write one (`bb farm`) and check it without knowing its types.
+pub fn check_config(text: &str) -> anyhow::Result<()> {
+    let _: Config = bb_util::config::parse(text, "worker")?;
+    Ok(())
+}
 use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
 use bb_proto::buildbarn::runner::runner_client::RunnerClient;
 use config::Config;
@@ -55,7 +60,7 @@ impl Worker {
             build_directory_handle: bb_util::dir::Directory::open(&build_directory)?,
             build_directory,
             instance_name_prefix: config.instance_name_prefix.clone(),
-            storage: storage::StorageClient::new(config.channel(&config.storage)?),
+            storage: bb_client::StorageClient::new(config.channel(&config.storage)?),
             runner: RunnerClient::new(bb_util::grpc::channel(&config.runner)?),
             file_cache: Arc::new(file_cache),
             directory_cache: inputs::DirectoryCache::new(config.directory_cache_size.bytes()),

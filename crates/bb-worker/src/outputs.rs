@@ -2,8 +2,8 @@
 //! what it left collected afterwards, for REv2.0 clients (`output_files`,
 //! `output_directories`) and 2.1+ clients (`output_paths`) alike.
 
-use crate::storage::Source;
-use crate::tree::{TreeBuilder, hash_entry};
+use bb_client::Source;
+use bb_client::tree::{TreeBuilder, hash_entry};
 use bb_proto::reapi;
 use bb_proto::reapi::command::OutputDirectoryFormat;
 use bb_util::dir::{Directory, Kind};

@@ -3,9 +3,9 @@
 
 mod common;
 
+use bb_client::{Source, StorageClient};
 use bb_util::{Digest, DigestFunction};
 use bb_worker::file_cache::FileCache;
-use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use common::Farm;
 

@@ -9,11 +9,11 @@
 
 mod common;
 
+use bb_client::{Source, StorageClient};
 use bb_proto::reapi;
 use bb_util::{Digest, DigestFunction};
 use bb_worker::file_cache::FileCache;
 use bb_worker::inputs::{DirectoryCache, InputLimits, InputTree};
-use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use common::{Farm, TestAction, Tree, code};
 use prost::Message;

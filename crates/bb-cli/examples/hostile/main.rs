@@ -10,9 +10,9 @@
 //! checks/hostile.sh starts the release `bb farm` as root, with workers and
 //! runners as users bb-worker and bb-runner, and runs this against it.
 
+use bb_client::{Source, StorageClient};
 use bb_proto::reapi;
 use bb_util::{Digest, DigestFunction};
-use bb_worker::storage::{Source, StorageClient};
 use bytes::Bytes;
 use clap::Parser;
 use prost::Message;

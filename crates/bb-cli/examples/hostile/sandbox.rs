@@ -4,6 +4,7 @@
 //! `--action-memory 1GiB --action-processes 4096 --network-property`.
 
 use super::{Case, Outcome};
+use bb_proto::bbrs::sandbox::CgroupResourceUsage;
 use bb_proto::buildbarn::resourceusage::PosixResourceUsage;
 use bb_proto::reapi;
 use prost::Name;
@@ -113,10 +114,8 @@ pub fn cases(salt: &str, port: u16) -> Vec<Case> {
         }),
         Case::shell("resource usage", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done", Code::Ok).checked(
             |outcome| {
-                let metadata =
-                    outcome.response.as_ref().and_then(|r| r.result.as_ref()?.execution_metadata.as_ref());
-                let cgroup = metadata
-                    .and_then(bb_worker::sandbox_report::cgroup_usage)
+                let cgroup = auxiliary(outcome, &CgroupResourceUsage::type_url())
+                    .and_then(|a| a.to_msg::<CgroupResourceUsage>().ok())
                     .ok_or("no CgroupResourceUsage in the auxiliary metadata")?;
                 let posix = auxiliary(outcome, &PosixResourceUsage::type_url())
                     .and_then(|a| a.to_msg::<PosixResourceUsage>().ok())

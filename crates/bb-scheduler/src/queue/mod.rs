@@ -9,13 +9,13 @@
 
 mod maintenance;
 mod platform_queue;
+mod snapshot;
 mod state;
-mod status;
 mod synchronize;
 mod task;
 mod worker;
 
-pub use status::{OperationDetail, OperationSummary, PlatformStatus, QueueStatus, WorkerStatus};
+pub use bb_client::status::{OperationDetail, OperationSummary, PlatformStatus, QueueStatus, WorkerStatus};
 pub use task::{NewTask, OperationHeader, Phase, Progress, error_response};
 
 use crate::config::QueueConfig;

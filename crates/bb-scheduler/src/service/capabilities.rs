@@ -1,22 +1,23 @@
 //! REv2 Capabilities of the scheduler: execution, plus the cache
 //! capabilities of its storage (embedded, or asked of the remote bb-storage).
 
-use crate::storage::StorageAccess;
+use bb_client::StorageBackend;
 use bb_proto::reapi;
 use bb_proto::reapi::capabilities_server::Capabilities;
 use bb_storage::service::Instances;
 use bb_storage::service::capabilities::{HIGH_API_VERSION, LOW_API_VERSION, digest_functions, semver};
 use bb_util::DigestFunction;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct SchedulerCapabilities {
-    storage: StorageAccess,
+    storage: Arc<dyn StorageBackend>,
     instances: Instances,
 }
 
 impl SchedulerCapabilities {
-    pub fn new(storage: StorageAccess, instances: Instances) -> Self {
+    pub fn new(storage: Arc<dyn StorageBackend>, instances: Instances) -> Self {
         SchedulerCapabilities { storage, instances }
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::platform::Platform;
 use crate::queue::{BuildQueue, NewTask, OperationWatch};
-use crate::storage::{Inline, StorageAccess};
+use bb_client::{Inline, StorageBackend, read_message};
 use bb_proto::longrunning::Operation;
 use bb_proto::reapi;
 use bb_proto::reapi::execution_server::Execution;
@@ -28,12 +28,12 @@ const REQUEST_METADATA_HEADER: &str = "build.bazel.remote.execution.v2.requestme
 #[derive(Clone)]
 pub struct ExecutionService {
     queue: Arc<BuildQueue>,
-    storage: StorageAccess,
+    storage: Arc<dyn StorageBackend>,
     instances: Instances,
 }
 
 impl ExecutionService {
-    pub fn new(queue: Arc<BuildQueue>, storage: StorageAccess, instances: Instances) -> Self {
+    pub fn new(queue: Arc<BuildQueue>, storage: Arc<dyn StorageBackend>, instances: Instances) -> Self {
         ExecutionService { queue, storage, instances }
     }
 
@@ -108,10 +108,11 @@ impl Execution for ExecutionService {
         let action_digest =
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
 
-        let mut action: reapi::Action = self.storage.message(&instance, &action_digest, "Action").await?;
+        let cas = self.storage.cas(&instance);
+        let mut action: reapi::Action = read_message(&*cas, &action_digest, "Action").await?;
         let command_digest = Digest::from_required(action_digest.function(), action.command_digest.as_ref())
             .map_err(|e| Status::invalid_argument(format!("action {action_digest}: command_digest: {e}")))?;
-        let command: reapi::Command = self.storage.message(&instance, &command_digest, "Command").await?;
+        let command: reapi::Command = read_message(&*cas, &command_digest, "Command").await?;
         bb_util::command::check(&command)
             .map_err(|e| Status::invalid_argument(format!("Command {command_digest}: {}", e.message())))?;
         let platform = Platform::from_action(bb_util::platform::of_action(&action, &command))?
@@ -138,7 +139,7 @@ impl Execution for ExecutionService {
                 stderr: request.inline_stderr,
                 files: request.inline_output_files.clone(),
             };
-            if let Some(result) = self.storage.action_result(&instance, &action_digest, &inline).await? {
+            if let Some(result) = self.storage.get_action_result(&instance, &action_digest, &inline).await? {
                 metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
                 let response = reapi::ExecuteResponse {
                     result: Some(result),

@@ -2,13 +2,13 @@
 //! workers that speak Synchronize over gRPC.
 #![allow(dead_code)]
 
+use bb_client::{Source, StorageClient};
 use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
 use bb_proto::buildbarn::remoteworker::{
     CurrentState, SynchronizeRequest, SynchronizeResponse, current_state, desired_state,
 };
 use bb_proto::longrunning::{Operation, operation};
 use bb_proto::reapi;
-use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_proto::reapi::execution_client::ExecutionClient;
 use bb_scheduler::config::Config;
 use bb_scheduler::server::SchedulerServer;
@@ -83,19 +83,8 @@ impl TestFarm {
 
     pub async fn upload(&self, data: &[u8]) -> Digest {
         let digest = Digest::of(DigestFunction::Sha256, data);
-        let request = reapi::BatchUpdateBlobsRequest {
-            requests: vec![reapi::batch_update_blobs_request::Request {
-                digest: Some(digest.to_proto()),
-                data: Bytes::copy_from_slice(data),
-                compressor: 0,
-            }],
-            ..Default::default()
-        };
-        let response = ContentAddressableStorageClient::new(self.client.clone())
-            .batch_update_blobs(request)
-            .await
-            .unwrap();
-        assert_eq!(response.into_inner().responses[0].status.as_ref().unwrap().code, 0);
+        let blob = Source::Bytes(Bytes::copy_from_slice(data));
+        StorageClient::new(self.client.clone()).upload("", vec![(digest, blob)]).await.unwrap();
         digest
     }
 

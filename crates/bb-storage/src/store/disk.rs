@@ -15,9 +15,8 @@
 //! evict when the store outgrows its size limit. Blobs of a checked store
 //! (the CAS) are verified as they are read; a corrupted one is deleted.
 
-use super::blob::Quarantine;
-use super::lru_index::SizeLru;
 use super::{Blob, BlobStore, BlobWriter, StoreError};
+use super::{Quarantine, SizeLru};
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -401,7 +400,7 @@ impl Drop for DiskWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests;
+    use bb_client::store::conformance as tests;
 
     #[tokio::test]
     async fn behaves_like_a_store() {

@@ -1,6 +1,6 @@
 //! Blobs in RAM, bounded by total size, least recently used evicted first.
 
-use super::lru_index::SizeLru;
+use super::SizeLru;
 use super::{Blob, BlobStore, BlobWriter, StoreError};
 use bb_util::Digest;
 use bytes::{Bytes, BytesMut};
@@ -76,7 +76,7 @@ impl BlobWriter for MemoryWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests;
+    use bb_client::store::conformance as tests;
 
     #[tokio::test]
     async fn behaves_like_a_store() {

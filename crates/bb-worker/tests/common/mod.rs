@@ -3,9 +3,9 @@
 //! upload input trees and execute actions.
 #![allow(dead_code)]
 
+use bb_client::{Source, StorageClient};
 use bb_proto::longrunning::operation;
 use bb_proto::reapi;
-use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_proto::reapi::execution_client::ExecutionClient;
 use bb_util::grpc::Channel;
 use bb_util::{Digest, DigestFunction};
@@ -154,46 +154,16 @@ impl std::ops::Deref for Farm {
 
 impl Client {
     pub async fn upload(&self, blobs: Vec<Bytes>) {
-        let mut cas =
-            ContentAddressableStorageClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
-        let mut batch = Vec::new();
-        let mut size = 0;
-        for data in blobs {
-            size += data.len();
-            batch.push(reapi::batch_update_blobs_request::Request {
-                digest: Some(Digest::of(DigestFunction::Sha256, &data).to_proto()),
-                data,
-                compressor: 0,
-            });
-            if size > 2 << 20 {
-                cas.batch_update_blobs(reapi::BatchUpdateBlobsRequest {
-                    requests: std::mem::take(&mut batch),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-                size = 0;
-            }
-        }
-        if !batch.is_empty() {
-            cas.batch_update_blobs(reapi::BatchUpdateBlobsRequest { requests: batch, ..Default::default() })
-                .await
-                .unwrap();
-        }
+        let blobs =
+            blobs.into_iter().map(|data| (Digest::of(DigestFunction::Sha256, &data), Source::Bytes(data)));
+        StorageClient::new(self.channel.clone()).upload("", blobs.collect()).await.unwrap();
     }
 
     pub async fn read(&self, digest: &reapi::Digest) -> Bytes {
-        let mut cas =
-            ContentAddressableStorageClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
-        let response = cas
-            .batch_read_blobs(reapi::BatchReadBlobsRequest {
-                digests: vec![digest.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        response.responses[0].data.clone()
+        let digest = Digest::from_proto(DigestFunction::Sha256, digest).unwrap();
+        let mut blobs =
+            StorageClient::new(self.channel.clone()).read_blobs("", &[digest], "blob").await.unwrap();
+        blobs.remove(&digest).unwrap()
     }
 
     /// Uploads the input tree, Command and Action; executes; returns the

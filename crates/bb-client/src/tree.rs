@@ -2,7 +2,7 @@
 //! (never followed), directories deduplicated and listed parents first, so
 //! the Tree can be marked topologically sorted.
 
-use crate::storage::Source;
+use crate::source::Source;
 use bb_proto::reapi;
 use bb_util::dir::{Directory, Kind, Metadata};
 use bb_util::path::RelativePath;

@@ -15,7 +15,7 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    pub(crate) fn new(store: Arc<dyn BlobStore>, chunks: Vec<Digest>) -> Self {
+    pub fn new(store: Arc<dyn BlobStore>, chunks: Vec<Digest>) -> Self {
         Chunks { store, chunks }
     }
 

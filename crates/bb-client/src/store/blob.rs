@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tonic::Streaming;
 
 /// Called with the digest of a blob found corrupted, to drop it from its store.
-pub(crate) type Quarantine = Arc<dyn Fn(&Digest) + Send + Sync>;
+pub type Quarantine = Arc<dyn Fn(&Digest) + Send + Sync>;
 
 pub struct Blob {
     size: u64,
@@ -37,17 +37,17 @@ impl Blob {
     }
 
     /// A file of `size` bytes; with `check`, its contents must hash to the digest.
-    pub(crate) fn from_file(file: File, size: u64, check: Option<(Digest, Quarantine)>) -> Self {
+    pub fn from_file(file: File, size: u64, check: Option<(Digest, Quarantine)>) -> Self {
         Blob { size, body: Body::File { file: Arc::new(file), check } }
     }
 
     /// A ByteStream download of `digest`, checked as it arrives.
-    pub(crate) fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
+    pub fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
         Blob { size: digest.size(), body: Body::Remote { stream: Box::new(stream), digest } }
     }
 
     /// The concatenation of chunks stored on their own (a spliced blob).
-    pub(crate) fn from_chunks(chunks: super::chunked::Chunks) -> Self {
+    pub fn from_chunks(chunks: super::chunked::Chunks) -> Self {
         Blob { size: chunks.size(), body: Body::Chunks(chunks) }
     }
 
