@@ -12,10 +12,16 @@
 mod blob;
 mod chunked;
 mod lru;
+mod mirrored;
+mod sharding;
+#[cfg(test)]
+mod tests;
 
 pub use blob::{Blob, BlobReader, Quarantine};
 pub use chunked::Chunks;
 pub use lru::SizeLru;
+pub use mirrored::{MirroredStore, Repairs};
+pub use sharding::{Shard, ShardingStore};
 
 use bb_util::Digest;
 use bytes::Bytes;
@@ -101,7 +107,7 @@ pub trait BlobWriter: Send {
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-#[cfg(feature = "conformance")]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance {
     //! Behaviour every store must have, run against each implementation
     //! (the tests of bb-storage's stores and of the decorators here).
