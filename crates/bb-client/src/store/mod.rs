@@ -11,6 +11,7 @@
 
 mod blob;
 mod chunked;
+mod existence_caching;
 mod lru;
 mod mirrored;
 mod sharding;
@@ -19,6 +20,7 @@ mod tests;
 
 pub use blob::{Blob, BlobReader, Quarantine};
 pub use chunked::Chunks;
+pub use existence_caching::ExistenceCachingStore;
 pub use lru::SizeLru;
 pub use mirrored::{MirroredStore, Repairs};
 pub use sharding::{Shard, ShardingStore};

@@ -214,3 +214,52 @@ async fn two_copies_over_three_nodes_survive_one_node_and_catch_up() {
     eventually("the catch-up", || nodes[1].blobs.lock().len() == owed).await;
     assert_eq!(store.repairs(), owed as u64);
 }
+
+/// Counts FindMissing calls and the digests they carry.
+struct Counting {
+    inner: Arc<Node>,
+    asked: Mutex<Vec<usize>>,
+}
+
+#[tonic::async_trait]
+impl BlobStore for Counting {
+    async fn get(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
+        self.inner.get(digest).await
+    }
+    async fn put(&self, digest: &Digest, data: Bytes) -> Result<(), StoreError> {
+        self.inner.put(digest, data).await
+    }
+    async fn begin_write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
+        self.inner.begin_write(digest).await
+    }
+    async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+        self.asked.lock().push(digests.len());
+        self.inner.find_missing(digests).await
+    }
+}
+
+#[tokio::test]
+async fn find_missing_asks_only_about_blobs_not_seen_lately() {
+    let node = nodes(1).remove(0);
+    let counting = Arc::new(Counting { inner: node.clone(), asked: Mutex::default() });
+    let store = ExistenceCachingStore::new(counting.clone(), Duration::from_millis(300), 1000);
+    round_trips(&ExistenceCachingStore::new(Arc::new(node.clone()), Duration::from_secs(60), 10)).await;
+
+    let blobs = many_blobs(10);
+    for (d, data) in &blobs[..5] {
+        node.put(d, data.clone()).await.unwrap();
+    }
+    let digests: Vec<Digest> = blobs.iter().map(|b| b.0).collect();
+    assert_eq!(store.find_missing(&digests).await.unwrap(), digests[5..]);
+    // The five present ones are not asked about again; the absent ones are.
+    assert_eq!(store.find_missing(&digests).await.unwrap(), digests[5..]);
+    store.put(&blobs[5].0, blobs[5].1.clone()).await.unwrap();
+    assert_eq!(store.find_missing(&digests).await.unwrap(), digests[6..]);
+    assert_eq!(*counting.asked.lock(), vec![10, 5, 4]);
+    // After the TTL, it asks again: an evicted blob is found missing.
+    node.blobs.lock().remove(&digests[0]);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let missing = store.find_missing(&digests).await.unwrap();
+    assert!(missing.contains(&digests[0]));
+    assert_eq!(counting.asked.lock().last(), Some(&10));
+}
