@@ -1,17 +1,18 @@
-//! The Action Cache: action digests to ActionResults, kept apart per instance
-//! name and digest function.
+//! The Action Cache kept in a local store: action digests to
+//! ActionResults, kept apart per instance name and digest function.
 //!
 //! Entries live in a `BlobStore` that does not check contents, under a key
 //! that is the SHA-256 of (instance name, digest function, action digest).
 //! Each entry carries the SHA-256 of its ActionResult, so an entry damaged
 //! on disk (a crash before it was flushed, say) is treated as absent,
-//! never served.
-//! A result is only handed out when everything it references (output files,
-//! the files inside output trees, stdout, stderr) is still in the CAS, so a
-//! client never gets a result it cannot download.
+//! never served. Whether everything a result references is still in the
+//! CAS is checked above it (bb-client's `CompletenessChecking`), against
+//! the CAS clients read from.
 
 use crate::content::ContentStore;
+use crate::service::action_cache::inline_outputs;
 use crate::store::BlobStore;
+use bb_client::action_cache::{ActionCache, Inline, referenced_digests};
 use bb_proto::reapi;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
@@ -20,15 +21,17 @@ use std::sync::Arc;
 use tonic::Status;
 
 #[derive(Clone)]
-pub struct ActionCache {
+pub struct StoredActionCache {
     store: Arc<dyn BlobStore>,
+    /// Where inlined outputs are read from.
     content: ContentStore,
-    completeness_check: bool,
+    /// Total bytes inlined into one result at most.
+    max_inline_size: u64,
 }
 
-impl ActionCache {
-    pub fn new(store: Arc<dyn BlobStore>, content: ContentStore, completeness_check: bool) -> Self {
-        ActionCache { store, content, completeness_check }
+impl StoredActionCache {
+    pub fn new(store: Arc<dyn BlobStore>, content: ContentStore, max_inline_size: u64) -> Self {
+        StoredActionCache { store, content, max_inline_size }
     }
 
     fn key(instance_name: &str, action: &Digest) -> Digest {
@@ -37,8 +40,7 @@ impl ActionCache {
         Digest::of(DigestFunction::Sha256, material.as_bytes())
     }
 
-    /// The cached result, if there is one and everything it references is
-    /// still in the CAS.
+    /// The stored result, if there is one and its entry is intact.
     pub async fn get(
         &self,
         instance_name: &str,
@@ -52,10 +54,6 @@ impl ActionCache {
             tracing::error!("action cache entry for {action} is damaged; treating it as absent");
             return Ok(None);
         };
-        if self.completeness_check && !self.is_complete(action.function(), &result).await? {
-            metrics::counter!(crate::metrics::AC_INCOMPLETE).increment(1);
-            return Ok(None);
-        }
         Ok(Some(result))
     }
 
@@ -71,25 +69,29 @@ impl ActionCache {
         self.store.put(&key, seal_entry(result)).await?;
         Ok(())
     }
+}
 
-    async fn is_complete(
+#[tonic::async_trait]
+impl ActionCache for StoredActionCache {
+    async fn get_action_result(
         &self,
-        function: DigestFunction,
+        instance_name: &str,
+        action: &Digest,
+        inline: &Inline,
+    ) -> Result<Option<reapi::ActionResult>, Status> {
+        let Some(mut result) = self.get(instance_name, action).await? else { return Ok(None) };
+        let wanted = (inline.stdout, inline.stderr, &inline.files[..]);
+        inline_outputs(&self.content, action.function(), &mut result, wanted, self.max_inline_size).await;
+        Ok(Some(result))
+    }
+
+    async fn update_action_result(
+        &self,
+        instance_name: &str,
+        action: &Digest,
         result: &reapi::ActionResult,
-    ) -> Result<bool, Status> {
-        // Files inside output directories count too: a client that fetches
-        // the Tree must be able to fetch what it lists.
-        let mut trees = Vec::new();
-        for dir in &result.output_directories {
-            let Some(tree_digest) = &dir.tree_digest else { continue };
-            let tree_digest = Digest::from_proto(function, tree_digest)?;
-            let Some(blob) = self.content.get(&tree_digest).await? else { return Ok(false) };
-            let tree = reapi::Tree::decode(blob.into_bytes().await?)
-                .map_err(|e| Status::data_loss(format!("tree {tree_digest} does not decode: {e}")))?;
-            trees.push(tree);
-        }
-        let digests = referenced_digests(function, result, &trees)?;
-        Ok(self.content.find_missing(&digests).await?.is_empty())
+    ) -> Result<(), Status> {
+        self.put(instance_name, action, result).await
     }
 }
 
@@ -110,54 +112,22 @@ fn open_entry(entry: &Bytes) -> Option<reapi::ActionResult> {
     reapi::ActionResult::decode(encoded).ok()
 }
 
-/// Every blob an ActionResult depends on (with the files of the given output
-/// trees), validated.
-fn referenced_digests(
-    function: DigestFunction,
-    result: &reapi::ActionResult,
-    trees: &[reapi::Tree],
-) -> Result<Vec<Digest>, Status> {
-    let parse = |d: &reapi::Digest, what: &str| {
-        Digest::from_proto(function, d).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
-    };
-    let mut digests = Vec::new();
-    for file in &result.output_files {
-        if let Some(d) = &file.digest {
-            digests.push(parse(d, &format!("output file {:?}", file.path))?);
-        }
-    }
-    for dir in &result.output_directories {
-        for d in [&dir.tree_digest, &dir.root_directory_digest].into_iter().flatten() {
-            digests.push(parse(d, &format!("output directory {:?}", dir.path))?);
-        }
-    }
-    for (d, what) in [(&result.stdout_digest, "stdout"), (&result.stderr_digest, "stderr")] {
-        if let Some(d) = d {
-            digests.push(parse(d, what)?);
-        }
-    }
-    for tree in trees {
-        for directory in tree.root.iter().chain(&tree.children) {
-            for file in &directory.files {
-                if let Some(d) = &file.digest {
-                    digests.push(parse(d, &format!("file {:?} in an output tree", file.name))?);
-                }
-            }
-        }
-    }
-    digests.sort_unstable();
-    digests.dedup();
-    Ok(digests)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+    use bb_client::action_cache::CompletenessChecking;
 
-    fn setup(check: bool) -> (ActionCache, ContentStore) {
+    fn setup(check: bool) -> (Arc<dyn ActionCache>, ContentStore) {
         let content = ContentStore::new(Arc::new(MemoryStore::new(1 << 20)));
-        (ActionCache::new(Arc::new(MemoryStore::new(1 << 20)), content.clone(), check), content)
+        let entries = Arc::new(MemoryStore::new(1 << 20));
+        let stored: Arc<dyn ActionCache> =
+            Arc::new(StoredActionCache::new(entries, content.clone(), 1 << 20));
+        let ac: Arc<dyn ActionCache> = match check {
+            true => Arc::new(CompletenessChecking::new(stored, Arc::new(content.clone()), || {})),
+            false => stored,
+        };
+        (ac, content)
     }
 
     async fn stored(content: &ContentStore, data: &'static [u8]) -> Digest {
@@ -171,9 +141,9 @@ mod tests {
         let (ac, _) = setup(false);
         let action = Digest::of(DigestFunction::Sha256, b"action");
         let result = reapi::ActionResult { exit_code: 3, ..Default::default() };
-        ac.put("a", &action, &result).await.unwrap();
-        assert_eq!(ac.get("a", &action).await.unwrap(), Some(result));
-        assert_eq!(ac.get("b", &action).await.unwrap(), None);
+        ac.update_action_result("a", &action, &result).await.unwrap();
+        assert_eq!(ac.get_action_result("a", &action, &Inline::default()).await.unwrap(), Some(result));
+        assert_eq!(ac.get_action_result("b", &action, &Inline::default()).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -209,11 +179,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        ac.put("", &action, &result).await.unwrap();
+        ac.update_action_result("", &action, &result).await.unwrap();
         // The file inside the tree is missing.
-        assert_eq!(ac.get("", &action).await.unwrap(), None);
+        assert_eq!(ac.get_action_result("", &action, &Inline::default()).await.unwrap(), None);
         stored(&content, b"file in tree").await;
-        assert_eq!(ac.get("", &action).await.unwrap(), Some(result));
+        assert_eq!(ac.get_action_result("", &action, &Inline::default()).await.unwrap(), Some(result));
     }
 
     #[test]
@@ -237,7 +207,7 @@ mod tests {
             stdout_digest: Some(reapi::Digest { hash: "nothex".into(), size_bytes: 1 }),
             ..Default::default()
         };
-        let err = ac.put("", &action, &result).await.unwrap_err();
+        let err = ac.update_action_result("", &action, &result).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("stdout"));
     }

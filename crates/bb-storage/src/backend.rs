@@ -3,7 +3,6 @@
 
 use crate::content::{ContentStore, Upload};
 use crate::server::Storage;
-use crate::service::action_cache::inline_outputs;
 use bb_client::store::{Blob, BlobStore, BlobWriter, StoreError};
 use bb_client::{ActionCache, Inline, StorageBackend};
 use bb_proto::reapi;
@@ -51,12 +50,7 @@ impl ActionCache for Storage {
         action: &Digest,
         inline: &Inline,
     ) -> Result<Option<reapi::ActionResult>, Status> {
-        let Some(mut result) = self.action_cache.get(instance_name, action).await? else {
-            return Ok(None);
-        };
-        let wanted = (inline.stdout, inline.stderr, &inline.files[..]);
-        inline_outputs(&self.content, action.function(), &mut result, wanted, self.max_inline_size()).await;
-        Ok(Some(result))
+        self.action_cache.get_action_result(instance_name, action, inline).await
     }
 
     async fn update_action_result(
@@ -65,7 +59,7 @@ impl ActionCache for Storage {
         action: &Digest,
         result: &reapi::ActionResult,
     ) -> Result<(), Status> {
-        self.action_cache.put(instance_name, action, result).await
+        self.action_cache.update_action_result(instance_name, action, result).await
     }
 }
 

@@ -7,7 +7,8 @@ use bb_util::grpc::ListenAddress;
 use bb_util::logging::LogConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+
+pub use crate::store_tree::{ShardConfig, StoreConfig};
 
 pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
 
@@ -54,8 +55,14 @@ pub struct StorageConfig {
     /// it is stored. 0 (the default): no limit but the CAS's own size.
     #[serde(default)]
     pub max_blob_size: ByteSize,
+    /// The CAS: a store tree (see `StoreConfig`).
     pub cas: StoreConfig,
     pub action_cache: ActionCacheConfig,
+    /// Where records of spliced blobs and of fetched assets are kept (small
+    /// entries under keys of their own). Unset: in the Action Cache's store
+    /// when that is local, else in memory (64MiB), lost on restart.
+    #[serde(default)]
+    pub records: Option<StoreConfig>,
     /// How SplitBlob cuts blobs (FastCDC 2020), announced as
     /// `fast_cdc_2020_params`.
     #[serde(default)]
@@ -102,24 +109,6 @@ fn default_max_batch_size() -> ByteSize {
     ByteSize(4 << 20)
 }
 
-/// A blob store: `backend = "disk"` or `"memory"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
-pub enum StoreConfig {
-    Disk {
-        /// Directory of the store, created if missing.
-        path: PathBuf,
-        /// Size beyond which the least recently used blobs are evicted.
-        max_size: ByteSize,
-        /// fsync each blob before it becomes visible.
-        #[serde(default = "yes")]
-        sync_writes: bool,
-    },
-    Memory {
-        max_size: ByteSize,
-    },
-}
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionCacheConfig {
@@ -127,11 +116,15 @@ pub struct ActionCacheConfig {
     #[serde(default = "yes")]
     pub allow_updates: bool,
     /// Serve results only while everything they reference is in the CAS.
+    /// Turn it off on storage nodes that hold a share of a sharded CAS: the
+    /// node in front of them checks against the whole.
     #[serde(default = "yes")]
     pub completeness_check: bool,
     /// Inline budget per GetActionResult response.
     #[serde(default = "default_max_inline_size")]
     pub max_inline_size: ByteSize,
+    /// Where results are kept: a store tree whose leaves are local stores or
+    /// other nodes' Action Caches (`grpc`).
     pub store: StoreConfig,
 }
 

@@ -12,6 +12,7 @@ pub mod server;
 pub mod service;
 pub mod spliced;
 pub mod store;
+pub mod store_tree;
 pub mod zstd_stream;
 
 pub use config::{Config, StorageConfig};

@@ -11,6 +11,12 @@ pub const CORRUPTED: &str = "bb_storage_corrupted_blobs_total";
 pub const EVICTIONS: &str = "bb_storage_evictions_total";
 
 pub const FAMILIES: &[Family] = &[
+    Family {
+        name: bb_client::store::COPIES_REPAIRED,
+        kind: Kind::Counter,
+        help: "Copies of blobs and of action results given to a mirror copy or shard that lacked them.",
+        label: Some(("store", &["cas", "action_cache"])),
+    },
     Family { name: WRITTEN_BYTES, kind: Kind::Counter, help: "Blob bytes written to the CAS.", label: None },
     Family { name: READ_BYTES, kind: Kind::Counter, help: "Blob bytes read over ByteStream.", label: None },
     Family {

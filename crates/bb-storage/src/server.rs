@@ -1,14 +1,15 @@
 //! Wiring: stores from config, the gRPC services on their listeners, and
 //! `/metrics` over HTTP.
 
-use crate::action_cache::ActionCache;
 use crate::asset::{AssetRecords, FetchService, PushService};
-use crate::config::{Config, StorageConfig, StoreConfig};
+use crate::config::{Config, StorageConfig};
 use crate::content::ContentStore;
 use crate::service::capabilities::cache_capabilities;
 use crate::service::{ActionCacheService, ByteStreamService, CapabilitiesService, CasService, Instances};
-use crate::store::{BlobStore, DiskStore, MemoryStore};
+use crate::store::{BlobStore, MemoryStore};
 use anyhow::Context;
+use bb_client::ActionCache;
+use bb_client::action_cache::CompletenessChecking;
 use bb_proto::asset::fetch_server::FetchServer;
 use bb_proto::asset::push_server::PushServer;
 use bb_proto::bytestream::byte_stream_server::ByteStreamServer;
@@ -30,7 +31,7 @@ use tonic::service::Routes;
 #[derive(Clone)]
 pub struct Storage {
     pub content: ContentStore,
-    pub action_cache: ActionCache,
+    pub action_cache: Arc<dyn ActionCache>,
     pub instances: Instances,
     /// The Remote Asset services, when configured.
     assets: Option<(FetchService, PushService)>,
@@ -38,45 +39,42 @@ pub struct Storage {
     config: StorageConfig,
 }
 
-fn open_store(config: &StoreConfig, checked: bool) -> anyhow::Result<Arc<dyn BlobStore>> {
-    Ok(match config {
-        StoreConfig::Memory { max_size } => Arc::new(MemoryStore::new(max_size.bytes())),
-        StoreConfig::Disk { path, max_size, sync_writes } => Arc::new(
-            DiskStore::open(path, max_size.bytes(), checked, *sync_writes)
-                .with_context(|| format!("cannot open the disk store in {}", path.display()))?,
-        ),
-    })
-}
+/// Where records of spliced blobs and fetched assets go when neither the
+/// configuration nor a local Action Cache store says.
+const RECORDS_IN_MEMORY: u64 = 64 << 20;
 
 impl Storage {
     pub fn open(config: &StorageConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let ac_store = open_store(&config.action_cache.store, false)?;
-        // Records of spliced blobs share the Action Cache's store too.
-        let content = ContentStore::new(open_store(&config.cas, true)?)
+        let ac = &config.action_cache;
+        // Records of spliced blobs and of assets: small entries under keys
+        // of their own, like the Action Cache's.
+        let records: Arc<dyn BlobStore> = match (&config.records, ac.store.is_local()) {
+            (Some(records), _) => records.open(false)?,
+            (None, true) => ac.store.open(false)?,
+            (None, false) => Arc::new(MemoryStore::new(RECORDS_IN_MEMORY)),
+        };
+        let content = ContentStore::new(config.cas.open(true)?)
             .with_max_blob_size(config.max_blob_size.bytes())
-            .with_spliced(ac_store.clone());
+            .with_spliced(records.clone());
         let instances = Instances::new(&config.instance_names);
-        // Asset records share the Action Cache's store: both map keys of
-        // their own to small messages.
         let assets = match &config.remote_asset {
             Some(asset) => Some(crate::asset::services(
                 asset,
                 instances.clone(),
-                AssetRecords::new(ac_store.clone(), content.clone()),
+                AssetRecords::new(records, content.clone()),
                 content.clone(),
             )?),
             None => None,
         };
-        let action_cache =
-            ActionCache::new(ac_store, content.clone(), config.action_cache.completeness_check);
+        let mut action_cache = ac.store.open_action_cache(&content, ac.max_inline_size.bytes())?;
+        if ac.completeness_check {
+            let incomplete = || metrics::counter!(crate::metrics::AC_INCOMPLETE).increment(1);
+            action_cache =
+                Arc::new(CompletenessChecking::new(action_cache, Arc::new(content.clone()), incomplete));
+        }
         let chunking = config.chunking.params().map_err(anyhow::Error::msg)?;
         Ok(Storage { content, action_cache, instances, assets, chunking, config: config.clone() })
-    }
-
-    /// The most bytes of outputs inlined into one ActionResult.
-    pub fn max_inline_size(&self) -> u64 {
-        self.config.action_cache.max_inline_size.bytes()
     }
 
     pub fn max_message_size(&self) -> usize {
@@ -106,10 +104,8 @@ impl Storage {
         );
         let ac = ActionCacheService::new(
             self.action_cache.clone(),
-            self.content.clone(),
             self.instances.clone(),
             self.config.action_cache.allow_updates,
-            self.config.action_cache.max_inline_size.bytes(),
         );
         let bytestream = ByteStreamService::new(self.content.clone(), self.instances.clone());
         let (gzip, zstd) = (CompressionEncoding::Gzip, CompressionEncoding::Zstd);

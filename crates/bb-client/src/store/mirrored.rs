@@ -56,6 +56,7 @@ impl MirroredStore {
                 match copy_blob(&*source, &*target, &digest).await {
                     Ok(true) => {
                         repairs.done.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(super::COPIES_REPAIRED, "store" => "cas").increment(1);
                         tracing::info!("repaired a missing copy of {digest}");
                     }
                     Ok(false) => {}

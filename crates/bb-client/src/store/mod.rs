@@ -14,7 +14,7 @@ mod chunked;
 mod existence_caching;
 mod lru;
 mod mirrored;
-mod sharding;
+pub(crate) mod sharding;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +24,10 @@ pub use existence_caching::ExistenceCachingStore;
 pub use lru::SizeLru;
 pub use mirrored::{MirroredStore, Repairs};
 pub use sharding::{Shard, ShardingStore};
+
+/// Copies repaired by the mirroring decorators (label `store`: `cas` or
+/// `action_cache`); programs that serve metrics register the family.
+pub const COPIES_REPAIRED: &str = "bb_storage_copies_repaired_total";
 
 use bb_util::Digest;
 use bytes::Bytes;

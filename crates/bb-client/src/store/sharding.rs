@@ -45,10 +45,9 @@ impl ShardingStore {
 
     /// The indexes of the shards that hold `digest`, best first.
     pub fn owners(&self, digest: &Digest) -> Vec<usize> {
-        let mut scored: Vec<(f64, usize)> =
-            self.shards.iter().enumerate().map(|(i, shard)| (score(shard, digest), i)).collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.into_iter().take(self.copies).map(|(_, i)| i).collect()
+        let mut key = digest.hash().to_vec();
+        key.extend_from_slice(&digest.size().to_le_bytes());
+        rendezvous(self.shards.iter().map(|s| (s.name.as_str(), s.weight)), &key, self.copies)
     }
 
     fn store_of(&self, owners: &[usize]) -> MirroredStore {
@@ -57,20 +56,31 @@ impl ShardingStore {
     }
 }
 
+/// The `copies` best of the named, weighted members for `key`, best first.
+pub(crate) fn rendezvous<'a>(
+    members: impl Iterator<Item = (&'a str, u32)>,
+    key: &[u8],
+    copies: usize,
+) -> Vec<usize> {
+    let mut scored: Vec<(f64, usize)> =
+        members.enumerate().map(|(i, (name, weight))| (score(name, weight, key), i)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(copies).map(|(_, i)| i).collect()
+}
+
 /// Weighted rendezvous score: `-weight / ln(u)` for a hash `u` in (0, 1) of
-/// the shard's name and the blob, so each shard wins a blob with a
+/// the member's name and the key, so each member wins a key with a
 /// probability proportional to its weight.
-fn score(shard: &Shard, digest: &Digest) -> f64 {
+fn score(name: &str, weight: u32, key: &[u8]) -> f64 {
     let mut hasher = Sha256::new();
-    hasher.update(shard.name.as_bytes());
+    hasher.update(name.as_bytes());
     hasher.update([0]);
-    hasher.update(digest.hash());
-    hasher.update(digest.size().to_le_bytes());
+    hasher.update(key);
     let hash = hasher.finalize();
     let bits = u64::from_le_bytes(hash[..8].try_into().expect("a SHA-256 has 32 bytes"));
     // In (0, 1): never 0 or 1, whose logarithms break the score.
     let u = ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    -f64::from(shard.weight) / u.ln()
+    -f64::from(weight) / u.ln()
 }
 
 #[tonic::async_trait]

@@ -1,34 +1,27 @@
-//! REv2 ActionCache over `crate::action_cache::ActionCache`, with inlining
-//! of stdout, stderr and output files on request.
+//! REv2 ActionCache over any `bb_client::ActionCache` (the store tree of
+//! the configuration), which inlines stdout, stderr and output files on
+//! request.
 
 use super::request::{Instances, principal, required_digest};
-use crate::action_cache::ActionCache;
 use crate::content::ContentStore;
+use bb_client::{ActionCache, Inline};
 use bb_proto::reapi;
 use bb_proto::reapi::action_cache_server::ActionCache as ActionCacheApi;
 use bb_util::auth::Permission;
 use bb_util::{Digest, DigestFunction};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct ActionCacheService {
-    cache: ActionCache,
-    content: ContentStore,
+    cache: Arc<dyn ActionCache>,
     instances: Instances,
     allow_updates: bool,
-    /// Total bytes inlined into one response at most.
-    max_inline_size: u64,
 }
 
 impl ActionCacheService {
-    pub fn new(
-        cache: ActionCache,
-        content: ContentStore,
-        instances: Instances,
-        allow_updates: bool,
-        max_inline_size: u64,
-    ) -> Self {
-        ActionCacheService { cache, content, instances, allow_updates, max_inline_size }
+    pub fn new(cache: Arc<dyn ActionCache>, instances: Instances, allow_updates: bool) -> Self {
+        ActionCacheService { cache, instances, allow_updates }
     }
 }
 
@@ -89,13 +82,17 @@ impl ActionCacheApi for ActionCacheService {
         self.instances.admit(&principal, &request.instance_name, &[Permission::Read])?;
         let action =
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
-        let Some(mut result) = self.cache.get(&request.instance_name, &action).await? else {
+        let inline = Inline {
+            stdout: request.inline_stdout,
+            stderr: request.inline_stderr,
+            files: request.inline_output_files.clone(),
+        };
+        let Some(result) = self.cache.get_action_result(&request.instance_name, &action, &inline).await?
+        else {
             metrics::counter!(crate::metrics::AC_REQUESTS, "outcome" => "miss").increment(1);
             return Err(Status::not_found(format!("no action result for action {action}")));
         };
         metrics::counter!(crate::metrics::AC_REQUESTS, "outcome" => "hit").increment(1);
-        let wanted = (request.inline_stdout, request.inline_stderr, &request.inline_output_files[..]);
-        inline_outputs(&self.content, action.function(), &mut result, wanted, self.max_inline_size).await;
         Ok(Response::new(result))
     }
 
@@ -116,7 +113,7 @@ impl ActionCacheApi for ActionCacheService {
         let result = request
             .action_result
             .ok_or_else(|| Status::invalid_argument(format!("action {action}: action_result is missing")))?;
-        self.cache.put(&request.instance_name, &action, &result).await?;
+        self.cache.update_action_result(&request.instance_name, &action, &result).await?;
         Ok(Response::new(result))
     }
 }
