@@ -47,6 +47,8 @@ step "Bazel and bb through bb farm --tls and --require-token: only the farm's ow
 checks/bazel/secure.sh
 step "Bazel downloads through the farm's Remote Asset API (--experimental_remote_downloader)"
 checks/bazel/remote-downloader.sh
+step "storage over three bb-storage nodes, two copies each: a node killed mid-build, its copies repaired"
+checks/storage-cluster.sh
 step "multi-host farm in network namespaces (root only)"
 checks/multihost.sh
 step "BuildStream 2.8.1 through bb farm --chroot and the separate programs (root only)"

@@ -65,6 +65,16 @@ pub struct FarmArgs {
     /// Size of the CAS.
     #[arg(long, default_value = "10GiB")]
     pub storage_size: ByteSize,
+    /// Keep the CAS and the Action Cache on this bb-storage node
+    /// (`grpc://host:port`) instead of the farm's own disk; repeat for
+    /// more: blobs and results are sharded over them.
+    #[arg(long = "storage-node", value_name = "ENDPOINT")]
+    pub storage_nodes: Vec<String>,
+    /// How many of the --storage-node nodes hold each blob and result (at
+    /// most their number). With 2 or more, one node down stops nothing, and
+    /// its copies are repaired when it is back.
+    #[arg(long, default_value_t = 2)]
+    pub storage_copies: usize,
     /// Size of each worker's file cache.
     #[arg(long, default_value = "10GiB")]
     pub cache_size: ByteSize,
@@ -190,6 +200,9 @@ fn start_scheduler(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> an
         args.storage_size,
         &args.asset_origins,
     );
+    if !args.storage_nodes.is_empty() {
+        farm_config::shard_storage(&mut table, &args.storage_nodes, args.storage_copies);
+    }
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);
     }

@@ -17,6 +17,36 @@ pub(crate) fn path(value: &Path) -> Value {
     text(value.display())
 }
 
+/// Puts the scheduler's CAS and Action Cache on bb-storage nodes instead
+/// of its own disk: each blob and each result on `copies` of them, spread
+/// by rendezvous hashing, a write needing one copy (so a node down stops
+/// nothing) and lacking copies repaired as they are found.
+pub fn shard_storage(config: &mut Table, nodes: &[String], copies: usize) {
+    let shards: Vec<Value> = nodes
+        .iter()
+        .map(|endpoint| {
+            table([
+                ("name", text(endpoint)),
+                ("store", table([("backend", text("grpc")), ("endpoint", text(endpoint))])),
+            ])
+        })
+        .collect();
+    let sharding = || {
+        table([
+            ("backend", text("sharding")),
+            ("copies", Value::Integer(copies as i64)),
+            ("write_quorum", Value::Integer(1)),
+            ("shards", Value::Array(shards.clone())),
+        ])
+    };
+    if let Some(Value::Table(storage)) = config.get_mut("storage") {
+        storage.insert("cas".into(), sharding());
+        if let Some(Value::Table(action_cache)) = storage.get_mut("action_cache") {
+            action_cache.insert("store".into(), sharding());
+        }
+    }
+}
+
 /// The scheduler with disk storage under `state`. No fsync per blob: every
 /// read is checked (CAS blobs against their digest, Action Cache entries
 /// against their checksum), so a crash can lose entries but never serve a
@@ -250,7 +280,13 @@ mod tests {
         bb_worker::check_config(&toml::to_string(&table).unwrap()).unwrap();
         assert_eq!(table["cache_directory"].as_str(), odd.join("cache").to_str());
         assert_eq!(table["platform"].as_array().map(Vec::len), Some(2));
-        let table = scheduler("[::]:8980", 8983, "[::]:7982", odd, ByteSize(1 << 30), &[]);
+        let mut table = scheduler("[::]:8980", 8983, "[::]:7982", odd, ByteSize(1 << 30), &[]);
         bb_scheduler::check_config(&toml::to_string(&table).unwrap()).unwrap();
+        let nodes = ["grpc://127.0.0.1:9001".to_string(), "grpc://127.0.0.1:9002".to_string()];
+        shard_storage(&mut table, &nodes, 2);
+        bb_scheduler::check_config(&toml::to_string(&table).unwrap()).unwrap();
+        let cas = &table["storage"]["cas"];
+        assert_eq!((cas["backend"].as_str(), cas["copies"].as_integer()), (Some("sharding"), Some(2)));
+        assert_eq!(table["storage"]["action_cache"]["store"]["shards"].as_array().map(Vec::len), Some(2));
     }
 }

@@ -84,7 +84,10 @@ impl ActionCache for ShardedActionCache {
                 }
                 Ok(None) => lacking.push(i),
                 Err(e) => {
-                    tracing::warn!("Action Cache {} failed: {e}", self.shards[i].name);
+                    crate::store::copy_failed(format_args!(
+                        "Action Cache {} failed: {e}",
+                        self.shards[i].name
+                    ));
                     first_error.get_or_insert(e);
                 }
             }

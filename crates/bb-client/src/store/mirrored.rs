@@ -12,6 +12,7 @@ use super::{Blob, BlobStore, BlobWriter, StoreError};
 use bb_util::Digest;
 use bytes::Bytes;
 use futures::future::join_all;
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,9 @@ pub struct MirroredStore {
 #[derive(Default)]
 pub struct Repairs {
     done: AtomicU64,
+    /// Digests being repaired: found lacking again meanwhile, they are not
+    /// copied twice.
+    in_flight: Mutex<HashSet<Digest>>,
 }
 
 impl Repairs {
@@ -48,6 +52,9 @@ impl MirroredStore {
 
     /// Copies `digest` from `from` to each of `to`, in the background.
     fn repair(&self, digest: Digest, from: usize, to: Vec<usize>) {
+        if !self.repairs.in_flight.lock().insert(digest) {
+            return;
+        }
         let source = self.copies[from].clone();
         let targets: Vec<Arc<dyn BlobStore>> = to.into_iter().map(|i| self.copies[i].clone()).collect();
         let repairs = self.repairs.clone();
@@ -63,6 +70,7 @@ impl MirroredStore {
                     Err(e) => tracing::warn!("cannot repair a missing copy of {digest}: {e}"),
                 }
             }
+            repairs.in_flight.lock().remove(&digest);
         });
     }
 }
@@ -92,7 +100,7 @@ fn answered<T>(results: Vec<Result<T, StoreError>>) -> Result<Vec<(usize, T)>, S
         match result {
             Ok(value) => answers.push((i, value)),
             Err(e) => {
-                tracing::warn!("a copy of a mirrored store failed: {e}");
+                super::copy_failed(format_args!("a copy of a mirrored store failed: {e}"));
                 first_error.get_or_insert(e);
             }
         }
@@ -118,7 +126,9 @@ impl BlobStore for MirroredStore {
                 }
                 Ok(None) => lacking.push(i),
                 Err(e) => {
-                    tracing::warn!("a copy of a mirrored store failed reading {digest}: {e}");
+                    super::copy_failed(format_args!(
+                        "a copy of a mirrored store failed reading {digest}: {e}"
+                    ));
                     first_error.get_or_insert(e);
                 }
             }
@@ -196,7 +206,10 @@ impl BlobWriter for MirroredWriter {
         let mut first_error = None;
         for slot in self.writers.iter_mut().filter(|w| w.is_some()) {
             if let Some(Err(e)) = results.next() {
-                tracing::warn!("a copy of a mirrored store failed writing {}: {e}", self.digest);
+                super::copy_failed(format_args!(
+                    "a copy of a mirrored store failed writing {}: {e}",
+                    self.digest
+                ));
                 first_error.get_or_insert(e);
                 *slot = None;
             }

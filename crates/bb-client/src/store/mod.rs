@@ -25,6 +25,21 @@ pub use lru::SizeLru;
 pub use mirrored::{MirroredStore, Repairs};
 pub use sharding::{Shard, ShardingStore};
 
+/// A copy of a mirrored store (or of a sharded Action Cache) failed: warned
+/// about at most once per 10 seconds, since a node that is down fails every
+/// call; the rest goes to the debug log.
+pub(crate) fn copy_failed(message: std::fmt::Arguments) {
+    static LAST_WARNING: parking_lot::Mutex<Option<std::time::Instant>> = parking_lot::Mutex::new(None);
+    let mut last = LAST_WARNING.lock();
+    if last.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
+        *last = Some(std::time::Instant::now());
+        drop(last);
+        tracing::warn!("{message} (further failures of copies for 10s are logged at debug level)");
+    } else {
+        tracing::debug!("{message}");
+    }
+}
+
 /// Copies repaired by the mirroring decorators (label `store`: `cas` or
 /// `action_cache`); programs that serve metrics register the family.
 pub const COPIES_REPAIRED: &str = "bb_storage_copies_repaired_total";
