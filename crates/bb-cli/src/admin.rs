@@ -41,7 +41,7 @@ pub struct WorkerArgs {
     pub page: StatusPage,
 }
 
-async fn fetch(page: &StatusPage) -> anyhow::Result<(QueueStatus, String)> {
+pub(crate) async fn fetch(page: &StatusPage) -> anyhow::Result<(QueueStatus, String)> {
     let base = page.url();
     let body = http::request(&base, "GET", "/api/status", &page.connection).await?;
     let status = serde_json::from_str(&body)

@@ -337,11 +337,8 @@ async fn start_worker(
 }
 
 /// How the farm reads its scheduler's status page: over loopback, with
-/// the farm's own client credentials.
-struct StatusPage {
-    base: String,
-    connection: crate::remote::Connection,
-}
+/// the farm's own client credentials, as `bb status` does.
+struct StatusPage(crate::admin::StatusPage);
 
 impl StatusPage {
     fn new(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> Self {
@@ -355,15 +352,13 @@ impl StatusPage {
             token_file: credentials.map(|c| c.token_file.clone()),
             token: None,
         };
-        let base = format!("{scheme}://{}", std::net::SocketAddr::new(host, args.http_port));
-        StatusPage { base, connection }
+        let url = format!("{scheme}://{}", std::net::SocketAddr::new(host, args.http_port));
+        StatusPage(crate::admin::StatusPage { connection, status_url: Some(url) })
     }
 
     /// The worker slots the scheduler lists, once it answers.
     async fn registered(&self) -> anyhow::Result<usize> {
-        let body = crate::http::request(&self.base, "GET", "/api/status", &self.connection).await?;
-        let status: bb_client::status::QueueStatus = serde_json::from_str(&body)?;
-        Ok(status.workers.len())
+        Ok(crate::admin::fetch(&self.0).await?.0.workers.len())
     }
 
     /// Waits until the scheduler answers; an error if it does not in time.

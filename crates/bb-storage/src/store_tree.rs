@@ -131,7 +131,10 @@ impl StoreConfig {
                 DiskStore::open(path, max_size.bytes(), checked, *sync_writes)
                     .with_context(|| format!("cannot open the disk store in {}", path.display()))?,
             ),
-            StoreConfig::Grpc { instance_name, .. } => Arc::new(GrpcStore::of(self.client()?, instance_name)),
+            StoreConfig::Grpc { endpoint, instance_name, tls, token_file } => Arc::new(GrpcStore::of(
+                grpc_client(endpoint, tls.as_ref(), token_file.as_deref())?,
+                instance_name,
+            )),
             StoreConfig::Sharding { shards, copies, write_quorum } => {
                 let shards = shards
                     .iter()
@@ -163,7 +166,9 @@ impl StoreConfig {
             StoreConfig::Memory { .. } | StoreConfig::Disk { .. } => {
                 Arc::new(StoredActionCache::new(self.open(false)?, content.clone(), max_inline_size))
             }
-            StoreConfig::Grpc { .. } => Arc::new(self.client()?),
+            StoreConfig::Grpc { endpoint, tls, token_file, .. } => {
+                Arc::new(grpc_client(endpoint, tls.as_ref(), token_file.as_deref())?)
+            }
             StoreConfig::Sharding { shards, copies, write_quorum } => {
                 let shards = shards
                     .iter()
@@ -187,14 +192,16 @@ impl StoreConfig {
             }
         })
     }
+}
 
-    fn client(&self) -> anyhow::Result<StorageClient> {
-        let StoreConfig::Grpc { endpoint, tls, token_file, .. } = self else {
-            unreachable!("only grpc stores have a client")
-        };
-        let token = token_file.as_deref().map(bb_util::grpc::BearerToken::from_file).transpose()?;
-        let channel = bb_util::grpc::channel_with(endpoint, tls.as_ref(), token.as_ref())
-            .with_context(|| format!("storage node {endpoint}"))?;
-        Ok(StorageClient::new(channel))
-    }
+/// The client of a `grpc` store.
+fn grpc_client(
+    endpoint: &str,
+    tls: Option<&bb_util::tls::ClientTls>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<StorageClient> {
+    let token = token_file.map(bb_util::grpc::BearerToken::from_file).transpose()?;
+    let channel = bb_util::grpc::channel_with(endpoint, tls, token.as_ref())
+        .with_context(|| format!("storage node {endpoint}"))?;
+    Ok(StorageClient::new(channel))
 }

@@ -5,6 +5,7 @@
 //! and a copy found lacking it gets it, in the background.
 
 use super::{ActionCache, Inline};
+use crate::store::mirrored::enough_copies;
 use crate::store::sharding::rendezvous;
 use bb_proto::reapi;
 use bb_util::Digest;
@@ -107,16 +108,9 @@ impl ActionCache for ShardedActionCache {
         let owners = self.owners(instance_name, action);
         let updates =
             owners.iter().map(|&i| self.shards[i].cache.update_action_result(instance_name, action, result));
-        let results = join_all(updates).await;
-        let stored = results.iter().filter(|r| r.is_ok()).count();
-        if stored >= self.write_quorum {
-            return Ok(());
-        }
-        Err(results.into_iter().find_map(Result::err).unwrap_or_else(|| {
-            Status::unavailable(format!(
-                "result of {action} stored on {stored} copies, short of {}",
-                self.write_quorum
-            ))
-        }))
+        let quorum = self.write_quorum;
+        enough_copies(join_all(updates).await, quorum, |stored| {
+            Status::unavailable(format!("result of {action} stored on {stored} copies, short of {quorum}"))
+        })
     }
 }

@@ -178,15 +178,24 @@ fn require_quorum(
     quorum: usize,
     results: Vec<Result<(), StoreError>>,
 ) -> Result<(), StoreError> {
+    enough_copies(results, quorum, |stored| StoreError::BadWrite {
+        digest: *digest,
+        reason: format!("stored on {stored} copies, short of the {quorum} required"),
+    })
+}
+
+/// `Ok` when at least `quorum` of the writes to copies succeeded; else the
+/// first error, or `short(stored)` when too few copies were even tried.
+pub(crate) fn enough_copies<E>(
+    results: Vec<Result<(), E>>,
+    quorum: usize,
+    short: impl FnOnce(usize) -> E,
+) -> Result<(), E> {
     let stored = results.iter().filter(|r| r.is_ok()).count();
     if stored >= quorum {
         return Ok(());
     }
-    let error = results.into_iter().find_map(Result::err);
-    Err(error.unwrap_or_else(|| StoreError::BadWrite {
-        digest: *digest,
-        reason: format!("stored on {stored} copies, short of the {quorum} required"),
-    }))
+    Err(results.into_iter().find_map(Result::err).unwrap_or_else(|| short(stored)))
 }
 
 /// A write to every copy that accepted it; a copy that fails midway is

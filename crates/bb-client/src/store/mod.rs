@@ -13,7 +13,7 @@ mod blob;
 mod chunked;
 mod existence_caching;
 mod lru;
-mod mirrored;
+pub(crate) mod mirrored;
 pub(crate) mod sharding;
 #[cfg(test)]
 mod tests;
