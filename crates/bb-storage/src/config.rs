@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_backends_and_keys() {
-        let text = DEFAULT_CONFIG.replacen("backend = \"disk\"", "backend = \"tape\"", 1);
+        let text = DEFAULT_CONFIG.replacen("\nbackend = \"disk\"", "\nbackend = \"tape\"", 1);
         let err = bb_util::config::parse::<Config>(&text, "t").unwrap_err().to_string();
         assert!(err.contains("tape"), "{err}");
         let text = DEFAULT_CONFIG.replacen("sync_writes = true", "sync_writes = true\ncompression = 1", 1);

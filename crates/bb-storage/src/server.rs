@@ -49,7 +49,7 @@ impl Storage {
         let ac = &config.action_cache;
         // Records of spliced blobs and of assets: small entries under keys
         // of their own, like the Action Cache's.
-        let records: Arc<dyn BlobStore> = match (&config.records, ac.store.is_local()) {
+        let records: Arc<dyn BlobStore> = match (&config.records, ac.store.holds_bytes()) {
             (Some(records), _) => records.open(false)?,
             (None, true) => ac.store.open(false)?,
             (None, false) => Arc::new(MemoryStore::new(RECORDS_IN_MEMORY)),

@@ -1,24 +1,26 @@
 //! Stores as a tree in the configuration: leaves that hold bytes (`disk`,
-//! `memory`) or reach another node (`grpc`), and decorators over them, each
-//! from bb-client (`sharding`, `mirrored`, `existence_caching`). The same
+//! `memory`, `object_storage`) or reach another node (`grpc`), and
+//! decorators over them, each from bb-client (`sharding`, `mirrored`,
+//! `read_caching`, `existence_caching`). The same
 //! tree configures the CAS and the Action Cache; for the Action Cache a
 //! `grpc` leaf is the other node's Action Cache, and the decorators spread
 //! results the same way.
 
 use crate::action_cache::StoredActionCache;
 use crate::content::ContentStore;
-use crate::store::{BlobStore, DiskStore, MemoryStore};
+use crate::store::{BlobStore, BucketConfig, DiskStore, MemoryStore, ObjectStorageStore};
 use anyhow::Context;
 use bb_client::action_cache::{CacheShard, ShardedActionCache};
-use bb_client::store::{ExistenceCachingStore, MirroredStore, Shard, ShardingStore};
+use bb_client::store::{ExistenceCachingStore, MirroredStore, ReadCachingStore, Shard, ShardingStore};
 use bb_client::{ActionCache, GrpcStore, StorageClient};
 use bb_util::config::{ByteSize, HumanDuration};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A blob store: `backend = "disk"`, `"memory"`, `"grpc"`, `"sharding"`,
-/// `"mirrored"` or `"existence_caching"`.
+/// A blob store: `backend = "disk"`, `"memory"`, `"object_storage"`,
+/// `"grpc"`, `"sharding"`, `"mirrored"`, `"read_caching"` or
+/// `"existence_caching"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
@@ -34,6 +36,10 @@ pub enum StoreConfig {
     Memory {
         max_size: ByteSize,
     },
+    /// Objects of an S3-compatible bucket, with an index of what it holds
+    /// (rebuilt from a listing at start) answering FindMissing. Usually the
+    /// slow tier of a `read_caching` store.
+    ObjectStorage(BucketConfig),
     /// Another bb-storage (or any REv2 storage) over gRPC. As the CAS its
     /// blobs; as the Action Cache its Action Cache, whose own completeness
     /// check must be off when it holds only a share of the CAS.
@@ -69,6 +75,13 @@ pub enum StoreConfig {
         /// Copies a write must reach to succeed.
         #[serde(default = "one")]
         write_quorum: usize,
+    },
+    /// `fast` (a local disk) in front of `slow` (another node, a bucket):
+    /// reads from `fast` first, copying there what only `slow` had; writes
+    /// to both, succeeding once `slow` has the blob; FindMissing from `slow`.
+    ReadCaching {
+        fast: Box<StoreConfig>,
+        slow: Box<StoreConfig>,
     },
     /// Remembers which blobs `store` was seen to hold, for `ttl`, so
     /// FindMissing asks it only about the others. CAS only.
@@ -111,14 +124,16 @@ fn default_existence_entries() -> u64 {
 }
 
 impl StoreConfig {
-    /// Whether bytes live in this process (no node elsewhere is involved).
-    pub fn is_local(&self) -> bool {
+    /// Whether this store keeps the bytes itself (in memory, on disk, in a
+    /// bucket) rather than handing them to another node's services.
+    pub fn holds_bytes(&self) -> bool {
         match self {
-            StoreConfig::Disk { .. } | StoreConfig::Memory { .. } => true,
+            StoreConfig::Disk { .. } | StoreConfig::Memory { .. } | StoreConfig::ObjectStorage(_) => true,
             StoreConfig::Grpc { .. } => false,
-            StoreConfig::Sharding { shards, .. } => shards.iter().all(|s| s.store.is_local()),
-            StoreConfig::Mirrored { copies, .. } => copies.iter().all(StoreConfig::is_local),
-            StoreConfig::ExistenceCaching { store, .. } => store.is_local(),
+            StoreConfig::Sharding { shards, .. } => shards.iter().all(|s| s.store.holds_bytes()),
+            StoreConfig::Mirrored { copies, .. } => copies.iter().all(StoreConfig::holds_bytes),
+            StoreConfig::ReadCaching { fast, slow } => fast.holds_bytes() && slow.holds_bytes(),
+            StoreConfig::ExistenceCaching { store, .. } => store.holds_bytes(),
         }
     }
 
@@ -131,6 +146,9 @@ impl StoreConfig {
                 DiskStore::open(path, max_size.bytes(), checked, *sync_writes)
                     .with_context(|| format!("cannot open the disk store in {}", path.display()))?,
             ),
+            StoreConfig::ObjectStorage(bucket) => {
+                ObjectStorageStore::new(Arc::new(bucket.open()?), &bucket.prefix, checked)
+            }
             StoreConfig::Grpc { endpoint, instance_name, tls, token_file } => Arc::new(GrpcStore::of(
                 grpc_client(endpoint, tls.as_ref(), token_file.as_deref())?,
                 instance_name,
@@ -148,6 +166,9 @@ impl StoreConfig {
                 let copies = copies.iter().map(|c| c.open(checked)).collect::<anyhow::Result<_>>()?;
                 Arc::new(MirroredStore::new(copies, *write_quorum, Arc::default()))
             }
+            StoreConfig::ReadCaching { fast, slow } => {
+                Arc::new(ReadCachingStore::new(fast.open(checked)?, slow.open(checked)?))
+            }
             StoreConfig::ExistenceCaching { store, ttl, max_entries } => {
                 Arc::new(ExistenceCachingStore::new(store.open(checked)?, ttl.get(), *max_entries))
             }
@@ -163,9 +184,17 @@ impl StoreConfig {
     ) -> anyhow::Result<Arc<dyn ActionCache>> {
         let child = |config: &StoreConfig| config.open_action_cache(content, max_inline_size);
         Ok(match self {
-            StoreConfig::Memory { .. } | StoreConfig::Disk { .. } => {
+            StoreConfig::Memory { .. } | StoreConfig::Disk { .. } | StoreConfig::ObjectStorage(_) => {
                 Arc::new(StoredActionCache::new(self.open(false)?, content.clone(), max_inline_size))
             }
+            // Entries in both tiers; a remote Action Cache is not a blob store.
+            StoreConfig::ReadCaching { .. } if self.holds_bytes() => {
+                Arc::new(StoredActionCache::new(self.open(false)?, content.clone(), max_inline_size))
+            }
+            StoreConfig::ReadCaching { .. } => anyhow::bail!(
+                "read_caching of the Action Cache needs stores that hold bytes (disk, memory, object_storage), \
+                 not another node's Action Cache"
+            ),
             StoreConfig::Grpc { endpoint, tls, token_file, .. } => {
                 Arc::new(grpc_client(endpoint, tls.as_ref(), token_file.as_deref())?)
             }
@@ -204,4 +233,38 @@ fn grpc_client(
     let channel = bb_util::grpc::channel_with(endpoint, tls, token.as_ref())
         .with_context(|| format!("storage node {endpoint}"))?;
     Ok(StorageClient::new(channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> StoreConfig {
+        bb_util::config::parse(toml, "test.toml").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bucket_behind_a_disk_opens_without_a_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse(&format!(
+            "backend = \"read_caching\"\n\
+             fast = {{ backend = \"disk\", path = {:?}, max_size = \"1MiB\" }}\n\
+             slow = {{ backend = \"object_storage\", bucket = \"farm\", endpoint = \"http://127.0.0.1:9\", prefix = \"cas\" }}\n",
+            dir.path().join("cas")
+        ));
+        assert!(config.holds_bytes());
+        config.open(true).unwrap();
+        let content = ContentStore::new(Arc::new(MemoryStore::new(1 << 20)));
+        config.open_action_cache(&content, 0).unwrap();
+
+        let over_a_node = parse(
+            "backend = \"read_caching\"\n\
+             fast = { backend = \"memory\", max_size = \"1MiB\" }\n\
+             slow = { backend = \"grpc\", endpoint = \"grpc://127.0.0.1:9\" }\n",
+        );
+        assert!(!over_a_node.holds_bytes());
+        over_a_node.open(true).unwrap();
+        let refused = over_a_node.open_action_cache(&content, 0).err().unwrap();
+        assert!(refused.to_string().contains("not another node's Action Cache"), "{refused}");
+    }
 }

@@ -275,6 +275,21 @@ impl Digest {
         self.size == 0
     }
 
+    /// `<function>-<hash>-<size>`: the name a store keeps the blob under
+    /// (a file of the disk store, an object of a bucket).
+    pub fn storage_name(&self) -> String {
+        format!("{}-{}-{}", self.function.name(), self.hash_hex(), self.size)
+    }
+
+    /// The digest a `storage_name` names, if it is one.
+    pub fn from_storage_name(name: &str) -> Option<Digest> {
+        let mut parts = name.splitn(3, '-');
+        let function = DigestFunction::from_name(parts.next()?)?;
+        let hash = parts.next()?;
+        let size = parts.next()?.parse().ok()?;
+        Digest::parse(function, hash, size).ok()
+    }
+
     pub fn to_proto(&self) -> reapi::Digest {
         reapi::Digest { hash: self.hash_hex(), size_bytes: self.size as i64 }
     }

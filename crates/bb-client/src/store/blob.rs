@@ -11,6 +11,8 @@ use bb_proto::bytestream::ReadResponse;
 use bb_util::Digest;
 use bb_util::digest::Hasher;
 use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ use tonic::Streaming;
 
 /// Called with the digest of a blob found corrupted, to drop it from its store.
 pub type Quarantine = Arc<dyn Fn(&Digest) + Send + Sync>;
+
+/// The bytes of a download, in the order they arrive.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
 pub struct Blob {
     size: u64,
@@ -27,7 +32,7 @@ pub struct Blob {
 enum Body {
     Memory(Bytes),
     File { file: Arc<File>, check: Option<(Digest, Quarantine)> },
-    Remote { stream: Box<Streaming<ReadResponse>>, digest: Digest },
+    Remote { stream: ByteStream, digest: Digest, quarantine: Option<Quarantine> },
     Chunks(super::chunked::Chunks),
 }
 
@@ -43,7 +48,19 @@ impl Blob {
 
     /// A ByteStream download of `digest`, checked as it arrives.
     pub fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
-        Blob { size: digest.size(), body: Body::Remote { stream: Box::new(stream), digest } }
+        let context = format!("download of blob {digest}");
+        let bytes = stream.map(move |message| match message {
+            Ok(message) => Ok(message.data),
+            Err(status) => Err(StoreError::remote(context.clone(), status)),
+        });
+        Self::from_byte_stream(bytes.boxed(), digest, None)
+    }
+
+    /// A download of `digest` from anywhere, checked as it arrives; with
+    /// `quarantine`, data that does not match is corruption in the store the
+    /// stream comes from, which drops it.
+    pub fn from_byte_stream(stream: ByteStream, digest: Digest, quarantine: Option<Quarantine>) -> Self {
+        Blob { size: digest.size(), body: Body::Remote { stream, digest, quarantine } }
     }
 
     /// The concatenation of chunks stored on their own (a spliced blob).
@@ -73,8 +90,9 @@ impl Blob {
                     check,
                 }))
             }
-            Body::Remote { stream, digest } => BlobReader::Remote(Box::new(StreamReader {
+            Body::Remote { stream, digest, quarantine } => BlobReader::Remote(Box::new(StreamReader {
                 stream,
+                quarantine,
                 hasher: Some(digest.function().hasher()),
                 digest,
                 received: 0,
@@ -114,7 +132,8 @@ pub enum BlobReader {
 /// Reads a ByteStream download, checking it against its digest: the chunk
 /// that completes the blob is only returned once the whole blob matched.
 pub struct StreamReader {
-    stream: Box<Streaming<ReadResponse>>,
+    stream: ByteStream,
+    quarantine: Option<Quarantine>,
     hasher: Option<Hasher>,
     digest: Digest,
     received: u64,
@@ -131,37 +150,22 @@ impl StreamReader {
                 return Ok(Some(self.buffered.split_to(n)));
             }
             let Some(hasher) = &mut self.hasher else { return Ok(None) };
-            let message = self.stream.message().await.map_err(|status| StoreError::Remote {
-                context: format!("download of blob {}", self.digest),
-                status: Box::new(status),
-            })?;
-            let mut data = match message {
-                Some(message) => message.data,
+            let mut data = match self.stream.next().await.transpose()? {
+                Some(data) => data,
                 None if self.received == self.digest.size() => Bytes::new(),
-                None => {
-                    return Err(StoreError::BadWrite {
-                        digest: self.digest,
-                        reason: format!("download ended after {} bytes", self.received),
-                    });
-                }
+                None => return Err(self.mismatch(format!("download ended after {} bytes", self.received))),
             };
             let start = self.received;
             self.received += data.len() as u64;
             if self.received > self.digest.size() {
-                return Err(StoreError::BadWrite {
-                    digest: self.digest,
-                    reason: "download is too long".into(),
-                });
+                return Err(self.mismatch("download is too long".into()));
             }
             hasher.update(&data);
             if self.received == self.digest.size() {
                 let hasher = self.hasher.take().expect("checked above");
                 let actual = hasher.finish(self.received);
                 if actual != self.digest {
-                    return Err(StoreError::BadWrite {
-                        digest: self.digest,
-                        reason: format!("downloaded data has digest {actual}"),
-                    });
+                    return Err(self.mismatch(format!("downloaded data has digest {actual}")));
                 }
             }
             if self.received > self.skip_until {
@@ -170,6 +174,21 @@ impl StreamReader {
                 }
                 self.buffered = data;
             }
+        }
+    }
+}
+
+impl StreamReader {
+    /// The download is not the blob: corruption where the store can drop
+    /// it, a bad transfer otherwise.
+    fn mismatch(&mut self, reason: String) -> StoreError {
+        self.hasher = None;
+        match &self.quarantine {
+            Some(quarantine) => {
+                quarantine(&self.digest);
+                StoreError::Corrupt { digest: self.digest }
+            }
+            None => StoreError::BadWrite { digest: self.digest, reason },
         }
     }
 }

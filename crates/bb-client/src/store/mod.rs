@@ -14,15 +14,17 @@ mod chunked;
 mod existence_caching;
 mod lru;
 pub(crate) mod mirrored;
+mod read_caching;
 pub(crate) mod sharding;
 #[cfg(test)]
 mod tests;
 
-pub use blob::{Blob, BlobReader, Quarantine};
+pub use blob::{Blob, BlobReader, ByteStream, Quarantine};
 pub use chunked::Chunks;
 pub use existence_caching::ExistenceCachingStore;
 pub use lru::SizeLru;
 pub use mirrored::{MirroredStore, Repairs};
+pub use read_caching::ReadCachingStore;
 pub use sharding::{Shard, ShardingStore};
 
 /// A copy of a mirrored store (or of a sharded Action Cache) failed: warned

@@ -263,3 +263,39 @@ async fn find_missing_asks_only_about_blobs_not_seen_lately() {
     assert!(missing.contains(&digests[0]));
     assert_eq!(counting.asked.lock().last(), Some(&10));
 }
+
+#[tokio::test]
+async fn a_read_cache_copies_what_it_reads_and_never_fails_for_its_fast_store() {
+    let [fast, slow] = [Arc::new(Node::default()), Arc::new(Node::default())];
+    let store = ReadCachingStore::new(Arc::new(fast.clone()), Arc::new(slow.clone()));
+    round_trips(&store).await;
+
+    // Only the slow store has it: the first read copies it.
+    let (d, data) = blob("inputs of every action");
+    slow.blobs.lock().insert(d, data.clone());
+    assert!(!fast.holds(&d));
+    assert_eq!(read(&store, &d).await, Some(data.clone()));
+    assert!(fast.holds(&d), "not copied into the fast store");
+    slow.down.store(true, Ordering::SeqCst);
+    assert_eq!(read(&store, &d).await, Some(data.clone()), "served from the fast store");
+    // Writes need the slow store; what it lacks is not stored.
+    let (d2, data2) = blob("written while the slow store is down");
+    assert!(store.put(&d2, data2.clone()).await.is_err());
+    assert!(!fast.holds(&d2));
+    slow.down.store(false, Ordering::SeqCst);
+
+    // The fast store down: every call goes on against the slow one.
+    fast.down.store(true, Ordering::SeqCst);
+    store.put(&d2, data2.clone()).await.unwrap();
+    let mut writer = store.begin_write(&blob("streamed").0).await.unwrap();
+    writer.write(blob("streamed").1).await.unwrap();
+    writer.commit().await.unwrap();
+    assert_eq!(read(&store, &d2).await, Some(data2));
+    assert_eq!(read(&store, &blob("streamed").0).await, Some(blob("streamed").1));
+    fast.down.store(false, Ordering::SeqCst);
+
+    // The slow store answers for what is stored.
+    let (d3, data3) = blob("only in the fast store");
+    fast.blobs.lock().insert(d3, data3);
+    assert_eq!(store.find_missing(&[d, d3]).await.unwrap(), vec![d3]);
+}

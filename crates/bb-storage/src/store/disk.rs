@@ -17,7 +17,7 @@
 
 use super::{Blob, BlobStore, BlobWriter, StoreError};
 use super::{Quarantine, SizeLru};
-use bb_util::{Digest, DigestFunction};
+use bb_util::Digest;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::fs::{self, File};
@@ -80,7 +80,7 @@ impl DiskStore {
             for entry in fs::read_dir(&dir).map_err(io("cannot list", &dir))? {
                 let entry = entry.map_err(io("cannot list", &dir))?;
                 let path = entry.path();
-                let parsed = entry.file_name().to_str().and_then(parse_file_name);
+                let parsed = entry.file_name().to_str().and_then(Digest::from_storage_name);
                 let metadata = entry.metadata().map_err(io("cannot stat", &path))?;
                 match parsed {
                     Some(digest) if !checked || metadata.len() == digest.size() => {
@@ -136,7 +136,7 @@ impl DiskStore {
 impl Inner {
     fn path(&self, digest: &Digest) -> PathBuf {
         let hash = digest.hash_hex();
-        self.blobs_dir.join(&hash[..2]).join(format!("{}-{hash}-{}", digest.function().name(), digest.size()))
+        self.blobs_dir.join(&hash[..2]).join(digest.storage_name())
     }
 
     fn remove(&self, digest: &Digest) {
@@ -262,15 +262,6 @@ fn start_writeback_of_finished_windows(file: &File, start: u64, end: u64) {
             libc::sync_file_range(file.as_raw_fd(), from as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
         }
     }
-}
-
-/// Parses `<function>-<hash>-<size>`.
-fn parse_file_name(name: &str) -> Option<Digest> {
-    let mut parts = name.splitn(3, '-');
-    let function = DigestFunction::from_name(parts.next()?)?;
-    let hash = parts.next()?;
-    let size = parts.next()?.parse().ok()?;
-    Digest::parse(function, hash, size).ok()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -401,6 +392,7 @@ impl Drop for DiskWriter {
 mod tests {
     use super::*;
     use bb_client::store::conformance as tests;
+    use bb_util::DigestFunction;
 
     #[tokio::test]
     async fn behaves_like_a_store() {
@@ -456,9 +448,9 @@ mod tests {
         let store_dir = tempfile::tempdir().unwrap();
         let store = DiskStore::open(store_dir.path(), 1, true, false).unwrap();
         let path = store.inner.path(&d);
-        assert_eq!(parse_file_name(path.file_name().unwrap().to_str().unwrap()), Some(d));
-        assert_eq!(parse_file_name("sha256-zz-1"), None);
-        assert_eq!(parse_file_name("garbage"), None);
+        assert_eq!(Digest::from_storage_name(path.file_name().unwrap().to_str().unwrap()), Some(d));
+        assert_eq!(Digest::from_storage_name("sha256-zz-1"), None);
+        assert_eq!(Digest::from_storage_name("garbage"), None);
     }
 
     #[test]
