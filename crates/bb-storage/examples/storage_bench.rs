@@ -162,11 +162,19 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(missing.len() == flags.find_missing / 2, "{} missing", missing.len());
     }
     times.sort();
+    let find_missing_ms = times[times.len() / 2].as_secs_f64() * 1e3;
     println!(
         "  FindMissingBlobs of {} digests: median {:.1} ms, min {:.1} ms",
         flags.find_missing,
-        times[times.len() / 2].as_secs_f64() * 1e3,
+        find_missing_ms,
         times[0].as_secs_f64() * 1e3
+    );
+    // One line for scripts that compare runs (checks/bench/storage-tiers.sh).
+    println!(
+        "result: sha256_mbps={:.0} upload_mbps={:.0} download_mbps={:.0} find_missing_ms={find_missing_ms:.2}",
+        mb_per_s(size, hash),
+        mb_per_s(size, up),
+        mb_per_s(size, down)
     );
     Ok(())
 }

@@ -13,7 +13,6 @@ pub mod service;
 pub mod spliced;
 pub mod store;
 pub mod store_tree;
-pub mod zstd_stream;
 
 pub use config::{Config, StorageConfig};
 pub use server::{Storage, StorageServer};

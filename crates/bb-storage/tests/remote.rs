@@ -52,3 +52,55 @@ async fn wrong_data_is_refused_by_the_server() {
     let err = store.put(&sha256(b"abc"), Bytes::from_static(b"abd")).await.unwrap_err();
     assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
 }
+
+/// A loopback relay to `target` that counts the bytes going through it.
+async fn counting_relay(target: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut server = tokio::net::TcpStream::connect(&target).await.unwrap();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                    counted.fetch_add(up + down, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (address, count)
+}
+
+#[tokio::test]
+async fn zstd_streams_compress_what_crosses_the_network() {
+    use std::sync::atomic::Ordering;
+    let server = TestServer::memory().await;
+    let text: Vec<u8> = (0..(4 << 20) / 32)
+        .flat_map(|i: u32| format!("line {i:>10} of a build log\n").into_bytes())
+        .collect();
+    let data = Bytes::from(text);
+    let mut moved = Vec::new();
+    for zstd in [false, true] {
+        let (relay, count) = counting_relay(server.address.clone()).await;
+        let client = bb_client::StorageClient::new(bb_util::grpc::channel(&relay).unwrap()).with_zstd(zstd);
+        let store = GrpcStore::of(client.clone(), if zstd { "compressed" } else { "plain" });
+        let digest = sha256(&data);
+        store.put(&digest, data.clone()).await.unwrap();
+        let mut writer = store.begin_write(&sha256(&data[1..])).await.unwrap();
+        writer.write(data.slice(1..)).await.unwrap();
+        writer.commit().await.unwrap();
+        assert_eq!(store.get(&digest).await.unwrap().unwrap().into_bytes().await.unwrap(), data);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        client.read_to_file("", &sha256(&data[1..]), file.path(), "blob").await.unwrap();
+        assert_eq!(std::fs::read(file.path()).unwrap(), &data[1..]);
+        drop((store, client));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        moved.push(count.load(Ordering::SeqCst));
+    }
+    // Four transfers of 4 MiB: plain, about 16 MiB cross; compressed, a fraction.
+    assert!(moved[0] > 15 << 20, "plain transfers moved {} bytes", moved[0]);
+    assert!(moved[1] * 5 < moved[0], "zstd moved {} bytes, plain {}", moved[1], moved[0]);
+}

@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod status;
 pub mod tls;
 pub mod watched;
+pub mod zstd_stream;
 
 pub use digest::{Digest, DigestError, DigestFunction};
 

@@ -60,7 +60,8 @@ impl Worker {
             build_directory_handle: bb_util::dir::Directory::open(&build_directory)?,
             build_directory,
             instance_name_prefix: config.instance_name_prefix.clone(),
-            storage: bb_client::StorageClient::new(config.channel(&config.storage)?),
+            storage: bb_client::StorageClient::new(config.channel(&config.storage)?)
+                .with_zstd(config.storage_zstd),
             runner: RunnerClient::new(bb_util::grpc::channel(&config.runner)?),
             file_cache: Arc::new(file_cache),
             directory_cache: inputs::DirectoryCache::new(config.directory_cache_size.bytes()),

@@ -2,8 +2,9 @@
 //! worker, by a scheduler without embedded storage, by bb-storage in front
 //! of another node, and by `bb`. Blobs up to `BATCH_BLOB_LIMIT` travel in
 //! batch calls of at most `BATCH_BYTES`; larger ones are streamed over
-//! ByteStream, to and from files where they come from or go to one.
-//! Everything downloaded is checked against its digest.
+//! ByteStream, to and from files where they come from or go to one, and
+//! zstd-compressed (`compressed-blobs/zstd`) when asked for and the server
+//! offers it. Everything downloaded is checked against its digest.
 
 mod action_cache;
 mod store;
@@ -21,11 +22,15 @@ use bb_proto::reapi::capabilities_client::CapabilitiesClient;
 use bb_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use bb_util::grpc::Channel;
 use bb_util::resource_name::{Compressor, ReadResource, routed};
+use bb_util::zstd_stream::StreamDecoder;
 use bb_util::{Digest, DigestFunction};
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use tonic::{Status, Streaming};
 
 /// Blobs up to this size travel in batch calls.
@@ -46,7 +51,19 @@ pub struct StorageClient {
     bytestream: ByteStreamClient<Channel>,
     action_cache: ActionCacheClient<Channel>,
     capabilities: CapabilitiesClient<Channel>,
+    zstd: Zstd,
 }
+
+/// Whether streamed transfers are zstd-compressed: when asked for, and
+/// once the server's capabilities (asked once) offer it.
+#[derive(Clone, Default)]
+struct Zstd {
+    wanted: bool,
+    offered: Arc<tokio::sync::OnceCell<bool>>,
+}
+
+/// A download's bytes as they arrive (decompressed, not yet checked).
+pub(crate) type Download = BoxStream<'static, Result<Bytes, Status>>;
 
 fn is_missing(status: &Status) -> bool {
     status.code() == tonic::Code::FailedPrecondition
@@ -63,6 +80,32 @@ impl StorageClient {
             bytestream: ByteStreamClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             action_cache: ActionCacheClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             capabilities: CapabilitiesClient::new(channel),
+            zstd: Zstd::default(),
+        }
+    }
+
+    /// With `wanted`, blobs streamed over ByteStream travel zstd-compressed
+    /// when the server offers it: worth the CPU where the network is slower
+    /// than compression (about 300 MB/s per core at the level used).
+    pub fn with_zstd(mut self, wanted: bool) -> Self {
+        self.zstd = Zstd { wanted, offered: Arc::default() };
+        self
+    }
+
+    /// The compressor of the next streamed transfer.
+    pub(crate) async fn stream_compressor(&self, instance: &str) -> Compressor {
+        if !self.zstd.wanted {
+            return Compressor::Identity;
+        }
+        let zstd = reapi::compressor::Value::Zstd as i32;
+        let offered = self.zstd.offered.get_or_try_init(|| async {
+            let capabilities = self.capabilities(instance).await?.cache_capabilities;
+            Ok::<_, Status>(capabilities.is_some_and(|c| c.supported_compressors.contains(&zstd)))
+        });
+        match offered.await {
+            Ok(true) => Compressor::Zstd,
+            // Not offered, or not known yet (asked again next time).
+            _ => Compressor::Identity,
         }
     }
 
@@ -201,17 +244,22 @@ impl StorageClient {
         &self,
         instance: &str,
         digest: &Digest,
-    ) -> Result<Option<Streaming<ReadResponse>>, Status> {
-        let resource_name = ReadResource::format(instance, digest, Compressor::Identity);
+    ) -> Result<Option<Download>, Status> {
+        let compressor = self.stream_compressor(instance).await;
+        let resource_name = ReadResource::format(instance, digest, compressor);
         let request = routed(
             ReadRequest { resource_name: resource_name.clone(), read_offset: 0, read_limit: 0 },
             &resource_name,
         );
-        match self.bytestream.clone().read(request).await {
-            Ok(response) => Ok(Some(response.into_inner())),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(s),
-        }
+        let stream = match self.bytestream.clone().read(request).await {
+            Ok(response) => response.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s),
+        };
+        Ok(Some(match compressor {
+            Compressor::Identity => stream.map_ok(|response| response.data).boxed(),
+            Compressor::Zstd => decompressed(stream),
+        }))
     }
 
     /// Reads a blob over ByteStream, handing each chunk to `sink`, and
@@ -229,13 +277,13 @@ impl StorageClient {
         };
         let mut hasher = digest.function().hasher();
         let mut size = 0u64;
-        while let Some(response) = stream.message().await.map_err(context())? {
-            size += response.data.len() as u64;
+        while let Some(data) = stream.try_next().await.map_err(context())? {
+            size += data.len() as u64;
             if size > digest.size() {
                 return Err(Status::data_loss(format!("{what} {digest}: storage sent more bytes than that")));
             }
-            hasher.update(&response.data);
-            sink(&response.data)?;
+            hasher.update(&data);
+            sink(&data)?;
         }
         let actual = hasher.finish(size);
         if actual != *digest {
@@ -277,6 +325,35 @@ impl StorageClient {
 
 /// Groups digests (all small) into batches of at most `BATCH_BYTES`, one
 /// digest function per batch.
+/// The decompressed pieces of a `compressed-blobs/zstd` download, bounded
+/// in size each (the reader stops a blob that grows past its size).
+fn decompressed(stream: Streaming<ReadResponse>) -> Download {
+    let bad = |e: std::io::Error| Status::data_loss(format!("storage sent bad zstd data: {e}"));
+    let decoder = match StreamDecoder::new() {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            return futures::stream::once(async move { Err(Status::internal(format!("zstd: {e}"))) }).boxed();
+        }
+    };
+    let start = Some((stream, decoder, Bytes::new(), 0usize));
+    futures::stream::unfold(start, move |state| async move {
+        let (mut stream, mut decoder, mut data, mut position) = state?;
+        loop {
+            match decoder.next_piece(&data, &mut position) {
+                Ok(Some(piece)) => return Some((Ok(piece), Some((stream, decoder, data, position)))),
+                Ok(None) => {}
+                Err(e) => return Some((Err(bad(e)), None)),
+            }
+            match stream.message().await {
+                Ok(Some(message)) => (data, position) = (message.data, 0),
+                Ok(None) => return decoder.finish().err().map(|e| (Err(bad(e)), None)),
+                Err(status) => return Some((Err(status), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
 pub(crate) fn batches(digests: &[Digest]) -> Vec<Vec<Digest>> {
     let mut sorted: Vec<Digest> = digests.to_vec();
     sorted.sort_by_key(|d| d.function());

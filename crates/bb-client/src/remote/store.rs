@@ -7,6 +7,7 @@ use crate::store::{Blob, BlobStore, BlobWriter, StoreError};
 use bb_util::Digest;
 use bb_util::grpc::Channel;
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 
 #[derive(Clone)]
@@ -41,7 +42,12 @@ impl BlobStore for GrpcStore {
         }
         let stream =
             self.client.open_stream(&self.instance_name, digest).await.map_err(remote("ByteStream.Read"))?;
-        Ok(stream.map(|stream| Blob::from_stream(stream, *digest)))
+        let digest = *digest;
+        Ok(stream.map(|stream| {
+            let bytes = stream
+                .map_err(move |status| StoreError::remote(format!("download of blob {digest}"), status));
+            Blob::from_byte_stream(bytes.boxed(), digest, None)
+        }))
     }
 
     async fn put(&self, digest: &Digest, data: Bytes) -> Result<(), StoreError> {
@@ -54,7 +60,7 @@ impl BlobStore for GrpcStore {
     }
 
     async fn begin_write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
-        Ok(Box::new(self.client.begin_write(&self.instance_name, digest)))
+        Ok(Box::new(self.client.begin_write(&self.instance_name, digest).await))
     }
 
     async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {

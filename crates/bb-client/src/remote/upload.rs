@@ -76,8 +76,9 @@ impl StorageClient {
     }
 
     /// Starts a streamed upload of `digest`.
-    pub fn begin_write(&self, instance: &str, digest: &Digest) -> ByteStreamWriter {
-        ByteStreamWriter::start(&self.bytestream, instance, digest)
+    pub async fn begin_write(&self, instance: &str, digest: &Digest) -> ByteStreamWriter {
+        let compressor = self.stream_compressor(instance).await;
+        ByteStreamWriter::start(&self.bytestream, instance, digest, compressor)
     }
 
     /// Streams a blob from its source, reading it on a blocking thread a
@@ -88,7 +89,7 @@ impl StorageClient {
         digest: &Digest,
         source: Source,
     ) -> Result<(), Status> {
-        let mut writer = self.begin_write(instance, digest);
+        let mut writer = self.begin_write(instance, digest).await;
         let mut reader =
             Some(tokio::task::spawn_blocking(move || source.reader()).await.map_err(join_error)??);
         let mut sent = 0u64;

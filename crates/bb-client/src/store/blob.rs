@@ -7,7 +7,6 @@
 //! served whole; the reader removes it from its store and fails instead.
 
 use super::StoreError;
-use bb_proto::bytestream::ReadResponse;
 use bb_util::Digest;
 use bb_util::digest::Hasher;
 use bytes::{Buf, Bytes};
@@ -16,7 +15,6 @@ use futures::stream::BoxStream;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use tonic::Streaming;
 
 /// Called with the digest of a blob found corrupted, to drop it from its store.
 pub type Quarantine = Arc<dyn Fn(&Digest) + Send + Sync>;
@@ -44,16 +42,6 @@ impl Blob {
     /// A file of `size` bytes; with `check`, its contents must hash to the digest.
     pub fn from_file(file: File, size: u64, check: Option<(Digest, Quarantine)>) -> Self {
         Blob { size, body: Body::File { file: Arc::new(file), check } }
-    }
-
-    /// A ByteStream download of `digest`, checked as it arrives.
-    pub fn from_stream(stream: Streaming<ReadResponse>, digest: Digest) -> Self {
-        let context = format!("download of blob {digest}");
-        let bytes = stream.map(move |message| match message {
-            Ok(message) => Ok(message.data),
-            Err(status) => Err(StoreError::remote(context.clone(), status)),
-        });
-        Self::from_byte_stream(bytes.boxed(), digest, None)
     }
 
     /// A download of `digest` from anywhere, checked as it arrives; with

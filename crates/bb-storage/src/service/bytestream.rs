@@ -6,13 +6,13 @@ use super::request::{Instances, principal};
 use super::uploads::PartialUploads;
 use crate::content::{ContentStore, Upload};
 use crate::store::BlobReader;
-use crate::zstd_stream::{StreamDecoder, StreamEncoder};
 use bb_proto::bytestream::byte_stream_server::ByteStream;
 use bb_proto::bytestream::{
     QueryWriteStatusRequest, QueryWriteStatusResponse, ReadRequest, ReadResponse, WriteRequest, WriteResponse,
 };
 use bb_util::auth::Permission;
 use bb_util::resource_name::{Compressor, ReadResource, WriteResource, check_routing_header};
+use bb_util::zstd_stream::{StreamDecoder, StreamEncoder};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::sync::Arc;

@@ -4,13 +4,13 @@
 use super::request::{Instances, parse_digest, parse_digests, principal, required_digest};
 use super::tree::{TreeWalk, encoded_len, parse_page_token};
 use crate::content::ContentStore;
-use crate::zstd_stream::StreamDecoder;
 use bb_proto::reapi;
 use bb_proto::reapi::content_addressable_storage_server::ContentAddressableStorage;
 use bb_util::auth::Permission;
 use bb_util::chunking::FastCdcParams;
 use bb_util::resource_name::Compressor;
 use bb_util::status;
+use bb_util::zstd_stream::StreamDecoder;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status};

@@ -58,7 +58,7 @@ impl ObjectStorageStore {
             let listing = store.clone();
             runtime.spawn(async move {
                 if let Err(error) = listing.listed().await {
-                    tracing::warn!("object storage: {error}; FindMissing will list the bucket again");
+                    tracing::warn!("{error}; FindMissing will list the bucket again");
                 }
             });
         }
