@@ -74,7 +74,7 @@ EOF
   "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=$((base + 1)) \
     -volume.port=$((base + 2)) -filer.port=$((base + 3)) -s3 -s3.port=$((base + 4)) -s3.config="$dir/s3.json" \
     -s3.port.iceberg=0 -s3.port.lance=0 -s3.localSocket="$dir/s3.sock" -master.telemetry=false \
-    -master.volumeSizeLimitMB=256 >"$dir/weed.log" 2>&1 &
+    -master.volumeSizeLimitMB=256 -volume.max=0 >"$dir/weed.log" 2>&1 &
   SEAWEEDFS_PID=$!
   SEAWEEDFS_S3=http://127.0.0.1:$((base + 4))
   wait_for_port 127.0.0.1 $((base + 4)) 60
@@ -84,6 +84,21 @@ EOF
     sleep 1
   done
   die "SeaweedFS did not create the bucket (see $dir/weed.log)"
+}
+
+# stop_seaweedfs: stops what start_seaweedfs started. SeaweedFS can hang in
+# its graceful shutdown (seen when its volumes were full), so it gets ten
+# seconds before SIGKILL.
+stop_seaweedfs() {
+  [ -n "${SEAWEEDFS_PID:-}" ] || return 0
+  kill "$SEAWEEDFS_PID" 2>/dev/null || true
+  for _ in $(seq 20); do
+    kill -0 "$SEAWEEDFS_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -9 "$SEAWEEDFS_PID" 2>/dev/null || true
+  wait "$SEAWEEDFS_PID" 2>/dev/null || true
+  SEAWEEDFS_PID=
 }
 
 # Bazel 4.2.3, offline (see the workspace's WORKSPACE), in an output base of

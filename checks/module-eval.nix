@@ -197,6 +197,16 @@ let
     { name = "the program reads the credentials' copies"; ok = secure.services.buildbarn.scheduler.settings.tls == { certificate = "/run/credentials/bb-scheduler.service/certificate"; private_key = "/run/credentials/bb-scheduler.service/privateKey"; } && secure.services.buildbarn.scheduler.settings.authentication.client_ca == "/run/credentials/bb-scheduler.service/clientCa"; }
     { name = "a secure scheduler passes the network assertion"; ok = lib.all (a: a.assertion) secure.assertions; }
     { name = "a certificate without its key fails an assertion"; ok = !(lib.all (a: a.assertion) (evaluate [{ services.buildbarn.scheduler = { enable = true; credentials.certificate = "/run/keys/cert.pem"; settings.authentication.anonymous_on_network = true; }; }]).assertions); }
+    {
+      name = "bucket keys reach object storage through systemd's copy";
+      ok =
+        let
+          bucket = (evaluate [{ services.buildbarn.storage = { enable = true; credentials.bucketCredentials = "/run/keys/s3"; }; }]).systemd.services.bb-storage;
+        in
+        bucket.serviceConfig.LoadCredential == [ "bucketCredentials:/run/keys/s3" ]
+        && bucket.environment.AWS_SHARED_CREDENTIALS_FILE == "/run/credentials/bb-storage.service/bucketCredentials"
+        && storage.systemd.services.bb-storage.environment == { };
+    }
     { name = "a credential must be an absolute path string"; ok = fails (evaluate [{ services.buildbarn.scheduler = { enable = true; credentials.tokensFile = "tokens.toml"; }; }]).services.buildbarn.scheduler.credentials.tokensFile; }
     { name = "a worker presents its certificate and token from credentials"; ok = secureWorker.services.buildbarn.worker.settings.tls == { ca = "/run/credentials/bb-worker.service/ca"; certificate = "/run/credentials/bb-worker.service/certificate"; private_key = "/run/credentials/bb-worker.service/privateKey"; } && secureWorker.services.buildbarn.worker.settings.token_file == "/run/credentials/bb-worker.service/token" && builtins.length secureWorker.systemd.services.bb-worker.serviceConfig.LoadCredential == 4; }
     { name = "nothing opened by default"; ok = worker.networking.firewall.allowedTCPPorts == [ ] && remote.networking.firewall.allowedTCPPorts == [ ]; }

@@ -27,7 +27,7 @@ stop_farm() {
 cleanup() {
   local status=$?
   stop_farm || true
-  stop_background "$SEAWEEDFS_PID"
+  stop_seaweedfs
   [ "$status" != 0 ] && show_logs 30 "$work"/farm.err "$work"/weed/weed.log "$work"/bb-farm/worker-*/*.log
   bazel_in "$work/farm" shutdown >/dev/null 2>&1 || true
   rm -rf "$work"

@@ -118,6 +118,7 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
+      environment = credentials.environment "bb-scheduler" cfg.credentials;
       serviceConfig = {
         LoadCredential = credentials.loadCredential cfg.credentials;
         ExecStart = "${cfg.package}/bin/bb-scheduler --config ${toml.generate "bb-scheduler.toml" cfg.settings}";

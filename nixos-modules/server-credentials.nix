@@ -13,6 +13,12 @@ in
     clientCa = "The CA (PEM) client certificates must chain to (mutual TLS).";
     tokensFile = "Static bearer tokens: a TOML file of name = \"<hex SHA-256 of the token>\".";
     jwksFile = "The JWKS file whose keys verify JWT bearer tokens (settings.authentication.jwt.audience must be set too).";
+    bucketCredentials = ''
+      The access keys of the object_storage stores in settings (an AWS
+      shared credentials file: [default] with aws_access_key_id and
+      aws_secret_access_key), for those that name no credentials_file of
+      their own; the program finds it through AWS_SHARED_CREDENTIALS_FILE.
+    '';
   };
 
   inherit (credentials) loadCredential;
@@ -31,6 +37,11 @@ in
         jwt = mkIf (files.jwksFile != null) { jwks_file = path "jwksFile"; };
       };
     };
+
+  # The service's environment: where the bucket credentials are, if set.
+  environment = unit: files: lib.optionalAttrs (files.bucketCredentials != null) {
+    AWS_SHARED_CREDENTIALS_FILE = credentials.path unit "bucketCredentials";
+  };
 
   # `role`'s assertions, given its configuration.
   assertions = role: cfg: [

@@ -80,6 +80,7 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
+      environment = credentials.environment "bb-storage" cfg.credentials;
       serviceConfig = {
         LoadCredential = credentials.loadCredential cfg.credentials;
         ExecStart = "${cfg.package}/bin/bb-storage --config ${toml.generate "bb-storage.toml" cfg.settings}";

@@ -23,7 +23,7 @@ require_binary bb-storage
 work=$(mktemp -d /tmp/bb-bench-tiers.XXXXXX)
 pids=()
 SEAWEEDFS_PID=
-trap 'stop_background "${pids[@]}" $SEAWEEDFS_PID; rm -rf "$work"' EXIT
+trap 'stop_background "${pids[@]}"; stop_seaweedfs; rm -rf "$work"' EXIT
 base=${BB_BENCH_PORT:-18900}
 frontend=$((base + 20))
 size=${1:-512MiB}
@@ -52,10 +52,10 @@ sharding() {
 
 results=()
 measure() {
-  local name=$1
+  local name=$1 out="$work/${1//[^a-z0-9]/_}.out"
   log "$name"
-  "$BB_BIN_DIR/examples/storage_bench" --endpoint "grpc://127.0.0.1:$frontend" --size "$size" | tee "$work/$name.out" >&2
-  results+=("$name $(grep '^result:' "$work/$name.out")")
+  "$BB_BIN_DIR/examples/storage_bench" --endpoint "grpc://127.0.0.1:$frontend" --size "$size" | tee "$out" >&2
+  results+=("$name $(grep '^result:' "$out")")
   stop_background "${pids[-1]}"
   unset 'pids[-1]'
 }
