@@ -227,6 +227,11 @@ fn start_scheduler(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> an
         };
         farm_config::bucket_storage(&mut table, &bucket);
     }
+    let scheme = if credentials.is_some() { "https" } else { "http" };
+    let status_page = format!("{scheme}://{}:{}", public_host(args), args.http_port);
+    if let Some(toml::Value::Table(scheduler)) = table.get_mut("scheduler") {
+        scheduler.insert("status_page_url".into(), toml::Value::String(status_page));
+    }
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);
     }
@@ -481,7 +486,7 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let registered = status.wait_for_workers(slots * args.workers).await;
 
-    let host = if args.listen.is_unspecified() { "localhost".to_string() } else { args.listen.to_string() };
+    let host = public_host(&args);
     let separation = match &identity {
         Identity::Separate { .. } => "actions run as bb-runner, apart from the worker (bb-worker)",
         Identity::Current => "actions run as the same user as the worker",
@@ -504,6 +509,15 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     futures::future::join_all(runners.into_iter().map(Supervised::stop)).await;
     scheduler.stop().await;
     Ok(())
+}
+
+/// The host users reach the farm by, as a URL writes it.
+fn public_host(args: &FarmArgs) -> String {
+    match args.listen {
+        address if address.is_unspecified() => "localhost".to_string(),
+        IpAddr::V6(address) => format!("[{address}]"),
+        IpAddr::V4(address) => address.to_string(),
+    }
 }
 
 fn announce_common(args: &FarmArgs, workers: &[WorkerProcesses]) -> anyhow::Result<()> {

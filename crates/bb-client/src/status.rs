@@ -41,6 +41,10 @@ pub struct WorkerStatus {
 pub struct OperationSummary {
     pub name: String,
     pub instance_name: String,
+    /// The digest function of the action's digests ("sha256", ...).
+    #[serde(default)]
+    pub digest_function: String,
+    /// The action's digest, as HASH/SIZE.
     pub action_digest: String,
     pub stage: String,
     pub worker: Option<String>,
@@ -70,4 +74,8 @@ pub struct OperationDetail {
     pub stderr_digest: Option<String>,
     pub output_files: Vec<String>,
     pub message: String,
+    /// Where a result the Action Cache did not get (a failure, a timeout)
+    /// is kept in the CAS, as HASH/SIZE: the worker stores it there.
+    #[serde(default)]
+    pub uncached_result: Option<String>,
 }

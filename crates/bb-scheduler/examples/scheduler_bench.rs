@@ -230,6 +230,7 @@ async fn memory(actions: usize) -> anyhow::Result<()> {
         idle_sync_wait: HumanDuration::from_secs(30),
         max_attempts: 3,
         unmatched_platform_timeout: HumanDuration::from_secs(3600),
+        status_page_url: None,
     };
     let queue = BuildQueue::new(config);
     let salt = 7;

@@ -80,6 +80,12 @@ pub struct QueueConfig {
     pub idle_sync_wait: HumanDuration,
     pub max_attempts: u32,
     pub unmatched_platform_timeout: HumanDuration,
+    /// The status page's address as users reach it, like
+    /// `https://bb.example.com:7982`. When set, the message of a failed
+    /// action's ExecuteResponse links to the action's page (Bazel prints
+    /// it with the failure).
+    #[serde(default)]
+    pub status_page_url: Option<String>,
 }
 
 fn default_execution_properties() -> Vec<String> {

@@ -145,7 +145,7 @@ impl SchedulerServer {
         let client = serve(client_routes, self.client, client_guard);
         let worker = serve(worker_routes, self.worker, worker_guard);
         let http = self.http.map(|listener| {
-            let router = crate::status::router(queue.clone());
+            let router = crate::status::router(queue.clone(), self.storage.clone());
             tokio::spawn(bb_util::http::serve(router, listener, http_guard, shutdown.clone()))
         });
         client.await??;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use bb_client::{Source, StorageClient};
 use bb_proto::buildbarn::remoteworker::SynchronizeRequest;
 use bb_proto::buildbarn::remoteworker::operation_queue_client::OperationQueueClient;
 use bb_proto::reapi;
@@ -55,7 +56,13 @@ fn jwt(key: &EncodingKey, subject: &str, audience: &str, expires_in: i64) -> Str
 
 async fn start(dir: &Path) -> TestFarm {
     let mut config = common::config("");
-    config.authentication = AuthenticationConfig {
+    config.authentication = authentication(dir);
+    TestFarm::start(config).await
+}
+
+/// Tokens, JWTs and the policy every test here uses.
+fn authentication(dir: &Path) -> AuthenticationConfig {
+    AuthenticationConfig {
         tokens_file: Some(dir.join("tokens.toml")),
         jwt: Some(bb_util::auth::jwt::JwtConfig {
             jwks_file: dir.join("jwks.json"),
@@ -71,8 +78,7 @@ async fn start(dir: &Path) -> TestFarm {
             rule("worker1", "", &[Permission::Worker]),
         ],
         ..Default::default()
-    };
-    TestFarm::start(config).await
+    }
 }
 
 fn channel(farm: &TestFarm, token: Option<&str>) -> Channel {
@@ -192,6 +198,38 @@ async fn the_status_page_needs_read_to_view_and_admin_to_drain() {
     assert!(drained.starts_with("HTTP/1.1 403") && drained.contains("admin"), "{drained}");
     let metrics = http_with(farm.http, "GET", "/metrics", &bearer("worker1-secret"), "").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "workers may read: {metrics}");
+}
+
+#[tokio::test]
+async fn stored_contents_need_read_on_their_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = credentials(dir.path());
+    let mut config = common::config("");
+    config.authentication = AuthenticationConfig { public_pages: true, ..authentication(dir.path()) };
+    let farm = TestFarm::start(config).await;
+    let data = b"secret sauce";
+    let digest = Digest::of(DigestFunction::Sha256, data);
+    let blob = Source::Bytes(bytes::Bytes::from_static(data));
+    StorageClient::new(channel(&farm, Some("writer-secret")))
+        .upload("a/x", vec![(digest, blob)])
+        .await
+        .unwrap();
+    let url =
+        |instance: &str| format!("/blob/sha256/{}/{}?instance={instance}", digest.hash_hex(), digest.size());
+    let alice = format!("Authorization: Bearer {}\r\n", jwt(&key, "alice", "farm", 3600));
+
+    let allowed = http_with(farm.http, "GET", &url("a%2Fx"), &alice, "").await;
+    assert!(allowed.starts_with("HTTP/1.1 200") && allowed.ends_with("secret sauce"), "{allowed}");
+    let elsewhere = http_with(farm.http, "GET", &url("b"), &alice, "").await;
+    assert!(elsewhere.starts_with("HTTP/1.1 403") && elsewhere.contains("alice may not read"), "{elsewhere}");
+    // Public pages show the queue to anyone, and stored contents to no one.
+    let public = http_with(farm.http, "GET", "/", "", "").await;
+    assert!(public.starts_with("HTTP/1.1 200"), "{public}");
+    let public_blob = http_with(farm.http, "GET", &url("a%2Fx"), "", "").await;
+    assert!(
+        public_blob.starts_with("HTTP/1.1 403") && !public_blob.contains("secret sauce"),
+        "{public_blob}"
+    );
 }
 
 #[tokio::test]

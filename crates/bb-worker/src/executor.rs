@@ -378,8 +378,28 @@ impl Executor {
 
         if exit_code == 0 && status.code() == tonic::Code::Ok && !action.do_not_cache {
             self.storage.update_action_result(&instance, &action_digest, &result).await?;
+        } else {
+            self.keep_uncached_result(&instance, function, &result).await;
         }
         Ok((result, status))
+    }
+
+    /// Stores a result the Action Cache does not get (a failure, a timeout,
+    /// an action not to be cached) in the CAS, as the message itself, so
+    /// the status page can show it after the scheduler forgets the
+    /// operation (it finds it by the same digest). Best effort: the action's
+    /// outcome does not depend on it.
+    async fn keep_uncached_result(
+        &self,
+        instance: &str,
+        function: DigestFunction,
+        result: &reapi::ActionResult,
+    ) {
+        let digest = Digest::of_message(function, result);
+        let blob = Source::Bytes(result.encode_to_vec().into());
+        if let Err(e) = self.storage.upload(instance, vec![(digest, blob)]).await {
+            tracing::warn!("cannot keep the result of a failed action in the CAS: {e}");
+        }
     }
 
     /// Makes sure the cache holds every input file, then lays the tree out.

@@ -4,6 +4,7 @@
 mod common;
 
 use bb_proto::reapi;
+use bb_util::{Digest, DigestFunction};
 use common::{Farm, TestAction, Tree, code};
 use prost::Message;
 use std::time::Duration;
@@ -112,6 +113,10 @@ async fn failures_are_not_cached_and_keep_their_logs() {
     let result = response.result.unwrap();
     assert_eq!(result.exit_code, 3);
     assert_eq!(farm.read(result.stderr_digest.as_ref().unwrap()).await, "failing\n");
+    // The result itself is kept in the CAS, where the status page finds it
+    // by the digest of the message the scheduler was sent.
+    let kept = Digest::of_message(DigestFunction::Sha256, &result);
+    assert_eq!(farm.read(&kept.to_proto()).await, result.encode_to_vec());
     let (digest, _) = action.build();
     assert!(!farm.execute(&digest, false).await.cached_result, "failed results are not cached");
 

@@ -26,6 +26,7 @@ fn summary(task: &Task) -> OperationSummary {
     OperationSummary {
         name: task.name.clone(),
         instance_name: task.request.instance_name.clone(),
+        digest_function: task.request.action_digest.function().name().to_string(),
         action_digest: task.request.action_digest.to_string(),
         submitter: task.request.submitter.clone(),
         stage: stage_name(task),
@@ -141,6 +142,7 @@ impl BuildQueue {
                 .map(|r| r.output_files.iter().map(|f| f.path.clone()).collect())
                 .unwrap_or_default(),
             message: response.map(|r| r.message.clone()).unwrap_or_default(),
+            uncached_result: response.and_then(|r| task.uncached_result(r)).map(|d| d.to_string()),
         })
     }
 }

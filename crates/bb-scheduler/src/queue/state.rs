@@ -222,10 +222,17 @@ impl State {
     }
 
     /// Ends a task for its clients; a worker running it keeps its claim.
-    fn complete(&mut self, id: TaskId, response: reapi::ExecuteResponse) {
+    fn complete(&mut self, id: TaskId, mut response: reapi::ExecuteResponse) {
         let Some(task) = self.tasks.get_mut(&id) else { return };
         if task.is_completed() {
             return;
+        }
+        if let (Some(base), Some(kept)) = (&self.config.status_page_url, task.uncached_result(&response)) {
+            let request = &task.request;
+            let page = crate::status::action_page(&request.action_digest, &request.instance_name, &kept);
+            let link = format!("Details of this action: {}{page}", base.trim_end_matches('/'));
+            response.message =
+                if response.message.is_empty() { link } else { format!("{}\n{link}", response.message) };
         }
         let outcome = outcome(&response);
         if let TaskState::Executing { since, .. } = &task.state {

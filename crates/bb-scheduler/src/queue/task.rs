@@ -128,6 +128,18 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// The CAS digest of a result the worker kept there instead of in the
+    /// Action Cache: it stores every result but those of successful,
+    /// cacheable actions, as the message, so the digest is the message's.
+    pub fn uncached_result(&self, response: &reapi::ExecuteResponse) -> Option<Digest> {
+        let result = response.result.as_ref()?;
+        let failed = result.exit_code != 0 || response.status.as_ref().is_some_and(|s| s.code != 0);
+        if response.cached_result || !(failed || self.request.action.do_not_cache) {
+            return None;
+        }
+        Some(Digest::of_message(self.request.action_digest.function(), result))
+    }
+
     pub fn new(id: TaskId, request: NewTask) -> Self {
         let name = uuid::Uuid::new_v4().to_string();
         let (updates, _) =

@@ -26,6 +26,7 @@ fn config() -> QueueConfig {
         idle_sync_wait: HumanDuration::from_secs(5),
         max_attempts: 2,
         unmatched_platform_timeout: HumanDuration::from_secs(30),
+        status_page_url: None,
     }
 }
 

@@ -1,142 +1,135 @@
-//! HTML rendering of the status page. Plain markup and a little CSS; forms
-//! do the drain and undrain, so nothing needs JavaScript.
+//! HTML of the live pages: the overview (queues, workers, operations) and
+//! an operation. Forms do the drain and undrain, so nothing needs
+//! JavaScript; maud escapes every value.
 
+use super::layout::{self, Refresh, page};
 use crate::queue::{OperationDetail, OperationSummary, QueueStatus};
-use std::fmt::Write;
+use bb_client::status::{PlatformStatus, WorkerStatus};
+use bb_util::{Digest, DigestFunction};
+use maud::{Markup, html};
 
-/// Escapes text for HTML content and attribute values.
-fn e(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// A HASH/SIZE of the operation's digest function (its action's digest,
+/// its stdout's), as a Digest.
+fn digest_of(op: &OperationSummary, text: &str) -> Option<Digest> {
+    let function = DigestFunction::from_name(&op.digest_function)?;
+    let (hash, size) = text.split_once('/')?;
+    Digest::parse(function, hash, size.parse().ok()?).ok()
+}
+
+fn action_cell(op: &OperationSummary, result: Option<&str>) -> Markup {
+    match digest_of(op, &op.action_digest) {
+        Some(digest) => layout::digest_link(&digest, &layout::action_url(&digest, &op.instance_name, result)),
+        None => html! { code { (op.action_digest) } },
+    }
+}
+
+fn operation_row(op: &OperationSummary) -> Markup {
+    html! {
+        tr {
+            td { a href=(layout::operation_url(&op.name)) { code { (op.name) } } }
+            td { (op.instance_name) }
+            td { (action_cell(op, None)) }
+            td { (op.stage) }
+            td { (op.worker.as_deref().unwrap_or("")) }
+            td { (op.attempts) }
+            td { (op.exit_code.map(|c| c.to_string()).unwrap_or_default()) }
+            td.bad { (op.status.as_deref().unwrap_or("")) }
         }
     }
-    out
 }
 
-/// Percent-encodes a path segment.
-fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+fn queues(platforms: &[PlatformStatus]) -> Markup {
+    html! {
+        h2 { "Queues" }
+        @if platforms.is_empty() {
+            p { "Nothing is queued or running." }
+        } @else {
+            table {
+                tr { th { "instance" } th { "platform" } th { "queued" } th { "executing" } th { "workers" } }
+                @for p in platforms {
+                    tr {
+                        td { (p.instance_name) } td { code { (p.platform) } }
+                        td { (p.queued) } td { (p.executing) } td { (p.workers) }
+                    }
+                }
+            }
+        }
+    }
 }
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <meta http-equiv=\"refresh\" content=\"10\">\
-         <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin-bottom:1.5em}}\
-         th,td{{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}}\
-         th{{background:#eee}}code{{font-size:.9em}}form{{margin:0}}.bad{{color:#a00}}</style></head>\
-         <body><h1>{}</h1>{body}<p><a href=\"/\">overview</a> · <a href=\"/api/status\">JSON</a> · \
-         <a href=\"/metrics\">metrics</a></p></body></html>\n",
-        e(title),
-        e(title)
-    )
+fn worker_row(w: &WorkerStatus) -> Markup {
+    let (action, label) = if w.drained { ("undrain", "Undrain") } else { ("drain", "Drain") };
+    html! {
+        tr {
+            td { code { (w.id) } }
+            td { code { (w.platform) } }
+            td { (w.state) }
+            td {
+                @if let Some(name) = &w.operation {
+                    a href=(layout::operation_url(name)) { code { (w.action_digest.as_deref().unwrap_or("")) } }
+                    br;
+                    (w.phase.as_deref().unwrap_or(""))
+                }
+            }
+            td { (format!("{:.1}s ago", w.last_seen_seconds_ago)) }
+            td { (w.completed_actions) }
+            td {
+                form method="post" action=(format!("/workers/{action}")) {
+                    input type="hidden" name="worker" value=(w.id);
+                    button type="submit" { (label) }
+                }
+            }
+        }
+    }
 }
 
-fn operation_row(out: &mut String, op: &OperationSummary) {
-    let _ = write!(
-        out,
-        "<tr><td><a href=\"/operation/{}\"><code>{}</code></a></td><td>{}</td><td><code>{}</code></td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{}</td><td class=\"bad\">{}</td></tr>",
-        segment(&op.name),
-        e(&op.name),
-        e(&op.instance_name),
-        e(&op.action_digest),
-        e(&op.stage),
-        e(op.worker.as_deref().unwrap_or("")),
-        op.attempts,
-        op.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-        e(op.status.as_deref().unwrap_or("")),
-    );
+fn workers(workers: &[WorkerStatus]) -> Markup {
+    html! {
+        h2 { "Workers (" (workers.len()) ")" }
+        @if workers.is_empty() {
+            p { "No worker is registered." }
+        } @else {
+            table {
+                tr {
+                    th { "worker" } th { "platform" } th { "state" } th { "operation" }
+                    th { "last seen" } th { "completed" } th {}
+                }
+                @for w in workers { (worker_row(w)) }
+            }
+        }
+    }
 }
 
 pub fn overview(status: &QueueStatus) -> String {
-    let mut body = String::from("<h2>Queues</h2>");
-    if status.platforms.is_empty() {
-        body.push_str("<p>Nothing is queued or running.</p>");
-    } else {
-        body.push_str(
-            "<table><tr><th>instance</th><th>platform</th><th>queued</th><th>executing</th><th>workers</th></tr>",
-        );
-        for p in &status.platforms {
-            let _ = write!(
-                body,
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                e(&p.instance_name),
-                e(&p.platform),
-                p.queued,
-                p.executing,
-                p.workers
-            );
+    let body = html! {
+        (queues(&status.platforms))
+        (workers(&status.workers))
+        h2 { "Operations (" (status.operations.len()) ")" }
+        @if !status.operations.is_empty() {
+            table {
+                tr {
+                    th { "operation" } th { "instance" } th { "action" } th { "stage" } th { "worker" }
+                    th { "attempts" } th { "exit code" } th { "error" }
+                }
+                @for op in status.operations.iter().take(500) { (operation_row(op)) }
+            }
         }
-        body.push_str("</table>");
-    }
+    };
+    page("bb-scheduler", Refresh::Every10s, body)
+}
 
-    let _ = write!(body, "<h2>Workers ({})</h2>", status.workers.len());
-    if status.workers.is_empty() {
-        body.push_str("<p>No worker is registered.</p>");
-    } else {
-        body.push_str(
-            "<table><tr><th>worker</th><th>platform</th><th>state</th><th>operation</th><th>last seen</th>\
-             <th>completed</th><th></th></tr>",
-        );
-        for w in &status.workers {
-            let operation = match &w.operation {
-                Some(name) => format!(
-                    "<a href=\"/operation/{}\"><code>{}</code></a><br>{}",
-                    segment(name),
-                    e(w.action_digest.as_deref().unwrap_or("")),
-                    e(w.phase.as_deref().unwrap_or(""))
-                ),
-                None => String::new(),
-            };
-            let (action, label) = if w.drained { ("undrain", "Undrain") } else { ("drain", "Drain") };
-            let _ = write!(
-                body,
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{operation}</td><td>{:.1}s ago</td>\
-                 <td>{}</td><td><form method=\"post\" action=\"/workers/{action}\"><input type=\"hidden\" \
-                 name=\"worker\" value=\"{}\"><button type=\"submit\">{label}</button></form></td></tr>",
-                e(&w.id),
-                e(&w.platform),
-                e(&w.state),
-                w.last_seen_seconds_ago,
-                w.completed_actions,
-                e(&w.id),
-            );
-        }
-        body.push_str("</table>");
+/// A stream's digest, linking to its page, named for download as `name`.
+fn stream_cell(op: &OperationSummary, digest: Option<&str>, name: &str) -> Markup {
+    match digest.and_then(|text| digest_of(op, text)) {
+        Some(digest) => layout::digest_link(&digest, &layout::file_url(&digest, &op.instance_name, name)),
+        None => html! {},
     }
-
-    let _ = write!(body, "<h2>Operations ({})</h2>", status.operations.len());
-    if !status.operations.is_empty() {
-        body.push_str(
-            "<table><tr><th>operation</th><th>instance</th><th>action</th><th>stage</th><th>worker</th>\
-             <th>attempts</th><th>exit code</th><th>error</th></tr>",
-        );
-        for op in status.operations.iter().take(500) {
-            operation_row(&mut body, op);
-        }
-        body.push_str("</table>");
-    }
-    page("bb-scheduler", &body)
 }
 
 pub fn operation(detail: &OperationDetail) -> String {
     let s = &detail.summary;
-    let rows: Vec<(&str, String)> = vec![
+    let plain: Vec<(&str, String)> = vec![
         ("instance", s.instance_name.clone()),
-        ("action digest", s.action_digest.clone()),
         ("stage", s.stage.clone()),
         ("platform", detail.platform.clone()),
         ("worker", s.worker.clone().unwrap_or_default()),
@@ -152,34 +145,26 @@ pub fn operation(detail: &OperationDetail) -> String {
         ("started", detail.started_at.clone().unwrap_or_default()),
         ("completed", detail.completed_at.clone().unwrap_or_default()),
         ("exit code", s.exit_code.map(|c| c.to_string()).unwrap_or_default()),
-        ("stdout", detail.stdout_digest.clone().unwrap_or_default()),
-        ("stderr", detail.stderr_digest.clone().unwrap_or_default()),
         ("output files", detail.output_files.join(", ")),
         ("error", s.status.clone().unwrap_or_default()),
         ("message", detail.message.clone()),
     ];
-    let mut body = String::from("<table>");
-    for (name, value) in rows {
-        let _ = write!(body, "<tr><th>{name}</th><td><code>{}</code></td></tr>", e(&value));
-    }
-    body.push_str("</table>");
-    page(&format!("Operation {}", s.name), &body)
+    let body = html! {
+        table {
+            tr { th { "action" } td { (action_cell(s, detail.uncached_result.as_deref())) } }
+            @for (name, value) in &plain {
+                tr { th { (name) } td { code { (value) } } }
+            }
+            tr { th { "stdout" } td { (stream_cell(s, detail.stdout_digest.as_deref(), "stdout")) } }
+            tr { th { "stderr" } td { (stream_cell(s, detail.stderr_digest.as_deref(), "stderr")) } }
+        }
+    };
+    page(&format!("Operation {}", s.name), Refresh::Every10s, body)
 }
 
 pub fn not_found(name: &str) -> String {
-    page(
-        "Operation not found",
-        &format!("<p>No operation <code>{}</code>; finished ones are kept only a while.</p>", e(name)),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes() {
-        assert_eq!(e("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-        assert_eq!(segment("a b/c"), "a%20b%2Fc");
-    }
+    let body = html! {
+        p { "No operation " code { (name) } "; finished ones are kept only a while." }
+    };
+    page("Operation not found", Refresh::Never, body)
 }

@@ -2,14 +2,18 @@
 //! same data as JSON under `/api/` (for `bb status`), drain and undrain, and
 //! Prometheus `/metrics`.
 
+mod action_html;
+mod browse;
 mod html;
+mod layout;
 
 use crate::queue::BuildQueue;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
+use bb_client::StorageBackend;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -18,17 +22,46 @@ struct WorkerForm {
     worker: String,
 }
 
-pub fn router(queue: Arc<BuildQueue>) -> Router {
+/// The path of an action's page showing the result kept at `result`.
+pub(crate) fn action_page(action: &bb_util::Digest, instance: &str, result: &bb_util::Digest) -> String {
+    layout::action_url(action, instance, Some(&result.to_string()))
+}
+
+/// What the pages read: the queue, and the storage behind it.
+#[derive(Clone)]
+struct Pages {
+    queue: Arc<BuildQueue>,
+    storage: Arc<dyn StorageBackend>,
+}
+
+impl FromRef<Pages> for Arc<BuildQueue> {
+    fn from_ref(pages: &Pages) -> Self {
+        pages.queue.clone()
+    }
+}
+
+impl FromRef<Pages> for Arc<dyn StorageBackend> {
+    fn from_ref(pages: &Pages) -> Self {
+        pages.storage.clone()
+    }
+}
+
+pub fn router(queue: Arc<BuildQueue>, storage: Arc<dyn StorageBackend>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/operation/{name}", get(operation_page))
+        .route("/action/{function}/{hash}/{size}", get(browse::action))
+        .route("/directory/{function}/{hash}/{size}", get(browse::directory))
+        .route("/tree/{function}/{hash}/{size}", get(browse::tree))
+        .route("/file/{function}/{hash}/{size}", get(browse::file))
+        .route("/blob/{function}/{hash}/{size}", get(browse::blob))
         .route("/workers/drain", post(drain_form))
         .route("/workers/undrain", post(undrain_form))
         .route("/api/status", get(status_json))
         .route("/api/operations/{name}", get(operation_json))
         .route("/api/drain", post(drain_api))
         .route("/api/undrain", post(undrain_api))
-        .with_state(queue)
+        .with_state(Pages { queue, storage })
         .merge(bb_util::metrics::router())
 }
 

@@ -90,7 +90,8 @@ pub struct AuthenticationConfig {
     #[serde(default)]
     pub anonymous_on_network: bool,
     /// Let anyone view the HTTP pages (status page, metrics) without
-    /// credentials; drain and undrain still need `admin`.
+    /// credentials; drain and undrain still need `admin`, and the pages of
+    /// stored contents (actions, files, blobs) `read` on their instance.
     #[serde(default)]
     pub public_pages: bool,
     /// Who may do what (see [`Rule`]). With authentication on, an identity
@@ -308,7 +309,7 @@ pub struct Principal {
 enum Grants {
     /// Authentication is off.
     Everything,
-    /// Public pages: reading only.
+    /// Public pages: viewing the queue only.
     Viewing,
     Policy(Arc<Policy>),
 }
@@ -338,7 +339,8 @@ impl Principal {
     pub fn may(&self, instance: &str, permission: Permission) -> bool {
         match &self.grants {
             Grants::Everything => true,
-            Grants::Viewing => permission == Permission::Read,
+            // The pages of the queue, never an instance's stored contents.
+            Grants::Viewing => false,
             Grants::Policy(policy) => policy.allows(&self.name, instance, permission),
         }
     }
