@@ -141,6 +141,22 @@ count_of() {
   echo "${n:-0}"
 }
 
+# all_cache_hits OUTPUT_BASE LOG HITS FLAGS...: after `clean --expunge`,
+# builds //... with FLAGS into LOG and checks that HITS actions were remote
+# cache hits; prints the summary.
+all_cache_hits() {
+  local output_base=$1 build_log=$2 hits=$3 summary
+  shift 3
+  bazel_in "$output_base" clean --expunge >/dev/null 2>&1
+  bazel_in "$output_base" build "$@" //... >"$build_log" 2>&1 || {
+    cat "$build_log" >&2
+    die "the build expected from the cache failed"
+  }
+  summary=$(process_summary "$build_log")
+  [ "$(count_of "remote cache hit" "$summary")" -eq "$hits" ] || die "expected $hits remote cache hits, got: $summary"
+  printf '%s\n' "$summary"
+}
+
 # ensure_farm_users: users bb-runner and bb-worker, the worker a member of
 # the runner's group (it reaches the runner's socket through it). Root only.
 ensure_farm_users() {

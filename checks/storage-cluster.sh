@@ -145,25 +145,13 @@ diff "$work/local.sums" "$work/cluster.sums" >"$work/outputs.diff" || {
 log "   all $(wc -l <"$work/cluster.sums") output files are the same as the local build's"
 
 log "after clean --expunge, node 1 still down: every action from the cache"
-bazel_in "$work/cluster" clean --expunge >/dev/null 2>&1
-bazel_in "$work/cluster" build "${flags[@]}" //... >"$work/warm.log" 2>&1 || {
-  cat "$work/warm.log"
-  die "the cached build failed"
-}
-warm=$(process_summary "$work/warm.log")
+warm=$(all_cache_hits "$work/cluster" "$work/warm.log" "$remote" "${flags[@]}")
 log "   warm: $warm"
-[ "$(count_of "remote cache hit" "$warm")" -eq "$remote" ] || die "expected $remote remote cache hits, got: $warm"
 
 log "node 1 comes back; a clean build reads everything and repairs its copies"
 read -r cas_before ac_before < <(repaired)
 start_node 1
-bazel_in "$work/cluster" clean --expunge >/dev/null 2>&1
-bazel_in "$work/cluster" build "${flags[@]}" //... >"$work/again.log" 2>&1 || {
-  cat "$work/again.log"
-  die "the build after the node came back failed"
-}
-again=$(process_summary "$work/again.log")
-[ "$(count_of "remote cache hit" "$again")" -eq "$remote" ] || die "expected $remote remote cache hits, got: $again"
+all_cache_hits "$work/cluster" "$work/again.log" "$remote" "${flags[@]}" >/dev/null
 cas_repaired=0
 ac_repaired=0
 for _ in $(seq 100); do
