@@ -3,6 +3,7 @@
 //! administers one. The services themselves are here too (`bb scheduler`,
 //! `bb worker`, `bb runner`, `bb storage`), so one binary is a whole farm.
 
+mod action;
 mod admin;
 mod blobs;
 mod exec;
@@ -48,6 +49,9 @@ enum Command {
     /// Look up results in the Action Cache.
     #[command(subcommand)]
     Ac(blobs::AcCommand),
+    /// Fetch a stored action's inputs, to look at it and run it again.
+    #[command(subcommand)]
+    Action(action::ActionCommand),
     /// Run bb-scheduler (the same as the bb-scheduler program).
     #[command(hide = true)]
     Scheduler(ConfigFlags),
@@ -101,6 +105,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Undrain(args) => runtime()?.block_on(admin::set_drained(args, false)).map(|()| 0),
         Command::Cas(command) => runtime()?.block_on(blobs::cas(command)).map(|()| 0),
         Command::Ac(command) => runtime()?.block_on(blobs::ac(command)).map(|()| 0),
+        Command::Action(command) => runtime()?.block_on(action::run(command)).map(|()| 0),
     }
 }
 

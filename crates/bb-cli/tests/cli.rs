@@ -203,3 +203,99 @@ fn workers_offer_the_os_the_isa_and_what_they_are_given() {
     let ok = farm.bb(&["exec", "--platform", &format!("ISA={isa}"), "--", "true"], farm.dir.path());
     assert!(ok.status.success(), "{}", text(&ok.stderr));
 }
+
+/// An action's inputs come back as they were sent, and the printed line
+/// runs the action again from them.
+#[test]
+fn action_download_fetches_the_inputs_and_the_line_reruns_it() {
+    let farm = start_farm();
+    let work = farm.dir.path().join("work");
+    std::fs::create_dir_all(work.join("input/sub/deeper")).unwrap();
+    std::fs::write(work.join("input/sub/data.txt"), "some input\n").unwrap();
+    std::fs::write(work.join("input/run.sh"), "#!/bin/sh\ncat sub/data.txt; exit 3\n").unwrap();
+    std::fs::set_permissions(work.join("input/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sub/data.txt", work.join("input/link")).unwrap();
+    std::fs::write(work.join("input/sub/deeper/big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let run = farm.bb(&["exec", "-v", "--input", "input", "--env", "GREETING=a b", "--", "./run.sh"], &work);
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
+    let action =
+        text(&run.stderr).split("action=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+
+    let download = farm.bb(&["action", "download", &action, "fetched"], &work);
+    assert!(download.status.success(), "{}", text(&download.stderr));
+    let fetched = work.join("fetched");
+    assert_eq!(std::fs::read_to_string(fetched.join("sub/data.txt")).unwrap(), "some input\n");
+    assert_eq!(std::fs::read(fetched.join("sub/deeper/big.bin")).unwrap(), vec![7u8; 3 << 20]);
+    assert_eq!(std::fs::read_link(fetched.join("link")).unwrap(), Path::new("sub/data.txt"));
+    let mode = std::fs::metadata(fetched.join("run.sh")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "the executable bit came back");
+
+    // The printed line runs it again, uncached, with the same environment.
+    let printed = text(&download.stdout);
+    let line = printed.lines().find_map(|l| l.trim().strip_prefix("bb exec ")).unwrap();
+    assert!(line.contains("--env 'GREETING=a b'") && line.contains("--no-cache"), "{line}");
+    let rerun = Command::new("sh")
+        .args(["-c", &format!("{BB} exec {line}")])
+        .env("BB_ENDPOINT", &farm.endpoint)
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert_eq!(rerun.status.code(), Some(3), "{}", text(&rerun.stderr));
+    assert_eq!(text(&rerun.stdout), "some input\n");
+
+    let again = farm.bb(&["action", "download", &action, "fetched"], &work);
+    assert!(
+        !again.status.success() && text(&again.stderr).contains("is not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+/// A farm's Directory whose symlink and subdirectory share a name cannot
+/// make the download write through the symlink.
+#[test]
+fn action_download_never_writes_outside_its_directory() {
+    use bb_proto::reapi;
+    use prost::Message;
+    let farm = start_farm();
+    let work = farm.dir.path().join("work");
+    let outside = farm.dir.path().join("outside");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let put = |name: &str, data: &[u8]| -> reapi::Digest {
+        std::fs::write(work.join(name), data).unwrap();
+        let output = farm.bb(&["cas", "put", name], &work);
+        let digest = text(&output.stdout).trim().to_string();
+        let (hash, size) = digest.split_once('/').unwrap();
+        reapi::Digest { hash: hash.into(), size_bytes: size.parse().unwrap() }
+    };
+    let payload = put("payload", b"planted\n");
+    let sub = reapi::Directory {
+        files: vec![reapi::FileNode { name: "planted".into(), digest: Some(payload), ..Default::default() }],
+        ..Default::default()
+    };
+    let sub = put("sub", &sub.encode_to_vec());
+    let root = reapi::Directory {
+        directories: vec![reapi::DirectoryNode { name: "x".into(), digest: Some(sub) }],
+        symlinks: vec![reapi::SymlinkNode {
+            name: "x".into(),
+            target: outside.to_str().unwrap().into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let root = put("root", &root.encode_to_vec());
+    let command = put(
+        "command",
+        &reapi::Command { arguments: vec!["true".into()], ..Default::default() }.encode_to_vec(),
+    );
+    let action =
+        reapi::Action { command_digest: Some(command), input_root_digest: Some(root), ..Default::default() };
+    let action = put("action", &action.encode_to_vec());
+
+    let digest = format!("{}/{}", action.hash, action.size_bytes);
+    let download = farm.bb(&["action", "download", &digest, "fetched"], &work);
+    assert!(!download.status.success(), "{}", text(&download.stdout));
+    assert!(text(&download.stderr).contains("directory \"x\""), "{}", text(&download.stderr));
+    assert!(!outside.join("planted").exists(), "written through the symlink");
+}

@@ -10,6 +10,7 @@
 //!   small blobs in batches, large ones over ByteStream.
 //! - [`tree`]: hashing files and building REv2 Trees from directories.
 //! - [`status`]: the scheduler's `/api/status` JSON.
+//! - [`rerun`]: the `bb` command lines that run a stored action again.
 //!
 //! It depends on bb-proto and bb-util only, so the worker and the CLI reach
 //! storage without linking the storage server.
@@ -17,6 +18,7 @@
 pub mod action_cache;
 pub mod backend;
 pub mod remote;
+pub mod rerun;
 pub mod source;
 pub mod status;
 pub mod store;

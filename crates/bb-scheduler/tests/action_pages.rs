@@ -160,6 +160,9 @@ async fn an_action_page_shows_command_inputs_and_cached_result() {
         "w&lt;1&gt;",
         "out &lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;",
         "src/",
+        "bb action download sha256:",
+        "bb exec --input action-",
+        "--env 'CFLAGS=-O2 &lt;x&gt;'",
     ] {
         assert!(page.contains(needle), "{needle:?} missing from {page}");
     }

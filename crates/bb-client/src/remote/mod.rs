@@ -233,8 +233,19 @@ impl StorageClient {
     ) -> Result<(), Status> {
         let mut file =
             std::fs::File::create(path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+        self.read_into(instance, digest, &mut file, what).await
+    }
+
+    /// Streams a blob into `file`, checking its digest.
+    pub async fn read_into(
+        &self,
+        instance: &str,
+        digest: &Digest,
+        file: &mut std::fs::File,
+        what: &str,
+    ) -> Result<(), Status> {
         self.read_stream(instance, digest, what, |chunk| {
-            file.write_all(chunk).map_err(|e| Status::internal(format!("{}: {e}", path.display())))
+            file.write_all(chunk).map_err(|e| Status::internal(format!("writing {what} {digest}: {e}")))
         })
         .await
     }

@@ -64,9 +64,9 @@ fn digest_of(like: &Digest, digest: &Option<reapi::Digest>) -> Option<Digest> {
     Digest::from_proto(like.function(), digest.as_ref()?).ok()
 }
 
-/// An argument as a POSIX shell needs it written.
-fn quoted(argument: &str) -> String {
-    shlex::try_quote(argument).map_or_else(|_| format!("{argument:?}"), |q| q.into_owned())
+/// Where the rerun lines put the action's inputs.
+fn rerun_directory(action: &Digest) -> String {
+    format!("action-{}", &action.hash_hex()[..12])
 }
 
 fn duration(d: &Option<prost_types::Duration>) -> String {
@@ -103,7 +103,16 @@ pub fn action(view: &ActionView) -> String {
         }
         h2 { "Command" }
         @match &view.command {
-            Ok(command) => (command_section(command)),
+            Ok(command) => {
+                (command_section(command))
+                h3 { "Run it again" }
+                p { "Fetch its input root, then run it on the farm from there:" }
+                pre { code {
+                    (bb_client::rerun::download_line(&view.instance, &view.digest, &rerun_directory(&view.digest)))
+                    "\n"
+                    (bb_client::rerun::exec_line(&view.instance, a, command, &rerun_directory(&view.digest)))
+                } }
+            },
             Err(why) => p.bad { (why) },
         }
         h2 { "Input root" }
@@ -122,7 +131,7 @@ pub fn action(view: &ActionView) -> String {
 }
 
 fn command_section(command: &reapi::Command) -> Markup {
-    let line: Vec<String> = command.arguments.iter().map(|a| quoted(a)).collect();
+    let line = bb_client::rerun::shell_line(&command.arguments);
     #[allow(deprecated)]
     let outputs: Vec<&String> = if command.output_paths.is_empty() {
         command.output_files.iter().chain(&command.output_directories).collect()
@@ -130,7 +139,7 @@ fn command_section(command: &reapi::Command) -> Markup {
         command.output_paths.iter().collect()
     };
     html! {
-        pre { code { (line.join(" ")) } }
+        pre { code { (line) } }
         table {
             tr { th { "working directory" } td { code { (command.working_directory) } } }
             tr { th { "output paths" } td { @for o in &outputs { code { (o) } br; } } }
