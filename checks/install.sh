@@ -11,8 +11,10 @@ set -euo pipefail
 # their processes; python3 reads JSON and metrics in the checks, and its
 # venv holds BuildStream; busybox-static is the BuildStream project's
 # sysroot and bubblewrap its local sandbox; nix-bin parses the .nix files
-# and evaluates flake.lock and the modules.
-packages=(bazel-bootstrap iproute2 util-linux passwd procps python3 python3-venv busybox-static bubblewrap nix-bin openssl curl)
+# and evaluates flake.lock and the modules; chromium renders the status
+# page in checks/status-page.sh.
+packages=(bazel-bootstrap iproute2 util-linux passwd procps python3 python3-venv busybox-static bubblewrap nix-bin openssl curl
+  chromium)
 buildstream=$BB_TOOLS/buildstream-2.8.1
 seaweedfs=$BB_TOOLS/seaweedfs-4.48
 

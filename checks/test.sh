@@ -51,6 +51,8 @@ step "storage over three bb-storage nodes, two copies each: a node killed mid-bu
 checks/storage-cluster.sh
 step "storage in a SeaweedFS bucket behind the farm's disk: the state directory wiped, the cache survives"
 checks/object-storage.sh
+step "the status page in headless Chromium: overview, an operation, its action page, its inputs, the charts"
+checks/status-page.sh
 step "multi-host farm in network namespaces (root only)"
 checks/multihost.sh
 step "BuildStream 2.8.1 through bb farm --chroot and the separate programs (root only)"

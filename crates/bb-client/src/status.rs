@@ -58,6 +58,9 @@ pub struct OperationSummary {
     pub exit_code: Option<i32>,
     /// The error, if the operation ended with one.
     pub status: Option<String>,
+    /// How it ended, once it has (the outcomes of [`HistorySample::completed`]).
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -78,4 +81,24 @@ pub struct OperationDetail {
     /// is kept in the CAS, as HASH/SIZE: the worker stores it there.
     #[serde(default)]
     pub uncached_result: Option<String>,
+}
+
+/// The last hour of the queue (`/api/history`), oldest sample first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueHistory {
+    /// Seconds between samples.
+    pub sample_seconds: u64,
+    pub samples: Vec<HistorySample>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistorySample {
+    pub at_unix_seconds: u64,
+    /// Per queue ("instance platform"): operations queued and executing.
+    pub queues: BTreeMap<String, (usize, usize)>,
+    /// Actions completed since the sample before, by outcome ("success",
+    /// "nonzero_exit", "cache_hit", "timeout", "cancelled", "error").
+    pub completed: BTreeMap<String, u64>,
+    pub workers: usize,
+    pub busy_workers: usize,
 }

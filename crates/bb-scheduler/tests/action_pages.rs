@@ -242,6 +242,21 @@ async fn a_failed_action_is_found_from_its_operation() {
     for needle in ["Kept in the CAS as", "boom &lt;err&gt;", "<td class=\"bad\">3</td>", "false"] {
         assert!(page.contains(needle), "{needle:?} missing from {page}");
     }
+    // The overview filters by outcome; the charts page draws the samples.
+    let failed = farm.http_get("/?outcome=nonzero_exit").await;
+    assert!(failed.contains(&name) && failed.contains("Operations (1 of 1)"), "{failed}");
+    let succeeded = farm.http_get("/?outcome=success&worker=w1").await;
+    assert!(!succeeded.contains(&name) && succeeded.contains("Operations (0 of 1)"), "{succeeded}");
+    let charts = farm.http_get("/charts").await;
+    assert!(
+        charts.starts_with("HTTP/1.1 200")
+            && charts.contains("<svg")
+            && charts.contains("Worker utilisation"),
+        "{charts}"
+    );
+    let history = farm.http_get("/api/history").await;
+    assert!(history.contains("\"sample_seconds\":10") && history.contains("\"busy_workers\":"), "{history}");
+
     // Without the link, the Action Cache is asked, which holds nothing.
     let plain = farm.http_get(&format!("/action/sha256/{}/{}", action.hash_hex(), action.size())).await;
     assert!(plain.contains("The Action Cache holds no result of this action."), "{plain}");

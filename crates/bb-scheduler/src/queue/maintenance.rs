@@ -25,6 +25,7 @@ impl BuildQueue {
                 }
                 let Some(queue) = queue.upgrade() else { return };
                 queue.maintain();
+                queue.sample_history();
             }
         });
     }

@@ -7,6 +7,7 @@
 //! - A maintenance pass (see `maintenance.rs`) finds lost workers, orphaned
 //!   operations and actions no worker can take.
 
+mod history;
 mod maintenance;
 mod platform_queue;
 mod snapshot;
@@ -15,7 +16,9 @@ mod synchronize;
 mod task;
 mod worker;
 
-pub use bb_client::status::{OperationDetail, OperationSummary, PlatformStatus, QueueStatus, WorkerStatus};
+pub use bb_client::status::{
+    HistorySample, OperationDetail, OperationSummary, PlatformStatus, QueueHistory, QueueStatus, WorkerStatus,
+};
 pub use task::{NewTask, OperationHeader, Phase, Progress, error_response};
 
 use crate::config::QueueConfig;
@@ -31,6 +34,7 @@ use tokio::time::Instant;
 pub struct BuildQueue {
     state: Mutex<State>,
     config: QueueConfig,
+    history: Mutex<history::History>,
 }
 
 /// A client's view of one operation. While it exists the operation counts
@@ -69,7 +73,11 @@ impl Drop for WatchGuard {
 
 impl BuildQueue {
     pub fn new(config: QueueConfig) -> Arc<Self> {
-        Arc::new(BuildQueue { state: Mutex::new(State::new(config.clone())), config })
+        Arc::new(BuildQueue {
+            state: Mutex::new(State::new(config.clone())),
+            config,
+            history: Mutex::default(),
+        })
     }
 
     pub fn config(&self) -> &QueueConfig {

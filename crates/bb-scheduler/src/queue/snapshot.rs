@@ -2,6 +2,7 @@
 //! (the JSON types are bb-client's, shared with `bb`).
 
 use super::BuildQueue;
+use super::state::State;
 use super::task::{Task, TaskState};
 use bb_client::status::{OperationDetail, OperationSummary, PlatformStatus, QueueStatus, WorkerStatus};
 use std::collections::BTreeMap;
@@ -38,14 +39,48 @@ fn summary(task: &Task) -> OperationSummary {
         watchers: task.watchers,
         exit_code: response.and_then(|r| r.result.as_ref()).map(|r| r.exit_code),
         status: status.map(|s| format!("{:?}: {}", tonic::Code::from_i32(s.code), s.message)),
+        outcome: response.filter(|_| task.is_completed()).map(|r| super::state::outcome(r).to_string()),
     }
 }
 
 impl BuildQueue {
     pub fn status(&self) -> QueueStatus {
         let state = self.state.lock();
-        let mode = self.config.platform_matching;
         let now = Instant::now();
+        let platforms = self.platform_counts(&state);
+        let workers = state
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                let task = w.task.and_then(|t| state.tasks.get(&t));
+                WorkerStatus {
+                    id: id.clone(),
+                    labels: w.labels.clone(),
+                    platform: w.platform.to_string(),
+                    state: match (w.task.is_some(), w.drained) {
+                        (true, _) => "executing".into(),
+                        (false, true) => "drained".into(),
+                        (false, false) => "idle".into(),
+                    },
+                    drained: w.drained,
+                    operation: task.map(|t| t.name.clone()),
+                    action_digest: task.map(|t| t.request.action_digest.to_string()),
+                    phase: w.phase.map(|p| p.name().to_string()),
+                    last_seen_seconds_ago: now.duration_since(w.last_seen).as_secs_f64(),
+                    completed_actions: w.completed,
+                }
+            })
+            .collect();
+
+        let mut operations: Vec<&Task> = state.tasks.values().collect();
+        operations.sort_by_key(|t| std::cmp::Reverse(t.id));
+        QueueStatus { platforms, workers, operations: operations.into_iter().map(summary).collect() }
+    }
+
+    /// Operations queued and executing, and the workers able to take
+    /// them, per instance and platform.
+    pub(super) fn platform_counts(&self, state: &State) -> Vec<PlatformStatus> {
+        let mode = self.config.platform_matching;
         let mut executing: BTreeMap<(String, String), usize> = BTreeMap::new();
         for task in state.tasks.values() {
             if matches!(task.state, TaskState::Executing { .. }) {
@@ -81,34 +116,7 @@ impl BuildQueue {
             });
         }
         platforms.sort_by(|a, b| (&a.instance_name, &a.platform).cmp(&(&b.instance_name, &b.platform)));
-
-        let workers = state
-            .workers
-            .iter()
-            .map(|(id, w)| {
-                let task = w.task.and_then(|t| state.tasks.get(&t));
-                WorkerStatus {
-                    id: id.clone(),
-                    labels: w.labels.clone(),
-                    platform: w.platform.to_string(),
-                    state: match (w.task.is_some(), w.drained) {
-                        (true, _) => "executing".into(),
-                        (false, true) => "drained".into(),
-                        (false, false) => "idle".into(),
-                    },
-                    drained: w.drained,
-                    operation: task.map(|t| t.name.clone()),
-                    action_digest: task.map(|t| t.request.action_digest.to_string()),
-                    phase: w.phase.map(|p| p.name().to_string()),
-                    last_seen_seconds_ago: now.duration_since(w.last_seen).as_secs_f64(),
-                    completed_actions: w.completed,
-                }
-            })
-            .collect();
-
-        let mut operations: Vec<&Task> = state.tasks.values().collect();
-        operations.sort_by_key(|t| std::cmp::Reverse(t.id));
-        QueueStatus { platforms, workers, operations: operations.into_iter().map(summary).collect() }
+        platforms
     }
 
     pub fn operation_detail(&self, name: &str) -> Option<OperationDetail> {

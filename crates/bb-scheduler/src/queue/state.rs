@@ -34,6 +34,8 @@ pub(crate) struct State {
     pub queues: HashMap<QueueKey, PlatformQueue>,
     pub workers: BTreeMap<String, Worker>,
     pub waiters: VecDeque<Waiter>,
+    /// Actions completed since the start, by outcome.
+    pub completed: BTreeMap<&'static str, u64>,
     next_task: TaskId,
     next_waiter: u64,
 }
@@ -48,6 +50,7 @@ impl State {
             queues: HashMap::new(),
             workers: BTreeMap::new(),
             waiters: VecDeque::new(),
+            completed: BTreeMap::new(),
             next_task: 1,
             next_waiter: 1,
         }
@@ -240,6 +243,7 @@ impl State {
         }
         task.complete(response);
         metrics::counter!(names::COMPLETED, "outcome" => outcome).increment(1);
+        *self.completed.entry(outcome).or_default() += 1;
         let key = (task.request.instance_name.clone(), task.request.action_digest);
         if self.by_action.get(&key) == Some(&id) {
             self.by_action.remove(&key);
@@ -275,7 +279,7 @@ impl State {
 }
 
 /// The label for the completed-operations counter.
-fn outcome(response: &reapi::ExecuteResponse) -> &'static str {
+pub(crate) fn outcome(response: &reapi::ExecuteResponse) -> &'static str {
     match response.status.as_ref().map(|s| s.code).unwrap_or(0) {
         0 if response.cached_result => "cache_hit",
         0 if response.result.as_ref().is_some_and(|r| r.exit_code == 0) => "success",

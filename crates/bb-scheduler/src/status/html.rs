@@ -7,6 +7,7 @@ use crate::queue::{OperationDetail, OperationSummary, QueueStatus};
 use bb_client::status::{PlatformStatus, WorkerStatus};
 use bb_util::{Digest, DigestFunction};
 use maud::{Markup, html};
+use serde::Deserialize;
 
 /// A HASH/SIZE of the operation's digest function (its action's digest,
 /// its stdout's), as a Digest.
@@ -33,6 +34,7 @@ fn operation_row(op: &OperationSummary) -> Markup {
             td { (op.worker.as_deref().unwrap_or("")) }
             td { (op.attempts) }
             td { (op.exit_code.map(|c| c.to_string()).unwrap_or_default()) }
+            td { (op.outcome.as_deref().unwrap_or("")) }
             td.bad { (op.status.as_deref().unwrap_or("")) }
         }
     }
@@ -100,18 +102,60 @@ fn workers(workers: &[WorkerStatus]) -> Markup {
     }
 }
 
-pub fn overview(status: &QueueStatus) -> String {
+/// Which operations the overview lists (`?outcome=&instance=&worker=`);
+/// empty fields match everything.
+#[derive(Default, Deserialize)]
+pub struct OperationFilter {
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    instance: String,
+    #[serde(default)]
+    worker: String,
+}
+
+impl OperationFilter {
+    fn matches(&self, op: &OperationSummary) -> bool {
+        let outcome = op.outcome.as_deref().unwrap_or("unfinished");
+        (self.outcome.is_empty() || self.outcome == outcome)
+            && (self.instance.is_empty() || self.instance == op.instance_name)
+            && (self.worker.is_empty() || op.worker.as_deref().is_some_and(|w| w.contains(&self.worker)))
+    }
+}
+
+const OUTCOMES: [&str; 7] =
+    ["unfinished", "success", "nonzero_exit", "cache_hit", "timeout", "cancelled", "error"];
+
+fn filter_form(filter: &OperationFilter) -> Markup {
+    html! {
+        form method="get" action="/" {
+            label { "outcome " select name="outcome" {
+                option value="" { "any" }
+                @for outcome in OUTCOMES {
+                    option value=(outcome) selected[filter.outcome == outcome] { (outcome) }
+                }
+            } }
+            " " label { "instance " input name="instance" value=(filter.instance); }
+            " " label { "worker " input name="worker" value=(filter.worker); }
+            " " button type="submit" { "Filter" }
+        }
+    }
+}
+
+pub fn overview(status: &QueueStatus, filter: &OperationFilter) -> String {
+    let shown: Vec<&OperationSummary> = status.operations.iter().filter(|op| filter.matches(op)).collect();
     let body = html! {
         (queues(&status.platforms))
         (workers(&status.workers))
-        h2 { "Operations (" (status.operations.len()) ")" }
-        @if !status.operations.is_empty() {
+        h2 { "Operations (" (shown.len()) " of " (status.operations.len()) ")" }
+        (filter_form(filter))
+        @if !shown.is_empty() {
             table {
                 tr {
                     th { "operation" } th { "instance" } th { "action" } th { "stage" } th { "worker" }
-                    th { "attempts" } th { "exit code" } th { "error" }
+                    th { "attempts" } th { "exit code" } th { "outcome" } th { "error" }
                 }
-                @for op in status.operations.iter().take(500) { (operation_row(op)) }
+                @for op in shown.iter().take(500) { (operation_row(op)) }
             }
         }
     };

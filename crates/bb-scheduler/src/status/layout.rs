@@ -39,7 +39,7 @@ pub fn page(title: &str, refresh: Refresh, body: Markup) -> String {
                 h1 { (title) }
                 (body)
                 p {
-                    a href="/" { "overview" } " · " a href="/api/status" { "JSON" } " · " a href="/metrics" { "metrics" }
+                    a href="/" { "overview" } " · " a href="/charts" { "charts" } " · " a href="/api/status" { "JSON" } " · " a href="/metrics" { "metrics" }
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 mod action_html;
 mod browse;
+mod charts;
 mod html;
 mod layout;
 
@@ -50,6 +51,8 @@ pub fn router(queue: Arc<BuildQueue>, storage: Arc<dyn StorageBackend>) -> Route
     Router::new()
         .route("/", get(overview))
         .route("/operation/{name}", get(operation_page))
+        .route("/charts", get(charts_page))
+        .route("/api/history", get(history_json))
         .route("/action/{function}/{hash}/{size}", get(browse::action))
         .route("/directory/{function}/{hash}/{size}", get(browse::directory))
         .route("/tree/{function}/{hash}/{size}", get(browse::tree))
@@ -65,8 +68,20 @@ pub fn router(queue: Arc<BuildQueue>, storage: Arc<dyn StorageBackend>) -> Route
         .merge(bb_util::metrics::router())
 }
 
-async fn overview(State(queue): State<Arc<BuildQueue>>) -> Html<String> {
-    Html(html::overview(&queue.status()))
+async fn overview(
+    State(queue): State<Arc<BuildQueue>>,
+    Query(filter): Query<html::OperationFilter>,
+) -> Html<String> {
+    Html(html::overview(&queue.status(), &filter))
+}
+
+async fn charts_page(State(queue): State<Arc<BuildQueue>>) -> Html<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Html(charts::charts(&queue.history(), now))
+}
+
+async fn history_json(State(queue): State<Arc<BuildQueue>>) -> Json<crate::queue::QueueHistory> {
+    Json(queue.history())
 }
 
 async fn operation_page(State(queue): State<Arc<BuildQueue>>, Path(name): Path<String>) -> Response {
