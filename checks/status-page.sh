@@ -14,6 +14,7 @@ set -euo pipefail
 
 require_tool chromium "apt-get install -y chromium"
 require_tool python3 "apt-get install -y python3"
+require_tool curl "apt-get install -y curl"
 require_binary bb
 
 work=$(mktemp -d /tmp/bb-status-page.XXXXXX)
@@ -66,12 +67,12 @@ href() {
 
 log "a few actions: one with an input tree and markup in its names and output, failing"
 mkdir -p "$work/in/sub"
-echo 'int answer = 42; /* <b>not bold</b> */' >"$work/in/sub/<b>bold</b>.c"
+echo 'int answer = 42; /* <b>not bold</b> */' >"$work/in/sub/<img src=x onerror=alert(1)>.c"
 echo 'data' >"$work/in/top.txt"
 "$BB_BIN_DIR/bb" exec -- true >/dev/null 2>&1 || die "bb exec true failed"
 "$BB_BIN_DIR/bb" exec -- sh -c 'echo hello from the farm' >/dev/null 2>&1 || die "bb exec echo failed"
 status=0
-(cd "$work" && "$BB_BIN_DIR/bb" exec --input in -- sh -c 'cat "sub/<b>bold</b>.c"; echo "<i>failed</i> & done" >&2; exit 3') \
+(cd "$work" && "$BB_BIN_DIR/bb" exec --input in -- sh -c 'cat sub/*.c; echo "<i>failed</i> & done" >&2; exit 3') \
   >"$work/exec.out" 2>"$work/exec.err" || status=$?
 [ "$status" = 3 ] || die "the failing action exited $status: $(cat "$work/exec.err")"
 details=$(grep -oE "Details of this action: http://[^ ]+" "$work/exec.err" | sed 's/^Details of this action: //')
@@ -92,13 +93,14 @@ log "the failed action's page"
 dom "$action_path" action
 expect action "Kept in the CAS as" "Run it again" "bb action download sha256:" "--no-cache -- sh -c" \
   "&lt;i&gt;failed&lt;/i&gt; &amp; done" "<td class=\"bad\">3</td>" "top.txt"
-if grep -qE "<i>failed|<b>bold" "$work/action.html"; then die "the build's markup reached the action page's DOM"; fi
+if grep -qE "<i>failed|<b>not|<img" "$work/action.html"; then die "the build's markup reached the action page's DOM"; fi
 
 log "its input root, a directory in it, a file in that"
 dom "$(href action /directory/)" root
 expect root "Directory /" "top.txt"
 dom "$(grep -oE 'href="/directory/[^"]*path=sub"' "$work/root.html" | head -n 1 | sed -e 's/^href="//' -e 's/"$//' -e 's/&amp;/\&/g')" sub
-expect sub "Directory /sub" "&lt;b&gt;bold&lt;/b&gt;.c"
+expect sub "Directory /sub" "&lt;img src=x onerror=alert(1)&gt;.c"
+if grep -q "<img" "$work/sub.html"; then die "a file name became markup"; fi
 dom "$(href sub /file/)" file
 expect file "int answer = 42; /* &lt;b&gt;not bold&lt;/b&gt; */" "download"
 if grep -q "<b>not bold" "$work/file.html"; then die "the file's contents became markup"; fi
@@ -106,8 +108,16 @@ if grep -q "<b>not bold" "$work/file.html"; then die "the file's contents became
 log "the operations filtered by outcome, and the charts"
 dom "/?outcome=nonzero_exit" failed
 expect failed "Operations (1 of" "nonzero_exit"
+# The actions above completed after the first sample; the next one (every
+# 10 s) counts them.
+for _ in $(seq 30); do
+  samples=$(curl -sf "$BB_STATUS_URL/api/history" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["samples"]))')
+  [ "$samples" -ge 2 ] && break
+  sleep 1
+done
+[ "$samples" -ge 2 ] || die "the scheduler took no second sample of its queue in 30s"
 dom /charts charts
 expect charts "Operations queued and executing, per queue" "Actions completed per minute, by outcome" \
-  "Worker utilisation" "<svg" "<polyline"
+  "Worker utilisation" "<svg" "<polyline" "<rect" "nonzero_exit: 1" "success: 2"
 
 log "PASS: overview, operation, action, directories, a file and the charts rendered in Chromium; screenshots in $screenshots"

@@ -2,13 +2,15 @@
 # Bazel 4.2.3 through `bb farm` (remote execution):
 #   1. cold, with --noremote_accept_cached: every action runs remotely, and
 #      the build and its tests pass;
-#   2. a target that fails on purpose fails with its exit code and stderr;
+#   2. a target that fails on purpose fails with its exit code and stderr,
+#      and with a link to its action page, which shows that stderr;
 #   3. after `bazel clean --expunge`, every action is a remote cache hit;
 #   4. --remote_download_minimal builds without downloading the outputs.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 
 require_tool bazel "apt-get install -y bazel-bootstrap"
+require_tool curl "apt-get install -y curl"
 require_binary bb
 
 work=$(mktemp -d /tmp/bb-remote-exec.XXXXXX)
@@ -58,6 +60,11 @@ if bazel_in "$work/bazel" build "${flags[@]}" //fail:fails >"$work/fail.log" 2>&
 fi
 grep -q "this target fails on purpose" "$work/fail.log" || { cat "$work/fail.log"; die "the failure's stderr is not shown"; }
 grep -qE "Exit 3|exit code 3|exit status 3" "$work/fail.log" || { cat "$work/fail.log"; die "the exit code 3 is not shown"; }
+# Bazel prints the farm's message with the failure: a link to the action's page.
+page=$(grep -oE "Details of this action: http://[^ ]+" "$work/fail.log" | head -n 1 | sed 's/^Details of this action: //')
+[ -n "$page" ] || { cat "$work/fail.log"; die "Bazel did not show the link to the failed action's page"; }
+curl -sf "$page" | grep -q "this target fails on purpose" || die "the failed action's page $page does not show its stderr"
+log "   the failure links to its action page, which shows its stderr"
 
 log "after clean --expunge: every action from the remote cache"
 bazel_in "$work/bazel" clean --expunge >/dev/null 2>&1

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 180.0;
-const LEFT: f64 = 48.0;
+const LEFT: f64 = 72.0;
 const BOTTOM: f64 = 22.0;
 const TOP: f64 = 8.0;
 const HOUR: f64 = 3600.0;
@@ -45,14 +45,16 @@ fn frame(top: f64, unit: &str) -> Markup {
         line x1=(LEFT) y1=(y(0.0, top)) x2=(WIDTH) y2=(y(0.0, top)) stroke="#999" {}
         line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(y(0.0, top)) stroke="#999" {}
         @for minutes in [60, 45, 30, 15, 0] {
-            text x=(x(f64::from(minutes) * 60.0)) y=(HEIGHT - 6.0) font-size="11" text-anchor="middle" {
+            text x=(x(f64::from(minutes) * 60.0)) y=(HEIGHT - 6.0) font-size="11"
+                text-anchor=(if minutes == 0 { "end" } else { "middle" }) {
                 @if minutes == 0 { "now" } @else { "-" (minutes) "m" }
             }
         }
         @for value in [0.0, top / 2.0, top] {
-            text x=(LEFT - 4.0) y=(y(value, top) + 4.0) font-size="11" text-anchor="end" { (format_value(value)) }
+            text x=(LEFT - 4.0) y=(y(value, top) + 4.0) font-size="11" text-anchor="end" {
+                (format_value(value)) @if value == top { " " (unit) }
+            }
         }
-        text x="4" y=(TOP + 10.0) font-size="11" { (unit) }
     }
 }
 
@@ -60,9 +62,11 @@ fn format_value(value: f64) -> String {
     if value.fract() == 0.0 { format!("{value:.0}") } else { format!("{value:.1}") }
 }
 
-fn line_chart(title: &str, unit: &str, series: &[Series]) -> Markup {
+/// Lines over the hour; the y axis tops at `top`, or at a round number
+/// above the highest point.
+fn line_chart(title: &str, unit: &str, top: Option<f64>, series: &[Series]) -> Markup {
     let max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
-    let top = ceiling(max);
+    let top = top.unwrap_or_else(|| ceiling(max));
     html! {
         h2 { (title) }
         svg width=(WIDTH) height=(HEIGHT) viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(title) {
@@ -162,10 +166,10 @@ fn utilisation(samples: &[HistorySample], now: u64) -> Vec<Series> {
 
 pub fn charts(history: &QueueHistory, now: u64) -> String {
     let body = html! {
-        p { "The last hour, sampled every " (history.sample_seconds) " s (" (history.samples.len()) " samples)." }
-        (line_chart("Operations queued and executing, per queue", "ops", &queue_series(&history.samples, now)))
+        p { "The last hour, sampled every " (history.sample_seconds) " s; samples so far: " (history.samples.len()) "." }
+        (line_chart("Operations queued and executing, per queue", "ops", None, &queue_series(&history.samples, now)))
         (completions(history, now))
-        (line_chart("Worker utilisation", "%", &utilisation(&history.samples, now)))
+        (line_chart("Worker utilisation", "%", Some(100.0), &utilisation(&history.samples, now)))
     };
     page("bb-scheduler: the last hour", Refresh::Every10s, body)
 }
@@ -193,8 +197,8 @@ mod tests {
         assert!(page.contains("<polyline") && page.contains("<rect"), "{page}");
         assert!(page.contains("success: 7") && page.contains("nonzero_exit: 2"), "one minute's bar: {page}");
         assert!(
-            page.contains("workers busy, %") && page.contains(">10<"),
-            "the y scale of queued tops at 10: {page}"
+            page.contains("workers busy, %") && page.contains(">10 ops<") && page.contains(">100 %<"),
+            "queued tops at 10, utilisation at 100: {page}"
         );
         assert_eq!((ceiling(0.0), ceiling(7.0), ceiling(130.0)), (1.0, 10.0, 200.0));
     }
