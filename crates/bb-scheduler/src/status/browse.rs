@@ -7,9 +7,9 @@
 
 use super::action_html::{self, ActionView, ResultView, Text};
 use super::layout::{self, Refresh};
-use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use bb_client::StorageBackend;
@@ -164,19 +164,42 @@ pub async fn read_text(cas: &dyn BlobStore, digest: &Digest, what: &str) -> Resu
     Ok(Text::from_head(&head, digest.size()))
 }
 
+/// What every stored-content page starts from: the digest its path names,
+/// the query, and the CAS of the instance it names, checked readable.
+pub struct Stored {
+    digest: Digest,
+    query: Where,
+    cas: Arc<dyn BlobStore>,
+    storage: Arc<dyn StorageBackend>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Stored
+where
+    Arc<dyn StorageBackend>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Problem::new(StatusCode::BAD_REQUEST, "Not a page", e.to_string()).into_response()
+        };
+        let Path(path) = Path::<DigestPath>::from_request_parts(parts, state).await.map_err(|e| bad(&e))?;
+        let Query(query) = Query::<Where>::from_request_parts(parts, state).await.map_err(|e| bad(&e))?;
+        let digest = parse(&path).map_err(IntoResponse::into_response)?;
+        let storage = Arc::<dyn StorageBackend>::from_ref(state);
+        let principal = parts.extensions.get::<Principal>();
+        let cas = cas(storage.as_ref(), principal, &query.instance).map_err(IntoResponse::into_response)?;
+        Ok(Stored { digest, query, cas, storage })
+    }
+}
+
 /// A digest of the function of `like`, from a message field.
 fn field_digest(like: &Digest, digest: &Option<reapi::Digest>) -> Option<Digest> {
     Digest::from_proto(like.function(), digest.as_ref()?).ok()
 }
 
-pub async fn action(
-    State(storage): State<Arc<dyn StorageBackend>>,
-    Path(path): Path<DigestPath>,
-    Query(query): Query<Where>,
-    principal: Option<Extension<Principal>>,
-) -> Page {
-    let digest = parse(&path)?;
-    let cas = cas(storage.as_ref(), principal.as_deref(), &query.instance)?;
+pub async fn action(stored: Stored) -> Page {
+    let Stored { digest, query, cas, storage } = stored;
     let action: reapi::Action = read_message(cas.as_ref(), &digest, "Action").await?;
     let command = match field_digest(&digest, &action.command_digest) {
         Some(d) => read_message::<reapi::Command>(cas.as_ref(), &d, "Command").await.map_err(|p| p.detail),
@@ -244,52 +267,28 @@ async fn stream_text(
     Some(read_text(cas, &digest, what).await.map_err(|p| p.detail))
 }
 
-pub async fn directory(
-    State(storage): State<Arc<dyn StorageBackend>>,
-    Path(path): Path<DigestPath>,
-    Query(query): Query<Where>,
-    principal: Option<Extension<Principal>>,
-) -> Page {
-    let digest = parse(&path)?;
-    let cas = cas(storage.as_ref(), principal.as_deref(), &query.instance)?;
+pub async fn directory(stored: Stored) -> Page {
+    let Stored { digest, query, cas, .. } = stored;
     let directory: reapi::Directory = read_message(cas.as_ref(), &digest, "Directory").await?;
     Ok(Html(action_html::directory_page(&digest, &query.instance, &query.path, &directory)).into_response())
 }
 
-pub async fn tree(
-    State(storage): State<Arc<dyn StorageBackend>>,
-    Path(path): Path<DigestPath>,
-    Query(query): Query<Where>,
-    principal: Option<Extension<Principal>>,
-) -> Page {
-    let digest = parse(&path)?;
-    let cas = cas(storage.as_ref(), principal.as_deref(), &query.instance)?;
+pub async fn tree(stored: Stored) -> Page {
+    let Stored { digest, query, cas, .. } = stored;
     let tree: reapi::Tree = read_message(cas.as_ref(), &digest, "Tree").await?;
     Ok(Html(action_html::tree_page(&digest, &query.instance, &query.path, &tree)).into_response())
 }
 
-pub async fn file(
-    State(storage): State<Arc<dyn StorageBackend>>,
-    Path(path): Path<DigestPath>,
-    Query(query): Query<Where>,
-    principal: Option<Extension<Principal>>,
-) -> Page {
-    let digest = parse(&path)?;
-    let cas = cas(storage.as_ref(), principal.as_deref(), &query.instance)?;
+pub async fn file(stored: Stored) -> Page {
+    let Stored { digest, query, cas, .. } = stored;
     let text = read_text(cas.as_ref(), &digest, "file").await?;
     Ok(Html(action_html::file_page(&digest, &query.instance, &query.name, &text)).into_response())
 }
 
 /// Any blob as a download: never shown by the browser as a page of this
 /// site (it could be HTML written by anyone who can upload).
-pub async fn blob(
-    State(storage): State<Arc<dyn StorageBackend>>,
-    Path(path): Path<DigestPath>,
-    Query(query): Query<Where>,
-    principal: Option<Extension<Principal>>,
-) -> Page {
-    let digest = parse(&path)?;
-    let cas = cas(storage.as_ref(), principal.as_deref(), &query.instance)?;
+pub async fn blob(stored: Stored) -> Page {
+    let Stored { digest, query, cas, .. } = stored;
     let blob = cas.get(&digest).await.map_err(|e| Problem::storage("blob", e))?;
     let blob = blob.ok_or_else(|| Problem::missing("blob", &digest))?;
     let chunks = futures::stream::unfold(Some(blob.reader(0)), |reader| async move {
