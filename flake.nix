@@ -79,6 +79,13 @@
           default = app "bb" "bb";
         });
 
+      # A whole farm described once (see nixos-modules/farm.nix for the
+      # description): one NixOS module per host, each with the farm's
+      # modules and packages; add the host's hardware configuration.
+      lib.mkFarm = description: lib.mapAttrs
+        (_: host: { imports = [ host self.nixosModules.default ]; })
+        (import ./nixos-modules/farm.nix { inherit lib; } description);
+
       nixosModules =
         let
           withPackages = module: {

@@ -55,6 +55,7 @@ let
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
       networking.hostName = mkOption { type = types.str; default = "host1"; };
       assertions = mkOption { type = types.listOf types.anything; default = [ ]; };
+      nixpkgs.overlays = mkOption { type = types.listOf types.anything; default = [ ]; };
     };
   };
 
@@ -117,6 +118,24 @@ let
     services.buildbarn.worker.enable = true;
     services.buildbarn.runner.runAs = { uid = 2001; gid = 2001; };
   }];
+
+  # The farm function over the example description, and variations of it.
+  mkFarm = import ../nixos-modules/farm.nix { inherit lib; };
+  example = import ../nixos-modules/example-farm.nix;
+  hosts = description: lib.mapAttrs (_: host: evaluate [ host ]) (mkFarm description);
+  farm = hosts example;
+  grown = hosts (lib.recursiveUpdate example { workers.worker3 = { concurrency = 4; }; });
+  sharded = hosts (example // { storage.nodes = { storage1 = { }; storage2 = { }; }; });
+  # The flake's lib.mkFarm, which adds the farm's modules and packages.
+  flake = (import ../flake.nix).outputs { self = flake; nixpkgs = { inherit lib; }; crane = { }; rust-overlay = { }; };
+  flakeHosts = lib.mapAttrs (_: host: evaluate [ host ]) (flake.lib.mkFarm example);
+  # What a host is, as far as the farm's wiring goes.
+  wiring = host: builtins.toJSON {
+    inherit (host.services.buildbarn) scheduler storage worker;
+    firewall = host.networking.firewall.allowedTCPPorts;
+    hostName = host.networking.hostName;
+  };
+  workerSettings = host: host.services.buildbarn.worker.settings;
 
   runnerUnit = worker.systemd.services.bb-runner.serviceConfig;
   workerUnit = worker.systemd.services.bb-worker;
@@ -181,6 +200,50 @@ let
     { name = "worker holds no capability"; ok = workerUnit.serviceConfig.CapabilityBoundingSet == "" && workerUnit.serviceConfig.NoNewPrivileges; }
     { name = "file cache private to bb-worker"; ok = builtins.elem "d /var/lib/bb-worker/cache 0700 bb-worker bb-worker -" worker.systemd.tmpfiles.rules; }
     { name = "scheduler holds no capability"; ok = schedulerUnit.CapabilityBoundingSet == "" && schedulerUnit.NoNewPrivileges; }
+
+    # The farm function: hosts derived from one description.
+    { name = "the example farm is a scheduler and two workers"; ok = lib.attrNames farm == [ "scheduler" "worker1" "worker2" ]; }
+    {
+      name = "workers reach the scheduler's worker and client ports";
+      ok = lib.all
+        (w: (workerSettings w).scheduler == "grpc://scheduler:8983" && (workerSettings w).storage == "grpc://scheduler:8980")
+        [ farm.worker1 farm.worker2 ];
+    }
+    {
+      name = "the flake's mkFarm gives each host the farm's modules and overlay";
+      ok = lib.all (h: wiring flakeHosts.${h} == wiring farm.${h} && builtins.length flakeHosts.${h}.nixpkgs.overlays == 1)
+        [ "scheduler" "worker1" "worker2" ];
+    }
+    { name = "two workers, two names"; ok = (workerSettings farm.worker1).name == "worker1" && (workerSettings farm.worker2).name == "worker2"; }
+    { name = "the scheduler opens its client and worker ports, not the status page"; ok = farm.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ]; }
+    { name = "workers open nothing"; ok = farm.worker1.networking.firewall.allowedTCPPorts == [ ]; }
+    { name = "workers run what the description says"; ok = (workerSettings farm.worker1).concurrency == 2; }
+    {
+      name = "tokens: the scheduler checks them, workers present theirs";
+      ok = farm.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential == [ "tokensFile:/run/keys/bb-tokens.toml" ]
+        && farm.worker1.systemd.services.bb-worker.serviceConfig.LoadCredential == [ "token:/run/keys/bb-worker-token" ]
+        && lib.all (a: a.assertion) farm.scheduler.assertions;
+    }
+    {
+      name = "a third worker adds one host and changes no other";
+      ok = lib.attrNames grown == [ "scheduler" "worker1" "worker2" "worker3" ]
+        && lib.all (h: wiring grown.${h} == wiring farm.${h}) [ "scheduler" "worker1" "worker2" ]
+        && (workerSettings grown.worker3).name == "worker3";
+    }
+    {
+      name = "storage nodes: the scheduler shards over them, and only they open the storage port";
+      ok = let cas = sharded.scheduler.services.buildbarn.scheduler.settings.storage.cas; in
+        cas.backend == "sharding" && !(cas ? path) && cas.copies == 2
+        && map (s: s.store.endpoint) cas.shards == [ "grpc://storage1:8981" "grpc://storage2:8981" ]
+        && sharded.storage1.networking.firewall.allowedTCPPorts == [ 8981 ]
+        && !sharded.storage1.services.buildbarn.storage.settings.storage.action_cache.completeness_check
+        && sharded.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ];
+    }
+    {
+      name = "extra platform properties follow OSFamily and ISA";
+      ok = (workerSettings (hosts (lib.recursiveUpdate example { workers.worker1.platform = { gpu = "none"; }; })).worker1).platform
+        == [{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = "x86-64"; } { name = "gpu"; value = "none"; }];
+    }
 
     # Every exported module stands alone.
     { name = "scheduler module alone"; ok = alone [ ../nixos-modules/scheduler.nix ] "scheduler"; }

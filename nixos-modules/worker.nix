@@ -43,6 +43,16 @@ in
       description = "The CAS and Action Cache: the scheduler's client port when it embeds storage, or a bb-storage.";
     };
 
+    platformProperties = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { container-image = "docker://ubuntu:24.04"; };
+      description = ''
+        Platform properties the worker offers besides OSFamily=linux and its
+        ISA; an action is given to it only if it offers all the action asks for.
+      '';
+    };
+
     buildDirectory = mkOption {
       type = types.path;
       default = "/var/lib/bb-worker/build";
@@ -127,7 +137,8 @@ in
       concurrency = mkDefault 0;
       name = mkDefault config.networking.hostName;
       instance_name_prefix = mkDefault "";
-      platform = mkDefault [{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = isa; }];
+      platform = mkDefault ([{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = isa; }]
+        ++ lib.mapAttrsToList (name: value: { inherit name value; }) cfg.platformProperties);
       shutdown_grace = mkDefault "60s";
       http_listen = mkIf (cfg.metricsPort != null) (mkDefault "[::]:${toString cfg.metricsPort}");
       log = {
