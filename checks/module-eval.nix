@@ -125,7 +125,10 @@ let
   hosts = description: lib.mapAttrs (_: host: evaluate [ host ]) (mkFarm description);
   farm = hosts example;
   grown = hosts (lib.recursiveUpdate example { workers.worker3 = { concurrency = 4; }; });
-  sharded = hosts (example // { storage.nodes = { storage1 = { }; storage2 = { }; }; });
+  sharded = hosts (builtins.removeAttrs example [ "tokens" ] // {
+    storage.nodes = { storage1 = { }; storage2 = { }; };
+    anonymousOnNetwork = true;
+  });
   # The flake's lib.mkFarm, which adds the farm's modules and packages.
   flake = (import ../flake.nix).outputs { self = flake; nixpkgs = { inherit lib; }; crane = { }; rust-overlay = { }; };
   flakeHosts = lib.mapAttrs (_: host: evaluate [ host ]) (flake.lib.mkFarm example);
@@ -239,6 +242,7 @@ let
         && !sharded.storage1.services.buildbarn.storage.settings.storage.action_cache.completeness_check
         && sharded.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ];
     }
+    { name = "storage nodes with tokens are refused, not half secured"; ok = fails (hosts (example // { storage.nodes.storage1 = { }; })); }
     {
       name = "extra platform properties follow OSFamily and ISA";
       ok = (workerSettings (hosts (lib.recursiveUpdate example { workers.worker1.platform = { gpu = "none"; }; })).worker1).platform
