@@ -244,6 +244,17 @@ let
     }
     { name = "storage nodes with tokens are refused, not half secured"; ok = fails (hosts (example // { storage.nodes.storage1 = { }; })); }
     {
+      name = "a worker's toolchain is the PATH of actions that set none";
+      ok =
+        let
+          withTools = hosts (lib.recursiveUpdate example { workers.worker1.toolchain = _: [ (fakePackage "gcc") (fakePackage "coreutils") ]; });
+        in
+        withTools.worker1.services.buildbarn.runner.settings.default_environment.PATH
+        == "/nix/store/00000000000000000000000000000000-gcc/bin:/nix/store/00000000000000000000000000000000-coreutils/bin"
+        && !((farm.worker1.services.buildbarn.runner.settings.default_environment or { }) ? PATH)
+        && wiring withTools.worker2 == wiring farm.worker2;
+    }
+    {
       name = "extra platform properties follow OSFamily and ISA";
       ok = (workerSettings (hosts (lib.recursiveUpdate example { workers.worker1.platform = { gpu = "none"; }; })).worker1).platform
         == [{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = "x86-64"; } { name = "gpu"; value = "none"; }];

@@ -22,6 +22,7 @@
 #       concurrency = 0;           # action slots; 0 is one per core
 #       platform = { };            # extra platform properties, name = value
 #       cacheSize = "10GiB";       # the file cache's bound
+#       toolchain = pkgs: [ pkgs.gcc pkgs.binutils pkgs.coreutils ]; # what actions find on their PATH
 #       settings = { };            # merged into services.buildbarn.worker.settings
 #     };
 #   };
@@ -46,7 +47,7 @@ let
   storageNodes = mapAttrs (host: node: { address = host; settings = { }; } // node)
     ((description.storage or { }).nodes or { });
   copies = (description.storage or { }).copies or 2;
-  workers = mapAttrs (_: worker: { concurrency = 0; platform = { }; cacheSize = "10GiB"; settings = { }; } // worker)
+  workers = mapAttrs (_: worker: { concurrency = 0; platform = { }; cacheSize = "10GiB"; toolchain = _: [ ]; settings = { }; } // worker)
     description.workers;
   tokens = description.tokens or null;
   tls = description.tls or null;
@@ -109,10 +110,11 @@ let
     };
   };
 
-  workerModule = host: worker: {
+  workerModule = host: worker: { pkgs, ... }: {
     networking.hostName = host;
     services.buildbarn.worker = {
       enable = true;
+      toolchain = worker.toolchain pkgs;
       schedulerEndpoint = endpoint schedulerAddress ports.worker;
       storageEndpoint = endpoint schedulerAddress ports.client;
       credentials = optionalAttrs (tls != null) { inherit (tls) ca; }

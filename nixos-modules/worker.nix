@@ -53,6 +53,17 @@ in
       '';
     };
 
+    toolchain = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = lib.literalExpression "[ pkgs.gcc pkgs.binutils pkgs.coreutils pkgs.bash ]";
+      description = ''
+        Packages actions may use: their bin/ directories become the PATH of
+        every action that sets none (Bazel sends none unless told to), and
+        where the runner looks up an action's program.
+      '';
+    };
+
     buildDirectory = mkOption {
       type = types.path;
       default = "/var/lib/bb-worker/build";
@@ -100,6 +111,8 @@ in
 
   config = mkIf cfg.enable {
     services.buildbarn.runner.enable = mkDefault true;
+    services.buildbarn.runner.settings.default_environment.PATH =
+      mkIf (cfg.toolchain != [ ]) (mkDefault (lib.makeBinPath cfg.toolchain));
 
     assertions = [
       {

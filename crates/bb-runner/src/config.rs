@@ -27,6 +27,11 @@ pub struct Config {
     pub kill_user_processes: bool,
     #[serde(default)]
     pub readiness_paths: Vec<PathBuf>,
+    /// Variables every action gets unless it sets them itself, such as
+    /// the `PATH` of the toolchain a worker host offers (Bazel sends no
+    /// PATH unless told to). Also where argv[0] is looked up.
+    #[serde(default)]
+    pub default_environment: std::collections::BTreeMap<String, String>,
     /// How each action is isolated from the host and from other actions.
     #[serde(default)]
     pub sandbox: SandboxConfig,

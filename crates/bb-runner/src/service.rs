@@ -262,6 +262,9 @@ impl Runner for RunnerService {
 
         let chroot = inner.config.chroot_into_input_root;
         let mut environment: HashMap<String, String> = request.environment_variables;
+        for (name, value) in &inner.config.default_environment {
+            environment.entry(name.clone()).or_insert_with(|| value.clone());
+        }
         if let (Some(tmp), false) = (&temporary_path, chroot) {
             environment.insert("TMPDIR".into(), tmp.display().to_string());
         }

@@ -63,6 +63,16 @@ async fn argv0_is_looked_up_in_the_actions_path() {
 }
 
 #[tokio::test]
+async fn the_default_environment_fills_in_what_an_action_leaves_unset() {
+    let r = runner_with("[default_environment]\nPATH = \"/usr/bin:/bin\"\nTOOLCHAIN = \"host\"\n").await;
+    let mut request = r.action("d1", &["sh", "-c", "echo \"$PATH $TOOLCHAIN\""]);
+    request.environment_variables.clear();
+    request.environment_variables.insert("TOOLCHAIN".into(), "action's own".into());
+    assert_eq!(r.run(request).await.unwrap().exit_code, 0, "sh found through the default PATH");
+    assert_eq!(r.read("d1/stdout"), "/usr/bin:/bin action's own\n");
+}
+
+#[tokio::test]
 async fn signals_and_leftover_processes() {
     let r = runner().await;
     let response = r.run(r.action("s1", &["sh", "-c", "kill -9 $$"])).await.unwrap();
