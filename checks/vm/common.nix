@@ -1,46 +1,44 @@
-# The farm and worker-loss VM tests: a scheduler host, two worker hosts and
-# a client host. Given a test's name and script, makes the test; the script
-# starts once all services are up and both workers registered, with `bb`
-# holding the arguments bb exec needs on the client.
+# The farm and worker-loss VM tests: the hosts of the flake's example farm
+# (nixos-modules/example-farm.nix through the farm function, as an operator
+# deploys them), on a test network nobody else is on, plus a client host.
+# Given a test's name and script, makes the test; the script starts once all
+# services are up and both workers registered, with `bb` holding the
+# arguments bb exec needs on the client.
 { pkgs, module, packages }:
 { name, script }:
 let
-  worker = { ... }: {
-    imports = [ module ];
-    services.buildbarn.worker = {
-      enable = true;
-      package = packages.bb-worker;
-      schedulerEndpoint = "grpc://scheduler:8983";
-      storageEndpoint = "grpc://scheduler:8980";
-      settings.concurrency = 2;
-      # Stopped mid-action, a worker hands its action back after this.
+  inherit (pkgs) lib;
+  mkFarm = import ../../nixos-modules/farm.nix { inherit lib; };
+  example = import ../../nixos-modules/example-farm.nix;
+  description = lib.recursiveUpdate (builtins.removeAttrs example [ "tokens" ]) {
+    # The test network holds only the test's hosts.
+    anonymousOnNetwork = true;
+    scheduler.openStatusPage = true;
+    # Notice lost workers quickly.
+    scheduler.settings.scheduler = { worker_timeout = "10s"; executing_sync_interval = "2s"; idle_sync_wait = "5s"; };
+    # Stopped mid-action, a worker hands its action back after this.
+    workers = lib.genAttrs [ "worker1" "worker2" ] (_: {
       settings.shutdown_grace = "2s";
-    };
+      toolchain = p: [ p.hello ];
+    });
+  };
+  # The programs of this checkout: the test's pkgs take no overlay.
+  programs = {
+    services.buildbarn.scheduler.package = packages.bb-scheduler;
+    services.buildbarn.storage.package = packages.bb-storage;
+    services.buildbarn.worker.package = packages.bb-worker;
     services.buildbarn.runner.package = packages.bb-runner;
     virtualisation.memorySize = 1024;
   };
+  farm = lib.mapAttrs (_: host: { imports = [ module host programs ]; }) (mkFarm description);
 in
 pkgs.testers.runNixOSTest {
   inherit name;
-  nodes = {
+  nodes = farm // {
     scheduler = { pkgs, ... }: {
-      imports = [ module ];
-      services.buildbarn.scheduler = {
-        enable = true;
-        package = packages.bb-scheduler;
-        openFirewall = true;
-        openFirewallStatusPage = true;
-        # The test network holds only the test's hosts.
-        settings.authentication.anonymous_on_network = true;
-        # Notice lost workers quickly.
-        settings.scheduler.worker_timeout = "10s";
-        settings.scheduler.executing_sync_interval = "2s";
-        settings.scheduler.idle_sync_wait = "5s";
-      };
+      imports = [ farm.scheduler ];
       environment.systemPackages = [ pkgs.curl pkgs.jq ];
     };
-    worker1 = worker;
-    worker2 = worker;
     client = { pkgs, ... }: {
       environment.systemPackages = [ packages.bb pkgs.curl ];
     };
