@@ -61,6 +61,10 @@ pub struct OperationSummary {
     /// How it ended, once it has (the outcomes of [`HistorySample::completed`]).
     #[serde(default)]
     pub outcome: Option<String>,
+    /// Where a result the Action Cache did not get (a failure, a timeout)
+    /// is kept in the CAS, as HASH/SIZE: the worker stores it there.
+    #[serde(default)]
+    pub uncached_result: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,10 +81,6 @@ pub struct OperationDetail {
     pub stderr_digest: Option<String>,
     pub output_files: Vec<String>,
     pub message: String,
-    /// Where a result the Action Cache did not get (a failure, a timeout)
-    /// is kept in the CAS, as HASH/SIZE: the worker stores it there.
-    #[serde(default)]
-    pub uncached_result: Option<String>,
 }
 
 /// The last hour of the queue (`/api/history`), oldest sample first.

@@ -245,6 +245,7 @@ async fn a_failed_action_is_found_from_its_operation() {
     // The overview filters by outcome; the charts page draws the samples.
     let failed = farm.http_get("/?outcome=nonzero_exit").await;
     assert!(failed.contains(&name) && failed.contains("Operations (1 of 1)"), "{failed}");
+    assert_eq!(link(&failed, "/action/"), action_link, "the overview links to the kept result too");
     let succeeded = farm.http_get("/?outcome=success&worker=w1").await;
     assert!(!succeeded.contains(&name) && succeeded.contains("Operations (0 of 1)"), "{succeeded}");
     let charts = farm.http_get("/charts").await;

@@ -40,6 +40,7 @@ fn summary(task: &Task) -> OperationSummary {
         exit_code: response.and_then(|r| r.result.as_ref()).map(|r| r.exit_code),
         status: status.map(|s| format!("{:?}: {}", tonic::Code::from_i32(s.code), s.message)),
         outcome: response.filter(|_| task.is_completed()).map(|r| super::state::outcome(r).to_string()),
+        uncached_result: response.and_then(|r| task.uncached_result(r)).map(|d| d.to_string()),
     }
 }
 
@@ -150,7 +151,6 @@ impl BuildQueue {
                 .map(|r| r.output_files.iter().map(|f| f.path.clone()).collect())
                 .unwrap_or_default(),
             message: response.map(|r| r.message.clone()).unwrap_or_default(),
-            uncached_result: response.and_then(|r| task.uncached_result(r)).map(|d| d.to_string()),
         })
     }
 }

@@ -29,7 +29,7 @@ fn operation_row(op: &OperationSummary) -> Markup {
         tr {
             td { a href=(layout::operation_url(&op.name)) { code { (op.name) } } }
             td { (op.instance_name) }
-            td { (action_cell(op, None)) }
+            td { (action_cell(op, op.uncached_result.as_deref())) }
             td { (op.stage) }
             td { (op.worker.as_deref().unwrap_or("")) }
             td { (op.attempts) }
@@ -195,7 +195,7 @@ pub fn operation(detail: &OperationDetail) -> String {
     ];
     let body = html! {
         table {
-            tr { th { "action" } td { (action_cell(s, detail.uncached_result.as_deref())) } }
+            tr { th { "action" } td { (action_cell(s, s.uncached_result.as_deref())) } }
             @for (name, value) in &plain {
                 tr { th { (name) } td { code { (value) } } }
             }
