@@ -86,6 +86,25 @@
         (_: host: { imports = [ host self.nixosModules.default ]; })
         (import ./nixos-modules/farm.nix { inherit lib; } description);
 
+      # The example farm (nixos-modules/example-farm.nix) as complete hosts,
+      # and a client host with `bb`: build one with
+      # `nix build .#nixosConfigurations.scheduler.config.system.build.toplevel`,
+      # run one as a VM with `nixos-rebuild build-vm --flake .#scheduler`,
+      # deploy with `nixos-rebuild switch --flake .#worker1 --target-host ...`.
+      nixosConfigurations =
+        let
+          host = modules: lib.nixosSystem {
+            system = "x86_64-linux";
+            modules = modules ++ [ ./nixos-modules/example-hardware.nix ];
+          };
+          client = {
+            networking.hostName = "client";
+            environment.systemPackages = [ self.packages.x86_64-linux.bb ];
+          };
+        in
+        lib.mapAttrs (_: farmHost: host [ farmHost ]) (self.lib.mkFarm (import ./nixos-modules/example-farm.nix))
+        // { client = host [ client ]; };
+
       nixosModules =
         let
           withPackages = module: {

@@ -217,6 +217,7 @@ let
       ok = lib.all (h: wiring flakeHosts.${h} == wiring farm.${h} && builtins.length flakeHosts.${h}.nixpkgs.overlays == 1)
         [ "scheduler" "worker1" "worker2" ];
     }
+    { name = "the flake defines the example farm's hosts and a client"; ok = lib.attrNames flake.nixosConfigurations == [ "client" "scheduler" "worker1" "worker2" ]; }
     { name = "two workers, two names"; ok = (workerSettings farm.worker1).name == "worker1" && (workerSettings farm.worker2).name == "worker2"; }
     { name = "the scheduler opens its client and worker ports, not the status page"; ok = farm.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ]; }
     { name = "workers open nothing"; ok = farm.worker1.networking.firewall.allowedTCPPorts == [ ]; }
@@ -225,7 +226,9 @@ let
       name = "tokens: the scheduler checks them, workers present theirs";
       ok = farm.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential == [ "tokensFile:/run/keys/bb-tokens.toml" ]
         && farm.worker1.systemd.services.bb-worker.serviceConfig.LoadCredential == [ "token:/run/keys/bb-worker-token" ]
-        && lib.all (a: a.assertion) farm.scheduler.assertions;
+        && lib.all (a: a.assertion) farm.scheduler.assertions
+        && farm.scheduler.services.buildbarn.scheduler.settings.authentication.policy
+        == [{ identities = [ "worker" ]; permissions = [ "worker" ]; }];
     }
     {
       name = "a third worker adds one host and changes no other";

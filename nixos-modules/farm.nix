@@ -27,8 +27,11 @@
 #     };
 #   };
 #   tokens = {                     # optional: bearer tokens, from files on the hosts
-#     file = "/run/keys/bb-tokens.toml";   # the servers' tokens (name = hex SHA-256)
+#     file = "/run/keys/bb-tokens.toml";   # the servers' tokens (name = hex SHA-256),
+#                                  # the workers' under the name "worker"
 #     worker = "/run/keys/bb-worker-token"; # the token workers present
+#     policy = [ ];                # more rules, e.g. { identities = [ "ci" ];
+#                                  # permissions = [ "execute" "read" "write-cas" ]; }
 #   };
 #   tls = {                        # optional: TLS everywhere, material from files
 #     ca = "/run/keys/bb-ca.pem";
@@ -88,6 +91,11 @@ let
     };
   };
 
+  # With tokens, the workers' identity may do what workers do.
+  tokenPolicy = optionalAttrs (tokens != null) {
+    authentication.policy = [{ identities = [ "worker" ]; permissions = [ "worker" ]; }] ++ (tokens.policy or [ ]);
+  };
+
   schedulerModule = {
     networking.hostName = scheduler.host;
     services.buildbarn.scheduler = {
@@ -95,7 +103,7 @@ let
       openFirewall = true;
       openFirewallStatusPage = scheduler.openStatusPage;
       credentials = serverCredentials scheduler.host;
-      settings = lib.recursiveUpdate (lib.recursiveUpdate serverSettings nodeStorage) scheduler.settings;
+      settings = lib.foldl' lib.recursiveUpdate { } [ serverSettings tokenPolicy nodeStorage scheduler.settings ];
     };
   };
 
