@@ -120,7 +120,7 @@ impl Download<'_> {
         let mut level = vec![(Arc::new(root), digest)];
         while !level.is_empty() {
             let mut digests: Vec<Digest> = level.iter().map(|(_, d)| *d).collect();
-            digests.sort_unstable_by_key(|d| d.hash().to_vec());
+            digests.sort_unstable();
             digests.dedup();
             let messages = self.read(&digests, "input directory").await?;
             let mut next = Vec::new();
@@ -167,7 +167,7 @@ impl Download<'_> {
             files.into_iter().partition(|f| f.digest.size() <= BATCH_BLOB_LIMIT);
         for round in rounds(&small) {
             let mut digests: Vec<Digest> = round.iter().map(|f| f.digest).collect();
-            digests.sort_unstable_by_key(|d| d.hash().to_vec());
+            digests.sort_unstable();
             digests.dedup();
             let contents = self.read(&digests, "input file").await?;
             for file in round {

@@ -334,8 +334,6 @@ impl StorageClient {
     }
 }
 
-/// Groups digests (all small) into batches of at most `BATCH_BYTES`, one
-/// digest function per batch.
 /// The decompressed pieces of a `compressed-blobs/zstd` download, bounded
 /// in size each (the reader stops a blob that grows past its size).
 fn decompressed(stream: Streaming<ReadResponse>) -> Download {
@@ -365,6 +363,8 @@ fn decompressed(stream: Streaming<ReadResponse>) -> Download {
     .boxed()
 }
 
+/// Groups digests (all small) into batches of at most `BATCH_BYTES`, one
+/// digest function per batch.
 pub(crate) fn batches(digests: &[Digest]) -> Vec<Vec<Digest>> {
     let mut sorted: Vec<Digest> = digests.to_vec();
     sorted.sort_by_key(|d| d.function());

@@ -40,7 +40,7 @@ fn summary(task: &Task) -> OperationSummary {
         exit_code: response.and_then(|r| r.result.as_ref()).map(|r| r.exit_code),
         status: status.map(|s| format!("{:?}: {}", tonic::Code::from_i32(s.code), s.message)),
         outcome: response.filter(|_| task.is_completed()).map(|r| super::state::outcome(r).to_string()),
-        uncached_result: response.and_then(|r| task.uncached_result(r)).map(|d| d.to_string()),
+        uncached_result: task.kept_result.map(|d| d.to_string()),
     }
 }
 

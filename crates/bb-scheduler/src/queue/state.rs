@@ -230,9 +230,10 @@ impl State {
         if task.is_completed() {
             return;
         }
-        if let (Some(base), Some(kept)) = (&self.config.status_page_url, task.uncached_result(&response)) {
+        task.kept_result = task.uncached_result(&response);
+        if let (Some(base), Some(kept)) = (&self.config.status_page_url, &task.kept_result) {
             let request = &task.request;
-            let page = crate::status::action_page(&request.action_digest, &request.instance_name, &kept);
+            let page = crate::status::action_page(&request.action_digest, &request.instance_name, kept);
             let link = format!("Details of this action: {}{page}", base.trim_end_matches('/'));
             response.message =
                 if response.message.is_empty() { link } else { format!("{}\n{link}", response.message) };

@@ -124,6 +124,9 @@ pub(crate) struct Task {
     /// Since when no client has watched the unfinished operation.
     pub orphaned_since: Option<Instant>,
     pub response: Option<Arc<reapi::ExecuteResponse>>,
+    /// Where the worker kept the response's result in the CAS, if not in
+    /// the Action Cache (see [`Task::uncached_result`]); set on completion.
+    pub kept_result: Option<Digest>,
     pub updates: watch::Sender<Progress>,
 }
 
@@ -156,6 +159,7 @@ impl Task {
             watchers: 0,
             orphaned_since: None,
             response: None,
+            kept_result: None,
             updates,
         };
         task.publish();

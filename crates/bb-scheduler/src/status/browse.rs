@@ -224,16 +224,10 @@ async fn find_result(
     action: &Digest,
     query: &Where,
 ) -> ResultView {
-    let kept = match query.result.split_once('/') {
-        Some((hash, size)) => Some(
-            size.parse()
-                .ok()
-                .and_then(|size| Digest::parse(action.function(), hash, size).ok())
-                .ok_or_else(|| format!("{:?} is not a digest.", query.result)),
-        ),
-        None if query.result.is_empty() => None,
-        None => Some(Err(format!("{:?} is not a digest.", query.result))),
-    };
+    let kept = (!query.result.is_empty()).then(|| {
+        layout::parse_hash_size(action.function(), &query.result)
+            .ok_or_else(|| format!("{:?} is not a digest.", query.result))
+    });
     let (result, source) = match kept {
         Some(Ok(d)) => match read_message::<reapi::ActionResult>(cas, &d, "ActionResult").await {
             Ok(result) => {

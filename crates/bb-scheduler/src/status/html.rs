@@ -12,9 +12,7 @@ use serde::Deserialize;
 /// A HASH/SIZE of the operation's digest function (its action's digest,
 /// its stdout's), as a Digest.
 fn digest_of(op: &OperationSummary, text: &str) -> Option<Digest> {
-    let function = DigestFunction::from_name(&op.digest_function)?;
-    let (hash, size) = text.split_once('/')?;
-    Digest::parse(function, hash, size.parse().ok()?).ok()
+    layout::parse_hash_size(DigestFunction::from_name(&op.digest_function)?, text)
 }
 
 fn action_cell(op: &OperationSummary, result: Option<&str>) -> Markup {

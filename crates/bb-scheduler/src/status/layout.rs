@@ -95,6 +95,13 @@ pub fn blob_url(digest: &Digest, instance: &str, name: &str) -> String {
     digest_url("blob", digest, instance, &[("name", name)])
 }
 
+/// `HASH/SIZE` (as digests are written on the pages and in the JSON) of
+/// `function`, or `None` if it is not one.
+pub fn parse_hash_size(function: bb_util::DigestFunction, text: &str) -> Option<Digest> {
+    let (hash, size) = text.split_once('/')?;
+    Digest::parse(function, hash, size.parse().ok()?).ok()
+}
+
 /// A digest as HASH/SIZE in code, linking to `url`.
 pub fn digest_link(digest: &Digest, url: &str) -> Markup {
     html! { a href=(url) { code { (digest) } } }
