@@ -225,6 +225,8 @@ async fn execute(args: &ExecArgs, action: &Digest) -> anyhow::Result<reapi::Exec
         "build.bazel.remote.execution.v2.requestmetadata-bin",
         tonic::metadata::MetadataValue::from_bytes(&metadata.encode_to_vec()),
     );
+    // A caller's trace (TRACEPARENT) gets the farm's spans of the action.
+    bb_util::trace_context::TraceContext::from_environment().insert_into(request.metadata_mut());
     let mut stream = reapi::execution_client::ExecutionClient::new(channel)
         .execute(request)
         .await

@@ -126,6 +126,11 @@ pub struct FarmArgs {
     /// measuring what the sandbox costs; never for untrusted actions.
     #[arg(long)]
     pub unsandboxed: bool,
+    /// Export the spans of every action (Execute, queueing, each worker
+    /// phase, the runner), one trace per action, to this OpenTelemetry
+    /// collector's OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Who the worker and runner processes run as.
@@ -235,6 +240,9 @@ fn start_scheduler(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> an
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);
     }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        farm_config::export_spans(&mut table, endpoint);
+    }
     let config = state.join("scheduler.toml");
     std::fs::write(&config, toml::to_string(&table)?)?;
     for port in [args.port, args.http_port] {
@@ -310,7 +318,11 @@ async fn start_worker(
         sandboxed: !args.unsandboxed,
         chroot: args.chroot,
     };
-    std::fs::write(&runner_config, toml::to_string(&farm_config::runner(&runner))?)?;
+    let mut runner_table = farm_config::runner(&runner);
+    if let Some(endpoint) = &args.otlp_endpoint {
+        farm_config::export_spans(&mut runner_table, endpoint);
+    }
+    std::fs::write(&runner_config, toml::to_string(&runner_table)?)?;
     let worker_config = directory.join("worker.toml");
     let worker = farm_config::Worker {
         scheduler_port: args.worker_port,
@@ -331,6 +343,9 @@ async fn start_worker(
             args.tls,
             [args.worker_port, args.port],
         );
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        farm_config::export_spans(&mut worker_table, endpoint);
     }
     std::fs::write(&worker_config, toml::to_string(&worker_table)?)?;
     let runner_as: RunAs = runner_user.map(|u| (u.uid, u.gid, vec![u.gid]));
@@ -443,7 +458,8 @@ pub async fn run(args: FarmArgs) -> anyhow::Result<()> {
     if args.workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
-    bb_util::logging::init(&bb_util::logging::LogConfig { format: Default::default(), level: "warn".into() });
+    let warnings = bb_util::logging::LogConfig { level: "warn".into(), ..Default::default() };
+    let _telemetry = bb_util::logging::init(&warnings, "bb-farm")?;
     let identity = identity()?;
     make_directory(&args.state_dir, 0o755, None)?;
     if let Identity::Separate { .. } = identity {

@@ -17,6 +17,14 @@ pub(crate) fn path(value: &Path) -> Value {
     text(value.display())
 }
 
+/// Has a program export its spans to the OTLP/gRPC collector at `endpoint`.
+pub fn export_spans(config: &mut Table, endpoint: &str) {
+    let log = config.entry("log").or_insert_with(|| Value::Table(Table::new()));
+    if let Value::Table(log) = log {
+        log.insert("otlp".into(), table([("endpoint", text(endpoint))]));
+    }
+}
+
 /// Puts the scheduler's CAS and Action Cache on bb-storage nodes instead
 /// of its own disk: each blob and each result on `copies` of them, spread
 /// by rendezvous hashing, a write needing one copy (so a node down stops
@@ -342,5 +350,36 @@ mod tests {
             assert_eq!(store["slow"]["prefix"].as_str(), Some(prefix));
             assert_eq!(store["slow"]["credentials_file"].as_str(), credentials.to_str());
         }
+    }
+
+    #[test]
+    fn every_program_exports_spans_when_told_where() {
+        let dir = Path::new("/tmp/farm");
+        let endpoint = "http://127.0.0.1:4317";
+        let mut table = scheduler("[::]:8980", 8983, "[::]:7982", dir, ByteSize(1 << 30), &[]);
+        export_spans(&mut table, endpoint);
+        let config: bb_scheduler::config::Config =
+            bb_util::config::parse(&toml::to_string(&table).unwrap(), "s").unwrap();
+        assert_eq!(config.log.otlp.map(|o| o.endpoint).as_deref(), Some(endpoint));
+        assert_eq!(config.log.level, "warn", "the rest of the log section is kept");
+        let (socket, build) = (dir.join("s.sock"), dir.join("build"));
+        let r = Runner {
+            socket: &socket,
+            build: &build,
+            kill_user_processes: false,
+            cgroup_parent: None,
+            memory: None,
+            processes: None,
+            cpus: None,
+            allow_network: false,
+            sandboxed: true,
+            chroot: false,
+            network_property: false,
+        };
+        let mut table = runner(&r);
+        export_spans(&mut table, endpoint);
+        let config: bb_runner::config::Config =
+            bb_util::config::parse(&toml::to_string(&table).unwrap(), "r").unwrap();
+        assert_eq!(config.log.otlp.map(|o| o.endpoint).as_deref(), Some(endpoint));
     }
 }

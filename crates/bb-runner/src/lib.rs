@@ -39,7 +39,7 @@ pub async fn serve(config: config::Config, shutdown: CancellationToken) -> anyho
 /// capabilities (before any other thread exists: they are per thread), then
 /// serving until SIGTERM or SIGINT.
 pub fn run(config: config::Config) -> anyhow::Result<()> {
-    bb_util::logging::init(&config.log);
+    let _telemetry = bb_util::logging::init(&config.log, "bb-runner")?;
     let worker_uid = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&config.build_directory).ok().map(|m| m.uid())

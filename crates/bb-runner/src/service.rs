@@ -9,6 +9,7 @@ use bb_proto::buildbarn::runner::runner_server::Runner;
 use bb_proto::buildbarn::runner::{CheckReadinessRequest, RunRequest, RunResponse};
 use bb_util::dir::Directory;
 use bb_util::path::RelativePath;
+use bb_util::trace_context::TraceContext;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct RunnerService {
@@ -227,7 +229,21 @@ impl Runner for RunnerService {
         Ok(Response::new(()))
     }
 
+    /// In a span of its own, the child of the worker's (its trace context
+    /// comes as request metadata).
     async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunResponse>, Status> {
+        let span = tracing::info_span!("Run", otel.kind = "server", exit_code = tracing::field::Empty);
+        TraceContext::from_metadata(request.metadata()).adopt(&span);
+        let response = self.run_request(request).instrument(span.clone()).await;
+        if let Ok(response) = &response {
+            span.record("exit_code", response.get_ref().exit_code);
+        }
+        response
+    }
+}
+
+impl RunnerService {
+    async fn run_request(&self, request: Request<RunRequest>) -> Result<Response<RunResponse>, Status> {
         let timeout = request
             .metadata()
             .get(bb_util::RUNNER_TIMEOUT_HEADER)

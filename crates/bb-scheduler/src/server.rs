@@ -160,7 +160,7 @@ impl SchedulerServer {
 /// Everything `bb-scheduler` does once its config is loaded: logging, then
 /// serving until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    bb_util::logging::init(&config.log);
+    let _telemetry = bb_util::logging::init(&config.log, "bb-scheduler")?;
     let shutdown = bb_util::shutdown::on_signals()?;
     let server = SchedulerServer::bind(&config).await?;
     for address in server.client_addresses() {

@@ -205,7 +205,7 @@ impl StorageServer {
 /// Everything `bb-storage` does once its config is loaded: logging, then
 /// serving until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    bb_util::logging::init(&config.log);
+    let _telemetry = bb_util::logging::init(&config.log, "bb-storage")?;
     let shutdown = bb_util::shutdown::on_signals()?;
     let server = StorageServer::bind(&config).await?;
     for address in server.grpc_addresses() {

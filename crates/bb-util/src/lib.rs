@@ -11,12 +11,14 @@ pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod path;
 pub mod platform;
 pub mod resource_name;
 pub mod shutdown;
 pub mod status;
 pub mod tls;
+pub mod trace_context;
 pub mod watched;
 pub mod zstd_stream;
 

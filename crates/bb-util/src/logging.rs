@@ -1,8 +1,12 @@
-//! Logging with `tracing`, as text for people or JSON for log collectors.
-//! `RUST_LOG` overrides the configured level.
+//! Logging with `tracing`, as text for people or JSON for log collectors,
+//! and spans exported over OTLP when `[log.otlp]` says where. `RUST_LOG`
+//! overrides the configured level (of the log, not of the spans).
 
+use crate::otlp::{Exporter, OtlpConfig, OtlpError};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,6 +26,10 @@ pub struct LogConfig {
     /// A tracing filter: "info", "debug", "bb_storage=debug,info", ...
     #[serde(default = "default_level")]
     pub level: String,
+    /// Where to export spans (Execute, queueing, each worker phase, the
+    /// runner) over OTLP/gRPC. Unset: no spans leave the program.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
 }
 
 fn default_level() -> String {
@@ -30,7 +38,7 @@ fn default_level() -> String {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: default_level() }
+        LogConfig { format: LogFormat::Text, level: default_level(), otlp: None }
     }
 }
 
@@ -40,18 +48,40 @@ fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> boo
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Installs the global subscriber, logging to stderr. A second call (tests
-/// run several programs in one process) keeps the first subscriber.
-pub fn init(config: &LogConfig) {
+/// What [`init`] started: keep it until the program ends, and dropping it
+/// sends the spans not yet exported.
+#[must_use = "dropping it stops the span export"]
+pub struct Telemetry {
+    _exporter: Option<Exporter>,
+}
+
+/// Installs the global subscriber, logging to stderr and, with
+/// `config.otlp`, exporting the spans of the farm's own code as the service
+/// `program`. A second call (tests run several programs in one process)
+/// keeps the first subscriber.
+pub fn init(config: &LogConfig, program: &str) -> Result<Telemetry, OtlpError> {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let log = match config.format {
+        LogFormat::Text => log.with_filter(filter).boxed(),
+        LogFormat::Json => log.json().with_filter(filter).boxed(),
     };
+    let exporter = config.otlp.as_ref().map(|otlp| Exporter::start(otlp, program)).transpose()?;
+    let spans = exporter.as_ref().map(|exporter| {
+        tracing_opentelemetry::layer()
+            .with_tracer(exporter.tracer(program))
+            .with_filter(tracing_subscriber::filter::filter_fn(is_exported))
+    });
+    let installed = Registry::default().with(log).with(spans).try_init().is_ok();
+    Ok(Telemetry { _exporter: exporter.filter(|_| installed) })
+}
+
+/// Spans and events are exported when they are the farm's own, at INFO or
+/// above, whatever the log's level.
+fn is_exported(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.target().starts_with("bb_") && *metadata.level() <= tracing::Level::INFO
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use bb_proto::reapi;
 use bb_util::dir::Directory;
 use bb_util::grpc::Channel;
 use bb_util::path::RelativePath;
+use bb_util::trace_context::TraceContext;
 use bb_util::{Digest, DigestFunction};
 use prost::Message;
 use std::os::unix::fs::PermissionsExt;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tonic::Status;
+use tracing::Instrument;
 
 /// What a running action is doing, as reported to the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +200,14 @@ impl Executor {
             worker_start_timestamp: now(),
             ..Default::default()
         };
-        let (result, status) = match self.run(&task, phase, &mut metadata).await {
+        let span = tracing::info_span!(
+            "execute",
+            otel.kind = "consumer",
+            action_digest = task.action_digest.as_ref().map_or("", |d| d.hash.as_str()),
+            worker = %self.name,
+        );
+        TraceContext::from_map(task.w3c_trace_context.clone()).adopt(&span);
+        let (result, status) = match self.run(&task, phase, &mut metadata).instrument(span).await {
             Ok((result, status)) => (Some(result), status),
             Err(Failure::Status(status)) => (None, status),
             Err(Failure::RunnerLost(why)) => {
@@ -277,8 +286,52 @@ impl Executor {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let _removal = BuildDirectory { path: self.build_directory.join(&id) };
         let directory = ActionDirectory::create(&self.build_directory_handle, &id)?;
-        let mut command_bytes = self.storage.read_blobs(&instance, &[command_digest], "Command").await?;
-        let command_bytes = command_bytes.remove(&command_digest).ok_or_else(|| {
+        let command = self
+            .fetch_inputs(&instance, &command_digest, &root_digest, &directory)
+            .instrument(tracing::info_span!("fetch inputs"))
+            .await?;
+        metadata.input_fetch_completed_timestamp = now();
+
+        // Running.
+        phase.send_replace(Phase::Running);
+        metadata.execution_start_timestamp = now();
+        let (exit_code, status) = self
+            .run_command(action, &command, &id, &mut metadata.auxiliary_metadata)
+            .instrument(tracing::info_span!("run", exit_code = tracing::field::Empty))
+            .await?;
+        metadata.execution_completed_timestamp = now();
+
+        // Uploading outputs, also after a timeout: what exists is kept.
+        phase.send_replace(Phase::UploadingOutputs);
+        metadata.output_upload_start_timestamp = now();
+        let mut result = self
+            .upload_outputs(&instance, function, &command, &directory)
+            .instrument(tracing::info_span!("upload outputs"))
+            .await?;
+        metadata.output_upload_completed_timestamp = now();
+        metadata.worker_completed_timestamp = now();
+        result.exit_code = exit_code;
+        result.execution_metadata = Some(metadata.clone());
+
+        if exit_code == 0 && status.code() == tonic::Code::Ok && !action.do_not_cache {
+            self.storage.update_action_result(&instance, &action_digest, &result).await?;
+        } else {
+            self.keep_uncached_result(&instance, function, &result).await;
+        }
+        Ok((result, status))
+    }
+
+    /// Reads and checks the Command, and lays out the input root with the
+    /// output directories in place.
+    async fn fetch_inputs(
+        &self,
+        instance: &str,
+        command_digest: &Digest,
+        root_digest: &Digest,
+        directory: &ActionDirectory,
+    ) -> Result<reapi::Command, Failure> {
+        let mut command_bytes = self.storage.read_blobs(instance, &[*command_digest], "Command").await?;
+        let command_bytes = command_bytes.remove(command_digest).ok_or_else(|| {
             Status::internal(format!("storage client returned no Command {command_digest}"))
         })?;
         let command = reapi::Command::decode(command_bytes).map_err(|e| {
@@ -288,23 +341,31 @@ impl Executor {
             .map_err(|e| Status::invalid_argument(format!("Command {command_digest}: {}", e.message())))?;
         let tree = InputTree::fetch(
             &self.storage,
-            &instance,
-            &root_digest,
+            instance,
+            root_digest,
             &self.directory_cache,
             &self.input_limits,
             self.file_cache.max_size(),
         )
         .await?;
-        self.materialize(Arc::new(tree), &directory.root, &instance).await?;
+        self.materialize(Arc::new(tree), &directory.root, instance).await?;
         {
             let (command, root) = (command.clone(), directory.root.clone());
             blocking(move || outputs::prepare(&command, &root)).await?;
         }
-        metadata.input_fetch_completed_timestamp = now();
+        Ok(command)
+    }
 
-        // Running.
-        phase.send_replace(Phase::Running);
-        metadata.execution_start_timestamp = now();
+    /// Has the runner run the command in build directory `id`: its exit
+    /// code and the status (DEADLINE_EXCEEDED after the timeout). The
+    /// runner's span is the child of the current one.
+    async fn run_command(
+        &self,
+        action: &reapi::Action,
+        command: &reapi::Command,
+        id: &str,
+        resource_usage: &mut Vec<prost_types::Any>,
+    ) -> Result<(i32, Status), Failure> {
         let timeout =
             action.timeout.and_then(|t| Duration::try_from(t).ok()).unwrap_or(Duration::from_secs(3600));
         let mut request = tonic::Request::new(RunRequest {
@@ -320,7 +381,7 @@ impl Executor {
             input_root_directory: format!("{id}/root"),
             temporary_directory: format!("{id}/tmp"),
             server_logs_directory: String::new(),
-            platform_properties: bb_util::platform::of_action(action, &command)
+            platform_properties: bb_util::platform::of_action(action, command)
                 .map(|p| p.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect())
                 .unwrap_or_default(),
         });
@@ -328,36 +389,41 @@ impl Executor {
             bb_util::RUNNER_TIMEOUT_HEADER,
             timeout.as_millis().to_string().parse().expect("digits are a valid header value"),
         );
+        TraceContext::of_span(&tracing::Span::current()).insert_into(request.metadata_mut());
         request.set_timeout(timeout + RUNNER_GRACE);
-        let run = self.runner.clone().run(request).await;
-        metadata.execution_completed_timestamp = now();
-        let (exit_code, status) = match run {
+        match self.runner.clone().run(request).await {
             Ok(response) => {
                 let response = response.into_inner();
-                metadata.auxiliary_metadata.extend(response.resource_usage);
-                (response.exit_code as i32, Status::ok(""))
+                resource_usage.extend(response.resource_usage);
+                tracing::Span::current().record("exit_code", response.exit_code);
+                Ok((response.exit_code as i32, Status::ok("")))
             }
-            Err(status) if status.code() == tonic::Code::DeadlineExceeded => (0, status),
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => Ok((0, status)),
             Err(status)
                 if matches!(
                     status.code(),
                     tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
                 ) =>
             {
-                return Err(Failure::RunnerLost(format!("the runner went away: {}", status.message())));
+                Err(Failure::RunnerLost(format!("the runner went away: {}", status.message())))
             }
-            Err(status) => {
-                return Err(Status::new(
-                    status.code(),
-                    format!("the runner failed to run the action: {}", status.message()),
-                )
-                .into());
-            }
-        };
+            Err(status) => Err(Status::new(
+                status.code(),
+                format!("the runner failed to run the action: {}", status.message()),
+            )
+            .into()),
+        }
+    }
 
-        // Uploading outputs, also after a timeout: what exists is kept.
-        phase.send_replace(Phase::UploadingOutputs);
-        metadata.output_upload_start_timestamp = now();
+    /// Collects the outputs and stdout and stderr, and uploads them: the
+    /// result, without exit code and metadata yet.
+    async fn upload_outputs(
+        &self,
+        instance: &str,
+        function: DigestFunction,
+        command: &reapi::Command,
+        directory: &ActionDirectory,
+    ) -> Result<reapi::ActionResult, Failure> {
         let collected = {
             let command = command.clone();
             let root = directory.input_root_after_run()?;
@@ -370,18 +436,8 @@ impl Executor {
             *field = Some(digest.to_proto());
             uploads.push((digest, source));
         }
-        self.storage.upload(&instance, uploads).await?;
-        metadata.output_upload_completed_timestamp = now();
-        metadata.worker_completed_timestamp = now();
-        result.exit_code = exit_code;
-        result.execution_metadata = Some(metadata.clone());
-
-        if exit_code == 0 && status.code() == tonic::Code::Ok && !action.do_not_cache {
-            self.storage.update_action_result(&instance, &action_digest, &result).await?;
-        } else {
-            self.keep_uncached_result(&instance, function, &result).await;
-        }
-        Ok((result, status))
+        self.storage.upload(instance, uploads).await?;
+        Ok(result)
     }
 
     /// Stores a result the Action Cache does not get (a failure, a timeout,

@@ -126,7 +126,7 @@ impl Worker {
 /// Everything `bb-worker` does once its config is loaded: logging, metrics,
 /// then working until SIGTERM or SIGINT (and the shutdown grace after it).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    bb_util::logging::init(&config.log);
+    let _telemetry = bb_util::logging::init(&config.log, "bb-worker")?;
     bb_util::metrics::register(metrics::FAMILIES);
     let draining = bb_util::shutdown::on_signals()?;
     if let Some(address) = config.http_listen {

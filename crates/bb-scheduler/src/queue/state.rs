@@ -11,9 +11,7 @@ use crate::platform::Platform;
 use bb_proto::reapi;
 use bb_util::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::SystemTime;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 /// Tasks wait in one queue per (instance name, platform).
 pub(crate) type QueueKey = (String, Platform);
@@ -84,7 +82,7 @@ impl State {
     /// waiting workers.
     pub fn enqueue(&mut self, id: TaskId, front: bool) {
         let Some(task) = self.tasks.get_mut(&id) else { return };
-        task.state = TaskState::Queued;
+        task.queue();
         task.publish();
         let key = (task.request.instance_name.clone(), task.request.platform.clone());
         let (priority, invocation) = (task.request.priority, task.request.invocation.clone());
@@ -125,7 +123,7 @@ impl State {
     /// Re-queues at the front without serving waiters (used while serving them).
     fn enqueue_front_quietly(&mut self, id: TaskId) {
         let Some(task) = self.tasks.get_mut(&id) else { return };
-        task.state = TaskState::Queued;
+        task.queue();
         task.attempts = task.attempts.saturating_sub(1);
         task.publish();
         let key = (task.request.instance_name.clone(), task.request.platform.clone());
@@ -163,12 +161,7 @@ impl State {
     fn assign(&mut self, id: TaskId, worker_key: &str) {
         let Some(task) = self.tasks.get_mut(&id) else { return };
         task.attempts += 1;
-        task.state = TaskState::Executing {
-            worker: worker_key.to_string(),
-            since: Instant::now(),
-            started_at: SystemTime::now(),
-            phase: Phase::Started,
-        };
+        task.run_on(worker_key);
         metrics::histogram!(names::QUEUE_WAIT).record(task.queued_instant.elapsed().as_secs_f64());
         metrics::gauge!(names::EXECUTING).increment(1.0);
         task.publish();
@@ -242,7 +235,7 @@ impl State {
         if let TaskState::Executing { since, .. } = &task.state {
             metrics::histogram!(names::EXECUTION_DURATION).record(since.elapsed().as_secs_f64());
         }
-        task.complete(response);
+        task.complete(response, outcome);
         metrics::counter!(names::COMPLETED, "outcome" => outcome).increment(1);
         *self.completed.entry(outcome).or_default() += 1;
         let key = (task.request.instance_name.clone(), task.request.action_digest);

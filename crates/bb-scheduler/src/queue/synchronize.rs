@@ -206,7 +206,7 @@ impl BuildQueue {
             queued_timestamp: Some(task.queued_at.into()),
             auxiliary_metadata: task.request.auxiliary_metadata.clone(),
             instance_name_suffix: suffix,
-            w3c_trace_context: Default::default(),
+            w3c_trace_context: bb_util::trace_context::TraceContext::of_span(&task.span).into_map(),
             digest_function: task.request.action_digest.function().to_proto(),
         };
         SynchronizeResponse {

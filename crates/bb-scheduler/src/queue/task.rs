@@ -128,6 +128,11 @@ pub(crate) struct Task {
     /// the Action Cache (see [`Task::uncached_result`]); set on completion.
     pub kept_result: Option<Digest>,
     pub updates: watch::Sender<Progress>,
+    /// The span of the whole operation, from the Execute that created it
+    /// to completion: the worker's spans are its children.
+    pub span: tracing::Span,
+    /// The span of the operation's current wait in a queue, if it waits.
+    pub queued_span: tracing::Span,
 }
 
 impl Task {
@@ -147,6 +152,14 @@ impl Task {
         let name = uuid::Uuid::new_v4().to_string();
         let (updates, _) =
             watch::channel(Progress { stage: Stage::Queued, worker: None, started_at: None, response: None });
+        let span = tracing::info_span!(
+            "operation",
+            operation = %name,
+            action_digest = %request.action_digest,
+            instance_name = %request.instance_name,
+            worker = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         let task = Task {
             id,
             name,
@@ -161,6 +174,8 @@ impl Task {
             response: None,
             kept_result: None,
             updates,
+            queued_span: tracing::Span::none(),
+            span,
         };
         task.publish();
         task
@@ -221,8 +236,31 @@ impl Task {
         self.updates.send_replace(self.progress());
     }
 
-    /// Ends the task with `response`.
-    pub fn complete(&mut self, response: reapi::ExecuteResponse) {
+    /// Marks the task as waiting in a queue.
+    pub fn queue(&mut self) {
+        self.state = TaskState::Queued;
+        if self.queued_span.is_none() {
+            self.queued_span = tracing::info_span!(parent: &self.span, "queued");
+        }
+    }
+
+    /// Marks the task as running on `worker`.
+    pub fn run_on(&mut self, worker: &str) {
+        self.state = TaskState::Executing {
+            worker: worker.to_string(),
+            since: Instant::now(),
+            started_at: SystemTime::now(),
+            phase: Phase::Started,
+        };
+        self.queued_span = tracing::Span::none();
+        self.span.record("worker", worker);
+    }
+
+    /// Ends the task with `response`, which had `outcome`.
+    pub fn complete(&mut self, response: reapi::ExecuteResponse, outcome: &str) {
+        self.span.record("outcome", outcome);
+        self.span = tracing::Span::none();
+        self.queued_span = tracing::Span::none();
         let worker = self.worker().map(str::to_string);
         self.state = TaskState::Completed { at: Instant::now(), completed_at: SystemTime::now(), worker };
         self.response = Some(Arc::new(response));

@@ -15,12 +15,14 @@ use bb_storage::service::Instances;
 use bb_storage::service::request::required_digest;
 use bb_util::Digest;
 use bb_util::auth::Permission;
+use bb_util::trace_context::TraceContext;
 use futures::stream::BoxStream;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// The gRPC header in which clients send `RequestMetadata`.
 const REQUEST_METADATA_HEADER: &str = "build.bazel.remote.execution.v2.requestmetadata-bin";
@@ -96,10 +98,43 @@ impl Execution for ExecutionService {
     type ExecuteStream = BoxStream<'static, Result<Operation, Status>>;
     type WaitExecutionStream = BoxStream<'static, Result<Operation, Status>>;
 
+    /// In a span of its own, the child of the client's trace context when
+    /// it sent one; a new operation's span is this span's child.
     async fn execute(
         &self,
         request: Request<reapi::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStream>, Status> {
+        let span = tracing::info_span!(
+            "Execute",
+            otel.kind = "server",
+            action_digest = tracing::field::Empty,
+            cached_result = tracing::field::Empty,
+        );
+        TraceContext::from_metadata(request.metadata()).adopt(&span);
+        self.execute_request(request).instrument(span).await
+    }
+
+    async fn wait_execution(
+        &self,
+        request: Request<reapi::WaitExecutionRequest>,
+    ) -> Result<Response<Self::WaitExecutionStream>, Status> {
+        require_execute_somewhere(&request)?;
+        let name = &request.get_ref().name;
+        match self.queue.attach(name) {
+            Some(watch) => Ok(Response::new(self.stream(watch))),
+            None => Err(Status::not_found(format!(
+                "operation {name:?} does not exist (finished operations are kept for {})",
+                self.queue.config().completed_retention
+            ))),
+        }
+    }
+}
+
+impl ExecutionService {
+    async fn execute_request(
+        &self,
+        request: Request<reapi::ExecuteRequest>,
+    ) -> Result<Response<BoxStream<'static, Result<Operation, Status>>>, Status> {
         let metadata = request_metadata(request.metadata());
         let principal = bb_util::auth::principal(&request)?.clone();
         let request = request.into_inner();
@@ -107,6 +142,7 @@ impl Execution for ExecutionService {
         self.instances.admit(&principal, &instance, &[Permission::Execute])?;
         let action_digest =
             required_digest(request.digest_function, request.action_digest.as_ref(), "action_digest")?;
+        tracing::Span::current().record("action_digest", tracing::field::display(&action_digest));
 
         let cas = self.storage.cas(&instance);
         let mut action: reapi::Action = read_message(&*cas, &action_digest, "Action").await?;
@@ -141,6 +177,7 @@ impl Execution for ExecutionService {
             };
             if let Some(result) = self.storage.get_action_result(&instance, &action_digest, &inline).await? {
                 metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
+                tracing::Span::current().record("cached_result", true);
                 let response = reapi::ExecuteResponse {
                     result: Some(result),
                     cached_result: true,
@@ -151,21 +188,6 @@ impl Execution for ExecutionService {
             }
         }
         Ok(Response::new(self.stream(self.queue.execute(task))))
-    }
-
-    async fn wait_execution(
-        &self,
-        request: Request<reapi::WaitExecutionRequest>,
-    ) -> Result<Response<Self::WaitExecutionStream>, Status> {
-        require_execute_somewhere(&request)?;
-        let name = &request.get_ref().name;
-        match self.queue.attach(name) {
-            Some(watch) => Ok(Response::new(self.stream(watch))),
-            None => Err(Status::not_found(format!(
-                "operation {name:?} does not exist (finished operations are kept for {})",
-                self.queue.config().completed_retention
-            ))),
-        }
     }
 }
 
