@@ -240,9 +240,7 @@ fn start_scheduler(args: &FarmArgs, credentials: Option<&FarmCredentials>) -> an
     if let Some(credentials) = credentials {
         crate::farm_tls::secure_scheduler(&mut table, credentials, args.tls);
     }
-    if let Some(endpoint) = &args.otlp_endpoint {
-        farm_config::export_spans(&mut table, endpoint);
-    }
+    farm_config::export_spans(&mut table, args.otlp_endpoint.as_deref());
     let config = state.join("scheduler.toml");
     std::fs::write(&config, toml::to_string(&table)?)?;
     for port in [args.port, args.http_port] {
@@ -319,9 +317,7 @@ async fn start_worker(
         chroot: args.chroot,
     };
     let mut runner_table = farm_config::runner(&runner);
-    if let Some(endpoint) = &args.otlp_endpoint {
-        farm_config::export_spans(&mut runner_table, endpoint);
-    }
+    farm_config::export_spans(&mut runner_table, args.otlp_endpoint.as_deref());
     std::fs::write(&runner_config, toml::to_string(&runner_table)?)?;
     let worker_config = directory.join("worker.toml");
     let worker = farm_config::Worker {
@@ -344,9 +340,7 @@ async fn start_worker(
             [args.worker_port, args.port],
         );
     }
-    if let Some(endpoint) = &args.otlp_endpoint {
-        farm_config::export_spans(&mut worker_table, endpoint);
-    }
+    farm_config::export_spans(&mut worker_table, args.otlp_endpoint.as_deref());
     std::fs::write(&worker_config, toml::to_string(&worker_table)?)?;
     let runner_as: RunAs = runner_user.map(|u| (u.uid, u.gid, vec![u.gid]));
     // The worker joins the runner's group, for the socket.

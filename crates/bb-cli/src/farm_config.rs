@@ -17,8 +17,10 @@ pub(crate) fn path(value: &Path) -> Value {
     text(value.display())
 }
 
-/// Has a program export its spans to the OTLP/gRPC collector at `endpoint`.
-pub fn export_spans(config: &mut Table, endpoint: &str) {
+/// Has a program export its spans to the OTLP/gRPC collector at
+/// `endpoint`, if there is one.
+pub fn export_spans(config: &mut Table, endpoint: Option<&str>) {
+    let Some(endpoint) = endpoint else { return };
     let log = config.entry("log").or_insert_with(|| Value::Table(Table::new()));
     if let Value::Table(log) = log {
         log.insert("otlp".into(), table([("endpoint", text(endpoint))]));
@@ -357,7 +359,7 @@ mod tests {
         let dir = Path::new("/tmp/farm");
         let endpoint = "http://127.0.0.1:4317";
         let mut table = scheduler("[::]:8980", 8983, "[::]:7982", dir, ByteSize(1 << 30), &[]);
-        export_spans(&mut table, endpoint);
+        export_spans(&mut table, Some(endpoint));
         let config: bb_scheduler::config::Config =
             bb_util::config::parse(&toml::to_string(&table).unwrap(), "s").unwrap();
         assert_eq!(config.log.otlp.map(|o| o.endpoint).as_deref(), Some(endpoint));
@@ -377,7 +379,7 @@ mod tests {
             network_property: false,
         };
         let mut table = runner(&r);
-        export_spans(&mut table, endpoint);
+        export_spans(&mut table, Some(endpoint));
         let config: bb_runner::config::Config =
             bb_util::config::parse(&toml::to_string(&table).unwrap(), "r").unwrap();
         assert_eq!(config.log.otlp.map(|o| o.endpoint).as_deref(), Some(endpoint));

@@ -72,8 +72,8 @@ impl SpanExporter for OnOwnRuntime {
     }
 }
 
-/// What exports this program's spans: dropped (or [`Exporter::shutdown`]),
-/// it sends what is left and stops.
+/// What exports this program's spans: dropped, it sends what is left and
+/// stops.
 pub struct Exporter {
     provider: SdkTracerProvider,
     runtime: Option<tokio::runtime::Runtime>,
@@ -112,13 +112,10 @@ impl Exporter {
     pub fn tracer(&self, program: &str) -> opentelemetry_sdk::trace::Tracer {
         self.provider.tracer(program.to_string())
     }
+}
 
-    /// Sends the spans not yet sent, then stops.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
+impl Drop for Exporter {
+    fn drop(&mut self) {
         let Some(runtime) = self.runtime.take() else { return };
         // This blocks until the last batch is sent (or times out): the
         // export runs on the exporter's runtime, never on the caller's, so
@@ -127,11 +124,5 @@ impl Exporter {
             eprintln!("OTLP: the last spans were not sent: {e}");
         }
         runtime.shutdown_background();
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
