@@ -13,7 +13,7 @@ cd "$CHECKS_ROOT"
 skip_unless_root "the fault suite needs root (it runs the farm with users bb-worker and bb-runner)"
 require_tool unshare "apt-get install -y util-linux"
 require_tool pgrep "apt-get install -y procps"
-cargo build --release -p bb-cli --bin bb --example faults
+build_release
 require_binary bb
 ensure_farm_users
 

@@ -16,7 +16,7 @@ skip_unless_root "the hostile-input suite needs root (it runs actions as user bb
 require_tool unshare "apt-get install -y util-linux"
 require_tool useradd "apt-get install -y passwd"
 require_tool pgrep "apt-get install -y procps"
-cargo build --release -p bb-cli --bin bb --example hostile
+build_release
 require_binary bb
 ensure_farm_users
 

@@ -23,8 +23,16 @@ require_tool() {
   command -v "$1" >/dev/null 2>&1 || die "$1 is not installed; install it with: $2"
 }
 
+# build_release: the release binaries and examples, all in one build. Every
+# check builds with this one command: a narrower one (-p, or no --examples)
+# resolves other features, rebuilds every dependency and doubles the disk
+# that target/ takes.
+build_release() {
+  cargo build --release --workspace --bins --examples
+}
+
 require_binary() {
-  [ -x "$BB_BIN_DIR/$1" ] || die "$BB_BIN_DIR/$1 is missing; build it with: cargo build --release --workspace"
+  [ -x "$BB_BIN_DIR/$1" ] || die "$BB_BIN_DIR/$1 is missing; build it with: cargo build --release --workspace --bins --examples"
 }
 
 # stop_background PID...: kills the processes, then waits for each.

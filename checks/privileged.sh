@@ -10,5 +10,5 @@ cd "$CHECKS_ROOT"
 skip_unless_root "the privilege-separation tests need root (they create users bb-worker and bb-runner)"
 require_tool setpriv "apt-get install -y util-linux"
 require_tool useradd "apt-get install -y passwd"
-cargo build --workspace --bins
-cargo test -p bb-worker --test privileged -- --ignored
+# The same packages as the suite's cargo test --workspace, so the same build.
+cargo test --workspace --test privileged -- --ignored

@@ -32,7 +32,7 @@ cargo test --workspace
 step "privilege separation (root only)"
 checks/privileged.sh
 step "release build"
-cargo build --release --workspace
+build_release
 step "bb farm creates its users when they are missing (root only)"
 checks/farm-users.sh
 step "hostile-input suite against bb farm (root only)"

@@ -12,7 +12,7 @@ set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$CHECKS_ROOT"
 skip_unless_root "bb farm separates its users only as root"
-cargo build --release -p bb-cli --bin bb --example noop_bench 2>/dev/null
+build_release 2>/dev/null
 require_binary bb
 
 rounds=$1

@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$CHECKS_ROOT"
-cargo build --release -p bb-cli --bin bb --example noop_bench 2>/dev/null
+build_release 2>/dev/null
 require_binary bb
 
 work=$(mktemp -d /tmp/bb-bench.XXXXXX)

@@ -5,7 +5,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$CHECKS_ROOT"
-cargo build --release -p bb-storage --example storage_bench 2>/dev/null
+build_release 2>/dev/null
 require_binary bb-storage
 
 work=$(mktemp -d /tmp/bb-bench.XXXXXX)
