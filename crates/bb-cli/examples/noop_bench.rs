@@ -16,7 +16,7 @@ use clap::Parser;
 use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Parser)]
 struct Flags {
@@ -61,9 +61,11 @@ impl Client {
         })
     }
 
-    /// One unique no-op action, end to end.
-    async fn run(&mut self, i: usize) -> anyhow::Result<Duration> {
+    /// One unique no-op action, end to end: how long it took, and where
+    /// that time went.
+    async fn run(&mut self, i: usize) -> anyhow::Result<(Duration, Phases)> {
         let start = Instant::now();
+        let started_at = SystemTime::now();
         let platform = reapi::Platform {
             properties: vec![reapi::platform::Property { name: "OSFamily".into(), value: "linux".into() }],
         };
@@ -91,8 +93,9 @@ impl Client {
             .await?;
         let request =
             reapi::ExecuteRequest { action_digest: Some(action_digest.to_proto()), ..Default::default() };
+        let executed_at = SystemTime::now();
         let mut stream = self.execution.execute(request).await?.into_inner();
-        let mut done = false;
+        let mut metadata = None;
         while let Some(operation) = stream.message().await? {
             if let Some(bb_proto::longrunning::operation::Result::Response(any)) = &operation.result {
                 let response = reapi::ExecuteResponse::decode(any.value.as_slice())?;
@@ -103,11 +106,80 @@ impl Client {
                     "the no-op failed: exit {exit:?}, status {:?}",
                     response.status
                 );
-                done = true;
+                metadata = Some(response.result.and_then(|r| r.execution_metadata).unwrap_or_default());
             }
         }
-        anyhow::ensure!(done, "the operation ended without a result");
-        Ok(start.elapsed())
+        let notified_at = SystemTime::now();
+        let metadata = metadata.ok_or_else(|| anyhow::anyhow!("the operation ended without a result"))?;
+        Ok((start.elapsed(), Phases::of(started_at, executed_at, &metadata, notified_at)))
+    }
+}
+
+/// The steps of one action in order, each named by what happens in it, from
+/// the client's clock and the timestamps of ExecutedActionMetadata (every
+/// program on this host reads the same clock).
+const PHASES: [&str; 11] = [
+    "client: FindMissing and upload of Action and Command",
+    "Execute sent -> queued by the scheduler",
+    "queued -> taken by a worker (queue, dispatch)",
+    "worker: build directory made",
+    "worker: Command read, input root laid out",
+    "worker: input root -> runner called",
+    "runner: sandbox, spawn, wait",
+    "worker: run -> outputs collected",
+    "worker: outputs, stdout, stderr uploaded",
+    "worker: done -> Action Cache written, reported, client told",
+    "in all",
+];
+
+/// How long one action spent in each of PHASES, in microseconds (0 where
+/// a timestamp is missing or the clock stepped back).
+struct Phases([u64; PHASES.len()]);
+
+impl Phases {
+    fn of(
+        started: SystemTime,
+        executed: SystemTime,
+        m: &reapi::ExecutedActionMetadata,
+        notified: SystemTime,
+    ) -> Phases {
+        let at = |t: &Option<prost_types::Timestamp>| t.and_then(|t| SystemTime::try_from(t).ok());
+        let points = [
+            Some(started),
+            Some(executed),
+            at(&m.queued_timestamp),
+            at(&m.worker_start_timestamp),
+            at(&m.input_fetch_start_timestamp),
+            at(&m.input_fetch_completed_timestamp),
+            at(&m.execution_start_timestamp),
+            at(&m.execution_completed_timestamp),
+            at(&m.output_upload_start_timestamp),
+            at(&m.output_upload_completed_timestamp),
+            Some(notified),
+        ];
+        let micros = |from: Option<SystemTime>, to: Option<SystemTime>| {
+            from.zip(to)
+                .and_then(|(from, to)| to.duration_since(from).ok())
+                .map_or(0, |d| d.as_micros() as u64)
+        };
+        let mut phases = [0; PHASES.len()];
+        for (phase, pair) in phases.iter_mut().zip(points.windows(2)) {
+            *phase = micros(pair[0], pair[1]);
+        }
+        phases[PHASES.len() - 1] = micros(Some(started), Some(notified));
+        Phases(phases)
+    }
+
+    /// A table of each phase's median and 99th percentile over `runs`.
+    fn table(runs: &[Phases]) -> String {
+        let mut table = String::from("| phase | p50 µs | p99 µs |\n| --- | ---: | ---: |\n");
+        for (i, name) in PHASES.iter().enumerate() {
+            let mut values: Vec<u64> = runs.iter().map(|p| p.0[i]).collect();
+            values.sort_unstable();
+            let at = |p: f64| values[((values.len() as f64 * p) as usize).min(values.len() - 1)];
+            table.push_str(&format!("| {name} | {} | {} |\n", at(0.5), at(0.99)));
+        }
+        table
     }
 }
 
@@ -148,17 +220,23 @@ async fn main() -> anyhow::Result<()> {
         client.run(usize::MAX - i).await?; // warm up connections and caches
     }
     let mut latencies = Vec::with_capacity(flags.actions);
+    let mut phases = Vec::with_capacity(flags.actions);
     for i in 0..flags.actions {
-        latencies.push(client.run(i).await?);
+        let (latency, phase) = client.run(i).await?;
+        latencies.push(latency);
+        phases.push(phase);
     }
     latencies.sort();
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     println!("spawning /bin/true locally (the floor): p50 {spawn:.2} ms");
     println!(
-        "{} sequential no-op actions through the farm: p50 {p50:.2} ms, p99 {p99:.2} ms ({:.1}x the spawn)",
+        "{} sequential no-op actions through the farm: p50 {p50:.2} ms ({:.1}x the spawn), \
+         p99 {p99:.2} ms ({:.1}x)",
         flags.actions,
-        p50 / spawn
+        p50 / spawn,
+        p99 / spawn
     );
+    println!("where the sequential actions' time went:\n{}", Phases::table(&phases));
 
     let next = Arc::new(AtomicUsize::new(0));
     let busy_before = host_busy()?;

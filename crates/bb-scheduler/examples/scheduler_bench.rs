@@ -238,10 +238,12 @@ async fn memory(actions: usize) -> anyhow::Result<()> {
         .map(|i| {
             let (mut action, blobs) = action(i, salt);
             action.timeout = Some(prost_types::Duration { seconds: 1800, nanos: 0 });
+            let command = reapi::Command::decode(blobs[1].1.clone()).expect("the bench's own Command");
             NewTask {
                 instance_name: String::new(),
                 action_digest: blobs[0].0,
                 action,
+                command,
                 platform: Platform::from_pairs(PLATFORM),
                 priority: 0,
                 invocation: format!("invocation-{}", i % 16),

@@ -287,7 +287,7 @@ impl Executor {
         let _removal = BuildDirectory { path: self.build_directory.join(&id) };
         let directory = ActionDirectory::create(&self.build_directory_handle, &id)?;
         let command = self
-            .fetch_inputs(&instance, &command_digest, &root_digest, &directory)
+            .fetch_inputs(&instance, task.command.as_ref(), &command_digest, &root_digest, &directory)
             .instrument(tracing::info_span!("fetch inputs"))
             .await?;
         metadata.input_fetch_completed_timestamp = now();
@@ -321,22 +321,21 @@ impl Executor {
         Ok((result, status))
     }
 
-    /// Reads and checks the Command, and lays out the input root with the
-    /// output directories in place.
+    /// Checks the Command (the scheduler's, or read from the CAS when it
+    /// sent none), and lays out the input root with the output directories
+    /// in place.
     async fn fetch_inputs(
         &self,
         instance: &str,
+        sent: Option<&reapi::Command>,
         command_digest: &Digest,
         root_digest: &Digest,
         directory: &ActionDirectory,
     ) -> Result<reapi::Command, Failure> {
-        let mut command_bytes = self.storage.read_blobs(instance, &[*command_digest], "Command").await?;
-        let command_bytes = command_bytes.remove(command_digest).ok_or_else(|| {
-            Status::internal(format!("storage client returned no Command {command_digest}"))
-        })?;
-        let command = reapi::Command::decode(command_bytes).map_err(|e| {
-            Status::invalid_argument(format!("Command {command_digest} does not decode: {e}"))
-        })?;
+        let command = match sent {
+            Some(command) => command.clone(),
+            None => self.read_command(instance, command_digest).await?,
+        };
         bb_util::command::check(&command)
             .map_err(|e| Status::invalid_argument(format!("Command {command_digest}: {}", e.message())))?;
         let tree = InputTree::fetch(
@@ -354,6 +353,15 @@ impl Executor {
             blocking(move || outputs::prepare(&command, &root)).await?;
         }
         Ok(command)
+    }
+
+    async fn read_command(&self, instance: &str, digest: &Digest) -> Result<reapi::Command, Status> {
+        let mut bytes = self.storage.read_blobs(instance, &[*digest], "Command").await?;
+        let bytes = bytes
+            .remove(digest)
+            .ok_or_else(|| Status::internal(format!("storage client returned no Command {digest}")))?;
+        reapi::Command::decode(bytes)
+            .map_err(|e| Status::invalid_argument(format!("Command {digest} does not decode: {e}")))
     }
 
     /// Has the runner run the command in build directory `id`: its exit

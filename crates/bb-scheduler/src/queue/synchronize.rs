@@ -208,6 +208,7 @@ impl BuildQueue {
             instance_name_suffix: suffix,
             w3c_trace_context: bb_util::trace_context::TraceContext::of_span(&task.span).into_map(),
             digest_function: task.request.action_digest.function().to_proto(),
+            command: Some(task.request.command.clone()),
         };
         SynchronizeResponse {
             next_synchronization_at: at(self.config.executing_sync_interval.get()),

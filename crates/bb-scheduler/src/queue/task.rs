@@ -47,6 +47,8 @@ pub struct NewTask {
     pub action_digest: Digest,
     /// With its timeout filled in.
     pub action: reapi::Action,
+    /// The Action's Command, checked: handed to the worker with the Action.
+    pub command: reapi::Command,
     pub platform: Platform,
     pub priority: i32,
     /// `tool_invocation_id` of the client, for fairness.

@@ -40,6 +40,7 @@ fn task(seed: &str, platform: Platform, priority: i32, invocation: &str) -> NewT
         instance_name: String::new(),
         action_digest: Digest::of(DigestFunction::Sha256, seed.as_bytes()),
         action,
+        command: Default::default(),
         platform,
         priority,
         invocation: invocation.to_string(),

@@ -161,6 +161,7 @@ impl ExecutionService {
             instance_name: instance.clone(),
             action_digest,
             action,
+            command,
             platform,
             priority: request.execution_policy.as_ref().map_or(0, |p| p.priority),
             invocation: metadata.map(|m| m.tool_invocation_id).unwrap_or_default(),
