@@ -347,12 +347,9 @@ impl Executor {
             self.file_cache.max_size(),
         )
         .await?;
-        self.materialize(Arc::new(tree), &directory.root, instance).await?;
-        {
-            let (command, root) = (command.clone(), directory.root.clone());
-            blocking(move || outputs::prepare(&command, &root)).await?;
-        }
-        Ok(command)
+        let command = Arc::new(command);
+        self.materialize(Arc::new(tree), &directory.root, instance, &command).await?;
+        Ok(Arc::unwrap_or_clone(command))
     }
 
     async fn read_command(&self, instance: &str, digest: &Digest) -> Result<reapi::Command, Status> {
@@ -466,7 +463,8 @@ impl Executor {
         }
     }
 
-    /// Makes sure the cache holds every input file, then lays the tree out.
+    /// Makes sure the cache holds every input file, then lays the tree out
+    /// and makes the parents of the command's outputs, in one blocking call.
     /// A file evicted between the two (a cache too small for the tree) is
     /// fetched again once.
     async fn materialize(
@@ -474,23 +472,24 @@ impl Executor {
         tree: Arc<InputTree>,
         root: &Arc<Directory>,
         instance: &str,
+        command: &Arc<reapi::Command>,
     ) -> Result<(), Status> {
         let keys = tree.keys();
         for attempt in 0..2 {
             self.file_cache.ensure(&keys, &self.storage, instance).await?;
             let (tree, root, cache) = (tree.clone(), root.clone(), self.file_cache.clone());
-            let laid_out = tokio::task::spawn_blocking(move || {
+            let command = command.clone();
+            let laid_out = blocking(move || {
                 let result = tree.materialize(&root, &cache);
                 if result.is_err() {
                     // Start the next attempt from an empty root.
                     let _ = root.remove_contents();
                 }
-                result
+                Ok(result.map(|()| outputs::prepare(&command, &root)))
             })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
             match laid_out {
-                Ok(()) => return Ok(()),
+                Ok(prepared) => return prepared,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => continue,
                 Err(e) => return Err(Status::internal(format!("laying out the input root: {e}"))),
             }
