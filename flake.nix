@@ -76,6 +76,16 @@
             type = "app";
             program = "${pkgs.writeShellScript "bb-farm" ''exec ${packages.bb}/bin/bb farm "$@"''}";
           };
+          # The example farm's hosts as VMs on this machine, with their
+          # network (KVM needed): the NixOS test driver's shell, where
+          # `start_all()` boots them and `client.shell_interact()` is a
+          # shell on the client; `test_script()` runs the example's test.
+          example-farm = {
+            type = "app";
+            program = "${pkgs.writeShellScript "bb-example-farm" ''
+              exec ${self.checks.${pkgs.stdenv.hostPlatform.system}.vm-example-farm.driverInteractive}/bin/nixos-test-driver --interactive "$@"
+            ''}";
+          };
           default = app "bb" "bb";
         });
 
@@ -97,10 +107,7 @@
             system = "x86_64-linux";
             modules = modules ++ [ ./nixos-modules/example-hardware.nix ];
           };
-          client = {
-            networking.hostName = "client";
-            environment.systemPackages = [ self.packages.x86_64-linux.bb ];
-          };
+          client = import ./nixos-modules/example-client.nix self.packages.x86_64-linux.bb;
         in
         lib.mapAttrs (_: farmHost: host [ farmHost ]) (self.lib.mkFarm (import ./nixos-modules/example-farm.nix))
         // { client = host [ client ]; };
@@ -153,6 +160,7 @@
           vm-isolation = vmTest ./checks/vm/isolation.nix;
           vm-worker-loss = vmTest ./checks/vm/worker-loss.nix;
           vm-secure-farm = vmTest ./checks/vm/secure-farm.nix;
+          vm-example-farm = vmTest ./checks/vm/example-farm.nix;
         });
 
       devShells = forAllSystems (pkgs: {

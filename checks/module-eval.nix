@@ -45,6 +45,12 @@ let
     bb-storage = fakePackage "bb-storage";
     bb-worker = fakePackage "bb-worker";
     bb-runner = fakePackage "bb-runner";
+    # The example farm's toolchain.
+    gcc = fakePackage "gcc";
+    binutils = fakePackage "binutils";
+    coreutils = fakePackage "coreutils";
+    # The VM tests' toolchain.
+    hello = fakePackage "hello";
   };
 
   # The NixOS options the modules set, declared freeform.
@@ -129,6 +135,22 @@ let
     storage.nodes = { storage1 = { }; storage2 = { }; };
     anonymousOnNetwork = true;
   });
+  tls = { ca = "/run/keys/bb-ca.pem"; directory = "/run/keys"; };
+  securedNodes = hosts (lib.recursiveUpdate example {
+    inherit tls;
+    storage = { nodes.storage1 = { }; copies = 1; };
+    tokens.scheduler = "/run/keys/bb-scheduler-token";
+  });
+  certified = hosts (lib.recursiveUpdate (builtins.removeAttrs example [ "tokens" ]) {
+    tls = tls // { workerCertificates = true; };
+  });
+  # What the VM tests deploy.
+  vmFarms = import ./vm/farms.nix { inherit lib; };
+  vmHosts = description: extra: lib.mapAttrs
+    (name: host: evaluate ([ host ] ++ lib.optional (description.workers ? ${name}) extra))
+    (mkFarm description);
+  isolationHosts = vmHosts vmFarms.closed vmFarms.isolationWorker;
+  secureHosts = vmHosts vmFarms.secure { };
   # The flake's lib.mkFarm, which adds the farm's modules and packages.
   flake = (import ../flake.nix).outputs { self = flake; nixpkgs = { inherit lib; }; crane = { }; rust-overlay = { }; };
   flakeHosts = lib.mapAttrs (_: host: evaluate [ host ]) (flake.lib.mkFarm example);
@@ -228,7 +250,7 @@ let
         && farm.worker1.systemd.services.bb-worker.serviceConfig.LoadCredential == [ "token:/run/keys/bb-worker-token" ]
         && lib.all (a: a.assertion) farm.scheduler.assertions
         && farm.scheduler.services.buildbarn.scheduler.settings.authentication.policy
-        == [{ identities = [ "worker" ]; permissions = [ "worker" ]; }];
+        == [{ identities = [ "worker" ]; permissions = [ "worker" ]; } { identities = [ "ci" ]; permissions = [ "execute" "read" "write-cas" ]; }];
     }
     {
       name = "a third worker adds one host and changes no other";
@@ -245,22 +267,84 @@ let
         && !sharded.storage1.services.buildbarn.storage.settings.storage.action_cache.completeness_check
         && sharded.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ];
     }
-    { name = "storage nodes with tokens are refused, not half secured"; ok = fails (hosts (example // { storage.nodes.storage1 = { }; })); }
+    { name = "storage nodes with tokens need the scheduler's token"; ok = fails (hosts (example // { storage.nodes.storage1 = { }; })); }
+    {
+      name = "secured storage nodes: the scheduler presents its CA and token to each, they let it alone in";
+      ok =
+        let
+          schedulerSettings = securedNodes.scheduler.services.buildbarn.scheduler.settings;
+          node = securedNodes.storage1.services.buildbarn.storage;
+          copy = name: "/run/credentials/bb-scheduler.service/${name}";
+          leaf = { backend = "grpc"; endpoint = "grpcs://storage1:8981"; tls.ca = copy "storageCa"; token_file = copy "storageToken"; };
+        in
+        map (s: s.store) schedulerSettings.storage.cas.shards == [ leaf ]
+        && map (s: s.store) schedulerSettings.storage.action_cache.store.shards == [ leaf ]
+        && builtins.elem "storageCa:/run/keys/bb-ca.pem" securedNodes.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential
+        && builtins.elem "storageToken:/run/keys/bb-scheduler-token" securedNodes.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential
+        && node.credentials.certificate == "/run/keys/storage1.pem" && node.credentials.tokensFile == "/run/keys/bb-tokens.toml"
+        && node.settings.authentication.policy == [{ identities = [ "scheduler" ]; permissions = [ "read" "write-cas" "write-action-cache" ]; }]
+        && lib.all (a: a.assertion) (securedNodes.storage1.assertions ++ securedNodes.scheduler.assertions);
+    }
+    {
+      name = "worker certificates: each worker presents its own, the worker port takes only those";
+      ok =
+        let auth = certified.scheduler.services.buildbarn.scheduler.settings.authentication; in
+        certified.worker1.services.buildbarn.worker.credentials.certificate == "/run/keys/worker1.pem"
+        && certified.worker2.services.buildbarn.worker.credentials.privateKey == "/run/keys/worker2.key"
+        && certified.worker1.services.buildbarn.worker.credentials.token == null
+        && certified.scheduler.services.buildbarn.scheduler.credentials.clientCa == "/run/keys/bb-ca.pem"
+        && auth.listeners.worker == [ "certificate" ]
+        && lib.all (a: a.assertion) certified.scheduler.assertions
+        && builtins.head auth.policy == { identities = [ "worker1" "worker2" ]; permissions = [ "worker" ]; };
+    }
+    {
+      name = "a remote storage endpoint gets the scheduler's storage credentials";
+      ok = (evaluate [{
+        services.buildbarn.scheduler = {
+          enable = true;
+          remoteStorage = "grpcs://storage:8981";
+          credentials = { storageCa = "/run/keys/ca.pem"; storageToken = "/run/keys/token"; };
+        };
+      }]).services.buildbarn.scheduler.settings.remote_storage
+      == { endpoint = "grpcs://storage:8981"; tls.ca = "/run/credentials/bb-scheduler.service/storageCa"; token_file = "/run/credentials/bb-scheduler.service/storageToken"; };
+    }
     {
       name = "a worker's toolchain is the PATH of actions that set none";
       ok =
         let
-          withTools = hosts (lib.recursiveUpdate example { workers.worker1.toolchain = _: [ (fakePackage "gcc") (fakePackage "coreutils") ]; });
+          path = host: (host.services.buildbarn.runner.settings.default_environment or { }).PATH or null;
+          store = name: "/nix/store/00000000000000000000000000000000-${name}/bin";
+          withTools = hosts (lib.recursiveUpdate example { workers.worker1.toolchain = _: [ (fakePackage "make") ]; });
+          without = hosts (lib.recursiveUpdate example { workers.worker1.toolchain = _: [ ]; });
         in
-        withTools.worker1.services.buildbarn.runner.settings.default_environment.PATH
-        == "/nix/store/00000000000000000000000000000000-gcc/bin:/nix/store/00000000000000000000000000000000-coreutils/bin"
-        && !((farm.worker1.services.buildbarn.runner.settings.default_environment or { }) ? PATH)
+        path farm.worker1 == lib.concatMapStringsSep ":" store [ "gcc" "binutils" "coreutils" ]
+        && path withTools.worker1 == store "make"
+        && path without.worker1 == null
         && wiring withTools.worker2 == wiring farm.worker2;
     }
     {
       name = "extra platform properties follow OSFamily and ISA";
       ok = (workerSettings (hosts (lib.recursiveUpdate example { workers.worker1.platform = { gpu = "none"; }; })).worker1).platform
         == [{ name = "OSFamily"; value = "linux"; } { name = "ISA"; value = "x86-64"; } { name = "gpu"; value = "none"; }];
+    }
+
+    {
+      name = "the VM tests' hosts pass their assertions";
+      ok = lib.all (host: lib.all (a: a.assertion) host.assertions && !(fails host.services.buildbarn))
+        (lib.attrValues isolationHosts ++ lib.attrValues secureHosts);
+    }
+    {
+      name = "the isolation test's workers: limits, isolation required, metrics on the loopback";
+      ok = isolationHosts.worker2.services.buildbarn.runner.settings.sandbox.limits == { memory = "128MiB"; processes = 512; }
+        && isolationHosts.worker1.services.buildbarn.runner.settings.sandbox.require_isolation
+        && isolationHosts.worker1.services.buildbarn.worker.settings.http_listen == "[::]:7984"
+        && !(isolationHosts.scheduler.services.buildbarn.runner.enable or false);
+    }
+    {
+      name = "the secure-farm test's hosts: four, each loading its own certificate";
+      ok = lib.attrNames secureHosts == [ "scheduler" "storage1" "worker1" "worker2" ]
+        && builtins.elem "certificate:/run/keys/worker2.pem" secureHosts.worker2.systemd.services.bb-worker.serviceConfig.LoadCredential
+        && builtins.elem "certificate:/run/keys/storage1.pem" secureHosts.storage1.systemd.services.bb-storage.serviceConfig.LoadCredential;
     }
 
     # Every exported module stands alone.

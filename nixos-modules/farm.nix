@@ -13,7 +13,6 @@
 #     settings = { };              # merged into services.buildbarn.scheduler.settings
 #   };
 #   storage = {                    # optional; without it the scheduler embeds storage
-#                                  # (not yet with tls or tokens)
 #     nodes = { storage1 = { address = "storage1"; settings = { }; }; };
 #     copies = 2;                  # copies of each blob across the nodes
 #   };
@@ -29,13 +28,20 @@
 #   tokens = {                     # optional: bearer tokens, from files on the hosts
 #     file = "/run/keys/bb-tokens.toml";   # the servers' tokens (name = hex SHA-256),
 #                                  # the workers' under the name "worker"
-#     worker = "/run/keys/bb-worker-token"; # the token workers present
+#     worker = "/run/keys/bb-worker-token"; # the token workers present (optional
+#                                  # with tls.workerCertificates)
+#     scheduler = "/run/keys/bb-scheduler-token"; # the token the scheduler presents
+#                                  # to storage nodes, under the name "scheduler"
+#                                  # (needed with storage nodes)
 #     policy = [ ];                # more rules, e.g. { identities = [ "ci" ];
 #                                  # permissions = [ "execute" "read" "write-cas" ]; }
 #   };
 #   tls = {                        # optional: TLS everywhere, material from files
 #     ca = "/run/keys/bb-ca.pem";
 #     directory = "/run/keys";     # holds <host>.pem and <host>.key for each server
+#     workerCertificates = false;  # workers present <host>.pem and <host>.key too, and
+#                                  # the worker port takes only certificates of the
+#                                  # description's workers (unless tokens.worker is set)
 #   };
 #   anonymousOnNetwork = false;    # serve without authentication (closed networks only)
 # }
@@ -53,14 +59,16 @@ let
   workers = mapAttrs (_: worker: { concurrency = 0; platform = { }; cacheSize = "10GiB"; toolchain = _: [ ]; settings = { }; } // worker)
     description.workers;
   tokens = description.tokens or null;
+  workerToken = if tokens == null then null else tokens.worker or null;
   tls = description.tls or null;
+  workerCertificates = tls != null && (tls.workerCertificates or false);
   anonymous = description.anonymousOnNetwork or false;
-  # The scheduler reaching storage nodes with TLS or a token needs
-  # credentials of its own for them, which the scheduler module cannot
-  # load yet; refused rather than deployed half secured.
+  # Storage nodes checking tokens let the scheduler in by its own.
   checked =
-    if storageNodes != { } && (tls != null || tokens != null)
-    then throw "mkFarm: storage nodes with tls or tokens are not supported yet; use anonymousOnNetwork on a closed network, or no storage nodes"
+    if storageNodes != { } && tokens != null && !(tokens ? scheduler)
+    then throw "mkFarm: storage nodes with tokens need tokens.scheduler, the token the scheduler presents to them"
+    else if tokens != null && workerToken == null && !workerCertificates
+    then throw "mkFarm: with tokens, workers need tokens.worker (or tls.workerCertificates)"
     else true;
 
   scheme = if tls == null then "grpc" else "grpcs";
@@ -75,12 +83,19 @@ let
       } // optionalAttrs (tokens != null) { tokensFile = tokens.file; };
   serverSettings = optionalAttrs anonymous { authentication.anonymous_on_network = true; };
 
+  # What the scheduler presents to the storage nodes, and the keys of each
+  # grpc leaf that present it.
+  schedulerStorageCredentials = optionalAttrs (storageNodes != { })
+    (optionalAttrs (tls != null) { storageCa = tls.ca; }
+      // optionalAttrs (tokens != null) { storageToken = tokens.scheduler; });
+  leafCredentials = import ./storage-client.nix { inherit lib; } schedulerStorageCredentials;
+
   # The scheduler's storage: embedded, or sharded over the storage nodes.
   shardedStorage = {
     backend = "sharding";
     inherit copies;
     shards = mapAttrsToList
-      (host: node: { name = host; store = { backend = "grpc"; endpoint = endpoint node.address ports.storage; }; })
+      (host: node: { name = host; store = { backend = "grpc"; endpoint = endpoint node.address ports.storage; } // leafCredentials; })
       storageNodes;
   };
   # Forced: the embedded defaults' disk keys must not stay beside them.
@@ -91,9 +106,20 @@ let
     };
   };
 
-  # With tokens, the workers' identity may do what workers do.
-  tokenPolicy = optionalAttrs (tokens != null) {
-    authentication.policy = [{ identities = [ "worker" ]; permissions = [ "worker" ]; }] ++ (tokens.policy or [ ]);
+  # The workers' identities (their token's name, their certificates' host
+  # names) may do what workers do; with certificates alone, nothing else
+  # is taken on the worker port.
+  workerIdentities = lib.optional (workerToken != null) "worker"
+    ++ lib.optionals workerCertificates (lib.attrNames workers);
+  schedulerPolicy = optionalAttrs (tokens != null || workerCertificates) {
+    authentication = {
+      policy = [{ identities = workerIdentities; permissions = [ "worker" ]; }]
+        ++ (if tokens == null then [ ] else tokens.policy or [ ]);
+    } // optionalAttrs (workerCertificates && workerToken == null) { listeners.worker = [ "certificate" ]; };
+  };
+  # Storage nodes serve the scheduler alone.
+  storagePolicy = optionalAttrs (tokens != null) {
+    authentication.policy = [{ identities = [ "scheduler" ]; permissions = [ "read" "write-cas" "write-action-cache" ]; }];
   };
 
   schedulerModule = {
@@ -102,8 +128,9 @@ let
       enable = true;
       openFirewall = true;
       openFirewallStatusPage = scheduler.openStatusPage;
-      credentials = serverCredentials scheduler.host;
-      settings = lib.foldl' lib.recursiveUpdate { } [ serverSettings tokenPolicy nodeStorage scheduler.settings ];
+      credentials = serverCredentials scheduler.host // schedulerStorageCredentials
+        // optionalAttrs workerCertificates { clientCa = tls.ca; };
+      settings = lib.foldl' lib.recursiveUpdate { } [ serverSettings schedulerPolicy nodeStorage scheduler.settings ];
     };
   };
 
@@ -114,7 +141,12 @@ let
       openFirewall = true;
       credentials = serverCredentials host;
       # The scheduler checks results against the whole CAS; a node holds a share.
-      settings = lib.recursiveUpdate (serverSettings // { storage.action_cache.completeness_check = false; }) node.settings;
+      settings = lib.foldl' lib.recursiveUpdate { } [
+        serverSettings
+        storagePolicy
+        { storage.action_cache.completeness_check = false; }
+        node.settings
+      ];
     };
   };
 
@@ -126,7 +158,11 @@ let
       schedulerEndpoint = endpoint schedulerAddress ports.worker;
       storageEndpoint = endpoint schedulerAddress ports.client;
       credentials = optionalAttrs (tls != null) { inherit (tls) ca; }
-        // optionalAttrs (tokens != null) { token = tokens.worker; };
+        // optionalAttrs workerCertificates {
+        certificate = "${tls.directory}/${host}.pem";
+        privateKey = "${tls.directory}/${host}.key";
+      }
+        // optionalAttrs (workerToken != null) { token = workerToken; };
       settings = lib.recursiveUpdate
         {
           inherit (worker) concurrency;

@@ -6,6 +6,16 @@ let
   toml = pkgs.formats.toml { };
   storageDefaults = import ./storage-defaults.nix { inherit lib; };
   credentials = import ./server-credentials.nix { inherit lib; };
+  files = import ./credentials.nix { inherit lib; };
+  # What the scheduler presents to the storage it reaches over the network:
+  # remoteStorage, or the grpc leaves of settings.storage.
+  storageCredentials = files.options {
+    storageCa = "The CA (PEM) a grpcs:// storage endpoint's certificate must chain to.";
+    storageToken = "A file holding the bearer token the scheduler presents to its storage.";
+  };
+  # The settings of a storage client (remote_storage, a grpc leaf) that
+  # present those credentials; the farm function uses it for its nodes.
+  storageClient = import ./storage-client.nix { inherit lib; };
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
@@ -65,7 +75,7 @@ in
       '';
     };
 
-    credentials = credentials.options;
+    credentials = credentials.options // storageCredentials;
 
     settings = mkOption {
       inherit (toml) type;
@@ -102,7 +112,7 @@ in
         max_attempts = mkDefault 3;
         unmatched_platform_timeout = mkDefault "60s";
       };
-      remote_storage = mkIf (cfg.remoteStorage != null) { endpoint = cfg.remoteStorage; };
+      remote_storage = mkIf (cfg.remoteStorage != null) ({ endpoint = cfg.remoteStorage; } // storageClient cfg.credentials);
       storage = mkIf (cfg.remoteStorage == null) (storageDefaults "/var/lib/bb-scheduler");
     };
 

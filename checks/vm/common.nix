@@ -1,40 +1,21 @@
-# The farm and worker-loss VM tests: the hosts of the flake's example farm
-# (nixos-modules/example-farm.nix through the farm function, as an operator
-# deploys them), on a test network nobody else is on, plus a client host.
-# Given a test's name and script, makes the test; the script starts once all
-# services are up and both workers registered, with `bb` holding the
-# arguments bb exec needs on the client.
+# The farm, worker-loss and isolation VM tests: the hosts of the flake's
+# example farm (nixos-modules/example-farm.nix through the farm function, as
+# an operator deploys them), on a test network nobody else is on, plus a
+# client host. Given a test's name and script (and a module added to each
+# worker host, for what a test sets beyond the description), makes the
+# test; the script starts once all services are up and both workers
+# registered, with `bb` holding the arguments bb exec needs on the client.
 { pkgs, module, packages }:
-{ name, script }:
+{ name, script, worker ? { } }:
 let
   inherit (pkgs) lib;
   mkFarm = import ../../nixos-modules/farm.nix { inherit lib; };
-  example = import ../../nixos-modules/example-farm.nix;
-  description = lib.recursiveUpdate (builtins.removeAttrs example [ "tokens" ]) {
-    # The test network holds only the test's hosts.
-    anonymousOnNetwork = true;
-    scheduler.openStatusPage = true;
-    # Notice lost workers quickly.
-    scheduler.settings.scheduler = { worker_timeout = "10s"; executing_sync_interval = "2s"; idle_sync_wait = "5s"; };
-    # Stopped mid-action, a worker hands its action back after this.
-    workers = lib.genAttrs [ "worker1" "worker2" ] (_: {
-      settings.shutdown_grace = "2s";
-      toolchain = p: [ p.hello ];
-    });
-  };
-  # The programs of this checkout: the test's pkgs take no overlay.
-  programs = {
-    services.buildbarn.scheduler.package = packages.bb-scheduler;
-    services.buildbarn.storage.package = packages.bb-storage;
-    services.buildbarn.worker.package = packages.bb-worker;
-    services.buildbarn.runner.package = packages.bb-runner;
-    virtualisation.memorySize = 1024;
-  };
-  farm = lib.mapAttrs (_: host: { imports = [ module host programs ]; }) (mkFarm description);
+  description = (import ./farms.nix { inherit lib; }).closed;
+  farm = lib.mapAttrs (_: host: { imports = [ module host (import ./programs.nix packages) ]; }) (mkFarm description);
 in
 pkgs.testers.runNixOSTest {
   inherit name;
-  nodes = farm // {
+  nodes = farm // lib.mapAttrs (host: _: { imports = [ farm.${host} worker ]; }) description.workers // {
     scheduler = { pkgs, ... }: {
       imports = [ farm.scheduler ];
       environment.systemPackages = [ pkgs.curl pkgs.jq ];

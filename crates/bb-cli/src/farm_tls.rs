@@ -8,7 +8,6 @@
 use crate::farm_config::{path, table, text};
 use nix::unistd::User;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -86,11 +85,7 @@ pub fn prepare(
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
-    let mut options = std::fs::OpenOptions::new();
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.write(true).create_new(true).open(path)?;
-    std::io::Write::write_all(&mut file, contents.as_bytes())?;
-    Ok(())
+    Ok(crate::token::write_secret(path, contents)?)
 }
 
 fn make(credentials: &FarmCredentials, names: &[String]) -> anyhow::Result<()> {
@@ -118,9 +113,9 @@ fn make(credentials: &FarmCredentials, names: &[String]) -> anyhow::Result<()> {
     std::fs::write(&credentials.worker_certificate, worker.signed_by(&key, &ca)?.pem())?;
     write_private(&credentials.worker_key, &key.serialize_pem())?;
 
-    let token = random_token()?;
+    let token = crate::token::random_token()?;
     write_private(&credentials.token_file, &format!("{token}\n"))?;
-    let worker_token = random_token()?;
+    let worker_token = crate::token::random_token()?;
     write_private(&credentials.worker_token_file, &format!("{worker_token}\n"))?;
     let tokens = toml::Table::from_iter([
         (CLIENT_IDENTITY.to_string(), bb_util::auth::tokens::hash(&token).into()),
@@ -128,13 +123,6 @@ fn make(credentials: &FarmCredentials, names: &[String]) -> anyhow::Result<()> {
     ]);
     std::fs::write(&credentials.tokens_file, toml::to_string(&tokens)?)?;
     Ok(())
-}
-
-/// 256 random bits, hex.
-fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(hex::encode(bytes))
 }
 
 /// The names the server certificate is for: localhost, the host name, the

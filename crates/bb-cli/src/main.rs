@@ -14,6 +14,7 @@ mod farm_tls;
 mod http;
 mod remote;
 mod supervise;
+mod token;
 
 use bb_util::cli::ConfigFlags;
 use clap::{Parser, Subcommand};
@@ -52,6 +53,9 @@ enum Command {
     /// Fetch a stored action's inputs, to look at it and run it again.
     #[command(subcommand)]
     Action(action::ActionCommand),
+    /// Make bearer tokens for a farm's tokens file.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Run bb-scheduler (the same as the bb-scheduler program).
     #[command(hide = true)]
     Scheduler(ConfigFlags),
@@ -106,6 +110,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Cas(command) => runtime()?.block_on(blobs::cas(command)).map(|()| 0),
         Command::Ac(command) => runtime()?.block_on(blobs::ac(command)).map(|()| 0),
         Command::Action(command) => runtime()?.block_on(action::run(command)).map(|()| 0),
+        Command::Token(command) => token::run(command).map(|()| 0),
     }
 }
 

@@ -221,3 +221,29 @@ fn action_download_never_writes_outside_its_directory() {
     assert!(text(&download.stderr).contains("directory \"x\""), "{}", text(&download.stderr));
     assert!(!outside.join("planted").exists(), "written through the symlink");
 }
+
+#[test]
+fn token_new_writes_a_private_token_and_prints_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ci-token");
+    let made = Command::new(BB).args(["token", "new", "ci", "--output"]).arg(&file).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let token = std::fs::read_to_string(&file).unwrap();
+    let token = token.trim_end();
+    assert_eq!(token.len(), 64, "{token}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // The line lets exactly this token in, and does not show it.
+    let line = text(&made.stdout);
+    assert_eq!(line, format!("ci = \"{}\"\n", bb_util::auth::tokens::hash(token)));
+    assert!(!line.contains(token));
+
+    // An existing file is kept, a name a policy cannot hold is refused.
+    let again = Command::new(BB).args(["token", "new", "ci", "--output"]).arg(&file).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("exists"), "{}", text(&again.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim_end(), token);
+    let bad =
+        Command::new(BB).args(["token", "new", "a b", "-o"]).arg(dir.path().join("other")).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(!dir.path().join("other").exists());
+}
