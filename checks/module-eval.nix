@@ -4,9 +4,15 @@
 #
 #   nix-instantiate --eval --strict checks/module-eval.nix --arg lib 'import /path/to/nixpkgs/lib'
 #
+# With --arg vmScripts true it gives the VM tests' scripts and node names instead.
+#
 # NixOS itself is not needed: the few NixOS options the modules set are
 # declared here, freeform, and `pkgs` is a small test stand-in.
-{ lib }:
+{ lib
+  # Instead of true: each VM test's Python script, by test, for checks/nix.sh
+  # to compile.
+, vmScripts ? false
+}:
 let
   inherit (lib) mkOption types;
 
@@ -49,15 +55,24 @@ let
     gcc = fakePackage "gcc";
     binutils = fakePackage "binutils";
     coreutils = fakePackage "coreutils";
-    # The VM tests' toolchain.
+    # The VM tests' toolchain and tools.
     hello = fakePackage "hello";
+    curl = fakePackage "curl";
+    jq = fakePackage "jq";
   };
 
   # The NixOS options the modules set, declared freeform.
   nixosOptions = {
     options = {
       users = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
-      systemd = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
+      systemd = mkOption {
+        # Freeform, but tmpfiles rules are a list, as in NixOS: definitions add up.
+        type = types.submodule {
+          freeformType = types.lazyAttrsOf types.anything;
+          options.tmpfiles.rules = mkOption { type = types.listOf types.str; default = [ ]; };
+        };
+        default = { };
+      };
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
       networking.hostName = mkOption { type = types.str; default = "host1"; };
       assertions = mkOption { type = types.listOf types.anything; default = [ ]; };
@@ -150,6 +165,36 @@ let
     (name: host: evaluate ([ host ] ++ lib.optional (description.workers ? ${name}) extra))
     (mkFarm description);
   isolationHosts = vmHosts vmFarms.closed vmFarms.isolationWorker;
+  # Each VM test as its file writes it, with runNixOSTest handing back its
+  # argument: every node evaluates, passes its assertions, and the script
+  # is a string.
+  vmTest = file: import file {
+    pkgs = pkgs // {
+      inherit lib;
+      testers.runNixOSTest = test: test;
+      runCommand = name: _: _: fakePackage name;
+      openssl = fakePackage "openssl";
+    };
+    module = ../nixos-modules;
+    packages = lib.genAttrs [ "bb-scheduler" "bb-storage" "bb-worker" "bb-runner" "bb" ] fakePackage;
+  };
+  # The NixOS options the tests' nodes set beyond the modules', freeform.
+  vmOptions.options = {
+    virtualisation = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
+    environment = mkOption { type = types.lazyAttrsOf types.anything; default = { }; };
+  };
+  vmTestHolds = file:
+    let
+      test = vmTest file;
+      node = module: evaluateWith ../nixos-modules [ vmOptions module ];
+      holds = config:
+        let
+          evaluated = builtins.tryEval (builtins.deepSeq [ config.services.buildbarn config.systemd config.networking ]
+            (lib.all (a: a.assertion) config.assertions));
+        in
+        evaluated.success && evaluated.value;
+    in
+    lib.all (module: holds (node module)) (lib.attrValues test.nodes) && builtins.isString test.testScript;
   secureHosts = vmHosts vmFarms.secure { };
   # The flake's lib.mkFarm, which adds the farm's modules and packages.
   flake = (import ../flake.nix).outputs { self = flake; nixpkgs = { inherit lib; }; crane = { }; rust-overlay = { }; };
@@ -262,10 +307,10 @@ let
       name = "storage nodes: the scheduler shards over them, and only they open the storage port";
       ok = let cas = sharded.scheduler.services.buildbarn.scheduler.settings.storage.cas; in
         cas.backend == "sharding" && !(cas ? path) && cas.copies == 2
-        && map (s: s.store.endpoint) cas.shards == [ "grpc://storage1:8981" "grpc://storage2:8981" ]
-        && sharded.storage1.networking.firewall.allowedTCPPorts == [ 8981 ]
-        && !sharded.storage1.services.buildbarn.storage.settings.storage.action_cache.completeness_check
-        && sharded.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ];
+          && map (s: s.store.endpoint) cas.shards == [ "grpc://storage1:8981" "grpc://storage2:8981" ]
+          && sharded.storage1.networking.firewall.allowedTCPPorts == [ 8981 ]
+          && !sharded.storage1.services.buildbarn.storage.settings.storage.action_cache.completeness_check
+          && sharded.scheduler.networking.firewall.allowedTCPPorts == [ 8980 8983 ];
     }
     { name = "storage nodes with tokens need the scheduler's token"; ok = fails (hosts (example // { storage.nodes.storage1 = { }; })); }
     {
@@ -278,24 +323,24 @@ let
           leaf = { backend = "grpc"; endpoint = "grpcs://storage1:8981"; tls.ca = copy "storageCa"; token_file = copy "storageToken"; };
         in
         map (s: s.store) schedulerSettings.storage.cas.shards == [ leaf ]
-        && map (s: s.store) schedulerSettings.storage.action_cache.store.shards == [ leaf ]
-        && builtins.elem "storageCa:/run/keys/bb-ca.pem" securedNodes.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential
-        && builtins.elem "storageToken:/run/keys/bb-scheduler-token" securedNodes.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential
-        && node.credentials.certificate == "/run/keys/storage1.pem" && node.credentials.tokensFile == "/run/keys/bb-tokens.toml"
-        && node.settings.authentication.policy == [{ identities = [ "scheduler" ]; permissions = [ "read" "write-cas" "write-action-cache" ]; }]
-        && lib.all (a: a.assertion) (securedNodes.storage1.assertions ++ securedNodes.scheduler.assertions);
+          && map (s: s.store) schedulerSettings.storage.action_cache.store.shards == [ leaf ]
+          && builtins.elem "storageCa:/run/keys/bb-ca.pem" securedNodes.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential
+          && builtins.elem "storageToken:/run/keys/bb-scheduler-token" securedNodes.scheduler.systemd.services.bb-scheduler.serviceConfig.LoadCredential
+          && node.credentials.certificate == "/run/keys/storage1.pem" && node.credentials.tokensFile == "/run/keys/bb-tokens.toml"
+          && node.settings.authentication.policy == [{ identities = [ "scheduler" ]; permissions = [ "read" "write-cas" "write-action-cache" ]; }]
+          && lib.all (a: a.assertion) (securedNodes.storage1.assertions ++ securedNodes.scheduler.assertions);
     }
     {
       name = "worker certificates: each worker presents its own, the worker port takes only those";
       ok =
         let auth = certified.scheduler.services.buildbarn.scheduler.settings.authentication; in
         certified.worker1.services.buildbarn.worker.credentials.certificate == "/run/keys/worker1.pem"
-        && certified.worker2.services.buildbarn.worker.credentials.privateKey == "/run/keys/worker2.key"
-        && certified.worker1.services.buildbarn.worker.credentials.token == null
-        && certified.scheduler.services.buildbarn.scheduler.credentials.clientCa == "/run/keys/bb-ca.pem"
-        && auth.listeners.worker == [ "certificate" ]
-        && lib.all (a: a.assertion) certified.scheduler.assertions
-        && builtins.head auth.policy == { identities = [ "worker1" "worker2" ]; permissions = [ "worker" ]; };
+          && certified.worker2.services.buildbarn.worker.credentials.privateKey == "/run/keys/worker2.key"
+          && certified.worker1.services.buildbarn.worker.credentials.token == null
+          && certified.scheduler.services.buildbarn.scheduler.credentials.clientCa == "/run/keys/bb-ca.pem"
+          && auth.listeners.worker == [ "certificate" ]
+          && lib.all (a: a.assertion) certified.scheduler.assertions
+          && builtins.head auth.policy == { identities = [ "worker1" "worker2" ]; permissions = [ "worker" ]; };
     }
     {
       name = "a remote storage endpoint gets the scheduler's storage credentials";
@@ -318,9 +363,9 @@ let
           without = hosts (lib.recursiveUpdate example { workers.worker1.toolchain = _: [ ]; });
         in
         path farm.worker1 == lib.concatMapStringsSep ":" store [ "gcc" "binutils" "coreutils" ]
-        && path withTools.worker1 == store "make"
-        && path without.worker1 == null
-        && wiring withTools.worker2 == wiring farm.worker2;
+          && path withTools.worker1 == store "make"
+          && path without.worker1 == null
+          && wiring withTools.worker2 == wiring farm.worker2;
     }
     {
       name = "extra platform properties follow OSFamily and ISA";
@@ -333,6 +378,10 @@ let
       ok = lib.all (host: lib.all (a: a.assertion) host.assertions && !(fails host.services.buildbarn))
         (lib.attrValues isolationHosts ++ lib.attrValues secureHosts);
     }
+  ] ++ map
+    (test: { name = "the ${test} VM test's nodes evaluate and pass their assertions"; ok = vmTestHolds ./vm/${test}.nix; })
+    vmTestNames
+  ++ [
     {
       name = "the isolation test's workers: limits, isolation required, metrics on the loopback";
       ok = isolationHosts.worker2.services.buildbarn.runner.settings.sandbox.limits == { memory = "128MiB"; processes = 512; }
@@ -369,8 +418,8 @@ let
           bucket = (evaluate [{ services.buildbarn.storage = { enable = true; credentials.bucketCredentials = "/run/keys/s3"; }; }]).systemd.services.bb-storage;
         in
         bucket.serviceConfig.LoadCredential == [ "bucketCredentials:/run/keys/s3" ]
-        && bucket.environment.AWS_SHARED_CREDENTIALS_FILE == "/run/credentials/bb-storage.service/bucketCredentials"
-        && storage.systemd.services.bb-storage.environment == { };
+          && bucket.environment.AWS_SHARED_CREDENTIALS_FILE == "/run/credentials/bb-storage.service/bucketCredentials"
+          && storage.systemd.services.bb-storage.environment == { };
     }
     { name = "a credential must be an absolute path string"; ok = fails (evaluate [{ services.buildbarn.scheduler = { enable = true; credentials.tokensFile = "tokens.toml"; }; }]).services.buildbarn.scheduler.credentials.tokensFile; }
     { name = "a worker presents its certificate and token from credentials"; ok = secureWorker.services.buildbarn.worker.settings.tls == { ca = "/run/credentials/bb-worker.service/ca"; certificate = "/run/credentials/bb-worker.service/certificate"; private_key = "/run/credentials/bb-worker.service/privateKey"; } && secureWorker.services.buildbarn.worker.settings.token_file == "/run/credentials/bb-worker.service/token" && builtins.length secureWorker.systemd.services.bb-worker.serviceConfig.LoadCredential == 4; }
@@ -383,5 +432,7 @@ let
   ];
 
   failed = builtins.filter (check: !check.ok) checks;
+  vmTestNames = [ "farm" "isolation" "worker-loss" "secure-farm" "example-farm" ];
 in
+if vmScripts then lib.genAttrs vmTestNames (test: let t = vmTest ./vm/${test}.nix; in { script = t.testScript; nodes = lib.attrNames t.nodes; }) else
 if failed == [ ] then true else throw "module-eval: failed: ${lib.concatMapStringsSep ", " (check: check.name) failed}"

@@ -35,6 +35,11 @@ if [ -n "${NIXPKGS_LIB:-}" ]; then
   [ "$(nix-instantiate --eval --strict checks/module-eval.nix --arg lib "import $NIXPKGS_LIB")" = true ] ||
     die "module evaluation failed"
   log "NixOS modules evaluate against $NIXPKGS_LIB"
+  # The VM tests' scripts run only on a Nix machine: here, they must at
+  # least be Python that names only the test's nodes.
+  require_tool python3 "apt-get install -y python3"
+  nix-instantiate --eval --strict --json checks/module-eval.nix --arg lib "import $NIXPKGS_LIB" --arg vmScripts true |
+    python3 checks/vm/lint-scripts.py || die "a VM test script does not hold (see above)"
 else
   log "NOT RUN: NixOS module evaluation needs NIXPKGS_LIB=<nixpkgs>/lib (see README, 'Checking the Nix side')"
 fi
