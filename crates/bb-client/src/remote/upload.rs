@@ -15,12 +15,22 @@ use tonic::Status;
 /// Bytes per ByteStream write message.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// Uploads of at most this many bytes in all are sent without asking
+/// which blobs storage lacks: sending them again costs less than the
+/// FindMissingBlobs round trip (an action's outputs, new as a rule, are
+/// usually this small), and storage keeps one copy.
+const SEND_WITHOUT_ASKING: u64 = 16 << 10;
+
 impl StorageClient {
-    /// Uploads what storage does not have yet.
+    /// Uploads what storage does not have yet (all of it, when small).
     pub async fn upload(&self, instance: &str, blobs: Vec<(Digest, Source)>) -> Result<(), Status> {
         let mut unique: HashMap<Digest, Source> = blobs.into_iter().filter(|(d, _)| !d.is_empty()).collect();
         let digests: Vec<Digest> = unique.keys().copied().collect();
-        let missing = self.find_missing(instance, &digests).await?;
+        let missing = if digests.iter().map(Digest::size).sum::<u64>() <= SEND_WITHOUT_ASKING {
+            digests
+        } else {
+            self.find_missing(instance, &digests).await?
+        };
         let (small, large): (Vec<Digest>, Vec<Digest>) =
             missing.into_iter().partition(|d| d.size() <= BATCH_BLOB_LIMIT);
         for batch in batches(&small) {

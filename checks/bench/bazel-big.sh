@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Bazel 4.2.3 on a generated workspace of about a thousand actions (C
+# compiles, genrules, static archives, one link), built four ways on this
+# machine, one after the other, each from `bazel clean`:
+#   local       --spawn_strategy=local (no sandbox): the floor;
+#   sandboxed   Bazel's default local strategy;
+#   remote      every action executed by `bb farm` (--noremote_accept_cached);
+#   analysis    after `clean --expunge`, --nobuild: a new Bazel server's
+#               start and analysis, which no cache can shorten;
+#   cached      after `clean --expunge` (a new Bazel server), every action a
+#               remote cache hit;
+# and prints each wall time and its ratio to the floor.
+#
+#   checks/bench/bazel-big.sh [--libraries N] [--sources N] [--genrules N] [--jobs N] [--perf FILE]
+#
+# Each library has --sources C files and --genrules generated ones (a
+# genrule each), archived into a static library; the binary (main.c) links them
+# all: libraries * (sources + 2 * genrules + 1) + 2 actions (40 * 25 + 2 by
+# default). --jobs is Bazel's for the remote builds. --perf records where
+# the farm's processes spend their CPU in the remote build (perf record -g,
+# software clock: `perf report -i FILE`). The farm's state is on
+# tmpfs, as in compare.sh.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+cd "$CHECKS_ROOT"
+skip_unless_root "bb farm separates its users only as root"
+require_tool bazel "apt-get install -y bazel-bootstrap"
+build_release 2>/dev/null
+require_binary bb
+
+libraries=40 sources=16 genrules=4 jobs=8 perf_data=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --libraries) libraries=$2 ;;
+    --sources) sources=$2 ;;
+    --genrules) genrules=$2 ;;
+    --jobs) jobs=$2 ;;
+    --perf) perf_data=$2 ;;
+    *) die "unknown argument $1 (see the head of $0)" ;;
+  esac
+  shift 2
+done
+
+work=$(mktemp -d /dev/shm/bb-bazel-big.XXXXXX)
+chmod 755 "$work"
+pid=
+cleanup() {
+  BAZEL_WORKSPACE=$work/ws bazel_in "$work/bazel" shutdown >/dev/null 2>&1 || true
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# generate DIR: the workspace.
+generate() {
+  local ws=$1 offline=$CHECKS_ROOT/checks/bazel/workspace/offline i k g deps=()
+  mkdir -p "$ws/app"
+  {
+    echo 'workspace(name = "bb_big")'
+    for repo in rules_cc rules_java remote_coverage_tools; do
+      printf 'local_repository(name = "%s", path = "%s/%s")\n' "$repo" "$offline" "$repo"
+    done
+  } >"$ws/WORKSPACE"
+  for i in $(seq "$libraries"); do
+    local dir=$ws/lib$i srcs=() header
+    mkdir -p "$dir"
+    header=$dir/lib$i.h
+    echo "int lib${i}_all(int x);" >"$header"
+    for k in $(seq "$sources"); do
+      echo "int lib${i}_f$k(int x);" >>"$header"
+      cat >"$dir/f$k.c" <<EOF
+#include "lib$i/lib$i.h"
+int lib${i}_f$k(int x) {
+  int acc = $k;
+  for (int j = 0; j < x % 7 + 3; j++) acc = acc * 31 + j + $i;
+  return acc;
+}
+EOF
+      srcs+=("\"f$k.c\"")
+    done
+    # One genrule per generated file, so each is an action of its own.
+    : >"$dir/BUILD"
+    for g in $(seq "$genrules"); do
+      echo "int lib${i}_g$g(int x);" >>"$header"
+      cat >>"$dir/BUILD" <<EOF
+genrule(
+    name = "gen$g",
+    outs = ["g$g.c"],
+    cmd = "printf 'int lib${i}_g$g(int x) { return x * $g + $i; }\\\\n' > \$@",
+)
+EOF
+      srcs+=("\":gen$g\"")
+    done
+    {
+      echo "int lib${i}_all(int x) {"
+      echo "  int sum = 0;"
+      for k in $(seq "$sources"); do echo "  sum += lib${i}_f$k(x);"; done
+      for g in $(seq "$genrules"); do echo "  sum += lib${i}_g$g(x);"; done
+      echo "  return sum;"
+      echo "}"
+    } >>"$dir/f1.c"
+    local joined
+    joined=$(IFS=,; echo "${srcs[*]}")
+    cat >>"$dir/BUILD" <<EOF
+cc_library(
+    name = "lib$i",
+    srcs = [$joined],
+    hdrs = ["lib$i.h"],
+    linkstatic = True,
+    visibility = ["//visibility:public"],
+)
+EOF
+    deps+=("\"//lib$i\"")
+  done
+  {
+    echo '#include <stdio.h>'
+    for i in $(seq "$libraries"); do echo "#include \"lib$i/lib$i.h\""; done
+    echo 'int main(void) {'
+    echo '  long sum = 0;'
+    for i in $(seq "$libraries"); do echo "  sum += lib${i}_all($i);"; done
+    echo '  printf("%ld\n", sum);'
+    echo '  return 0;'
+    echo '}'
+  } >"$ws/app/main.c"
+  local joined
+  joined=$(IFS=,; echo "${deps[*]}")
+  printf 'cc_binary(name = "app", srcs = ["main.c"], deps = [%s])\n' "$joined" >"$ws/app/BUILD"
+}
+
+generate "$work/ws"
+export BAZEL_WORKSPACE=$work/ws
+expected=$((libraries * (sources + 2 * genrules + 1) + 2))
+log "workspace: $libraries libraries of $sources sources and $genrules genrules: $expected actions"
+
+"$BB_BIN_DIR/bb" farm --state-dir "$work/farm" --port 18980 --http-port 18982 --worker-port 18983 \
+  >"$work/farm.out" 2>&1 &
+pid=$!
+for _ in $(seq 300); do grep -q "Ctrl-C" "$work/farm.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "Ctrl-C" "$work/farm.out" || { cat "$work/farm.out" >&2; die "bb farm did not start"; }
+remote=(--remote_executor=grpc://127.0.0.1:18980 --spawn_strategy=remote --remote_default_exec_properties=OSFamily=linux
+  --remote_timeout=600 --remote_retries=0 --noremote_local_fallback --jobs="$jobs")
+
+# timed NAME CLEAN FLAGS...: seconds of a build of //... after `bazel CLEAN`,
+# checked to have run the expected actions; the summary line to stderr.
+timed() {
+  local name=$1 clean=$2 start end summary
+  shift 2
+  # shellcheck disable=SC2086 # CLEAN is the command and its flags.
+  bazel_in "$work/bazel" $clean >/dev/null 2>&1
+  start=$(date +%s.%N)
+  bazel_in "$work/bazel" build "$@" //... >"$work/$name.log" 2>&1 || {
+    tail -n 30 "$work/$name.log" >&2
+    die "the $name build failed"
+  }
+  end=$(date +%s.%N)
+  summary=$(process_summary "$work/$name.log" || echo "no actions")
+  log "$name: $summary"
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f\n", b - a }' 
+}
+
+# cpu_seconds SELF|CHILDREN PID...: CPU seconds (user and system) the
+# processes spent themselves, or their reaped children.
+cpu_seconds() {
+  local which=$1 ticks
+  shift
+  ticks=$(getconf CLK_TCK)
+  for p in "$@"; do cat "/proc/$p/stat"; done | sed 's/^.*) //' |
+    awk -v which="$which" -v hz="$ticks" '{ t += (which == "SELF") ? $12 + $13 : $14 + $15 } END { printf "%.2f\n", t / hz }'
+}
+farm_processes() { echo "$pid" $(pgrep -P "$pid"); }
+
+# A first build starts the Bazel server and fills its caches of the
+# toolchain; it is not measured.
+bazel_in "$work/bazel" build --spawn_strategy=local //... >"$work/warm.log" 2>&1 || {
+  tail -n 30 "$work/warm.log" >&2
+  die "the workspace does not build"
+}
+[ "$(count_of local "$(process_summary "$work/warm.log")")" -eq "$expected" ] ||
+  die "expected $expected local actions: $(process_summary "$work/warm.log")"
+
+local_s=$(timed local clean --spawn_strategy=local)
+sandboxed_s=$(timed sandboxed clean)
+read -r -a farm <<<"$(farm_processes)"
+farm_before=$(cpu_seconds SELF "${farm[@]}") actions_before=$(cpu_seconds CHILDREN "${farm[@]}")
+each_before=$(for p in "${farm[@]}"; do cpu_seconds SELF "$p"; done)
+perf_pid=
+if [ -n "$perf_data" ]; then
+  require_tool perf "apt-get install -y linux-perf"
+  perf record -q -e cpu-clock -g -o "$perf_data" -p "$(IFS=,; echo "${farm[*]}")" 2>/dev/null &
+  perf_pid=$!
+fi
+remote_s=$(timed remote clean "${remote[@]}" --noremote_accept_cached)
+[ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+farm_cpu=$(awk -v a="$farm_before" -v b="$(cpu_seconds SELF "${farm[@]}")" 'BEGIN { printf "%.2f", b - a }')
+each_after=$(for p in "${farm[@]}"; do cpu_seconds SELF "$p"; done)
+each=$(paste <(for p in "${farm[@]}"; do tr '\0' ' ' <"/proc/$p/cmdline" | awk '{ print $2 }'; done) \
+  <(echo "$each_before") <(echo "$each_after") | awk '{ printf "%s %.2f s, ", $1, $3 - $2 }')
+actions_cpu=$(awk -v a="$actions_before" -v b="$(cpu_seconds CHILDREN "${farm[@]}")" 'BEGIN { printf "%.2f", b - a }')
+[ "$(count_of remote "$(process_summary "$work/remote.log")")" -eq "$expected" ] ||
+  die "expected $expected remote actions: $(process_summary "$work/remote.log")"
+analysis_s=$(timed analysis "clean --expunge" "${remote[@]}" --nobuild)
+cached_s=$(timed cached "clean --expunge" "${remote[@]}")
+[ "$(count_of "remote cache hit" "$(process_summary "$work/cached.log")")" -eq "$expected" ] ||
+  die "expected $expected remote cache hits: $(process_summary "$work/cached.log")"
+
+log "remote: the farm's own processes used ${farm_cpu} s of CPU ($(awk -v c="$farm_cpu" -v n="$expected" 'BEGIN { printf "%.2f", 1000 * c / n }') ms per action: ${each%, }), the actions ${actions_cpu} s"
+printf '\n%-10s %9s %7s\n' build seconds ratio
+for row in "local $local_s" "sandboxed $sandboxed_s" "remote $remote_s" "analysis $analysis_s" "cached $cached_s"; do
+  read -r name seconds <<<"$row"
+  awk -v n="$name" -v s="$seconds" -v f="$local_s" 'BEGIN { printf "%-10s %9.2f %6.2fx\n", n, s, s / f }' 
+done
