@@ -134,7 +134,7 @@ impl SchedulerServer {
             .add_service(CapabilitiesServer::new(capabilities))
             .add_service(OperationsServer::new(OperationsService::new(queue.clone())));
         let worker_routes = Routes::new(
-            OperationQueueServer::new(OperationQueueService::new(queue.clone()))
+            OperationQueueServer::new(OperationQueueService::new(queue.clone(), self.storage.clone()))
                 .max_decoding_message_size(64 << 20),
         );
 

@@ -314,7 +314,10 @@ impl Executor {
         result.execution_metadata = Some(metadata.clone());
 
         if exit_code == 0 && status.code() == tonic::Code::Ok && !action.do_not_cache {
-            self.storage.update_action_result(&instance, &action_digest, &result).await?;
+            // The scheduler caches it when it hears of it, if it says so.
+            if !task.scheduler_caches_result {
+                self.storage.update_action_result(&instance, &action_digest, &result).await?;
+            }
         } else {
             self.keep_uncached_result(&instance, function, &result).await;
         }

@@ -15,6 +15,8 @@ use crate::platform::Platform;
 use bb_proto::buildbarn::remoteworker::{
     DesiredState, SynchronizeRequest, SynchronizeResponse, current_state, desired_state,
 };
+use bb_proto::reapi;
+use bb_util::Digest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -82,6 +84,39 @@ impl BuildQueue {
             }
             Err(_) => Ok(idle(Duration::ZERO)),
         }
+    }
+
+    /// The Action Cache entry the scheduler writes for a Synchronize that
+    /// reports a completed action (workers leave it to the scheduler, see
+    /// `Executing.scheduler_caches_result`): the instance, the action and
+    /// its result, when the action succeeded, may be cached, and is the
+    /// worker's current one and still wanted.
+    pub fn result_to_cache(
+        &self,
+        request: &SynchronizeRequest,
+    ) -> Option<(String, Digest, reapi::ActionResult)> {
+        let current_state::WorkerState::Executing(executing) =
+            request.current_state.as_ref()?.worker_state.as_ref()?
+        else {
+            return None;
+        };
+        let Some(current_state::executing::ExecutionState::Completed(response)) = &executing.execution_state
+        else {
+            return None;
+        };
+        let result = response.result.as_ref()?;
+        let succeeded = result.exit_code == 0 && response.status.as_ref().is_none_or(|s| s.code == 0);
+        if !succeeded || response.cached_result {
+            return None;
+        }
+        let labels: BTreeMap<String, String> =
+            request.worker_id.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+        let state = self.state.lock();
+        let task = state.tasks.get(&state.workers.get(&Worker::key(&labels))?.task?)?;
+        let wanted = !(task.cancelled || task.is_completed() || task.request.action.do_not_cache);
+        let same = executing.action_digest.as_ref() == Some(&task.request.action_digest.to_proto());
+        (wanted && same)
+            .then(|| (task.request.instance_name.clone(), task.request.action_digest, result.clone()))
     }
 
     /// Everything a Synchronize call does under the lock.
@@ -209,6 +244,7 @@ impl BuildQueue {
             w3c_trace_context: bb_util::trace_context::TraceContext::of_span(&task.span).into_map(),
             digest_function: task.request.action_digest.function().to_proto(),
             command: Some(task.request.command.clone()),
+            scheduler_caches_result: true,
         };
         SynchronizeResponse {
             next_synchronization_at: at(self.config.executing_sync_interval.get()),

@@ -320,3 +320,38 @@ async fn drained_workers_finish_but_take_nothing_new() {
     assert!(given(&queue.synchronize(idle_request("w", &linux())).await.unwrap()).is_some());
     assert!(!queue.set_drained("nobody", true));
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_successful_cacheable_current_results_are_cached_by_the_scheduler() {
+    let queue = BuildQueue::new(config());
+    let mut uncached = task("uncached", linux(), 0, "i");
+    uncached.action.do_not_cache = true;
+    let _watches = [queue.execute(task("ok", linux(), 0, "i")), queue.execute(uncached)];
+    let to_w1 = given(&queue.synchronize(idle_request("w1", &linux())).await.unwrap()).unwrap();
+    let to_w2 = given(&queue.synchronize(idle_request("w2", &linux())).await.unwrap()).unwrap();
+    // first: the cacheable action; second: the do_not_cache one.
+    let (first, second) =
+        if to_w1 == Digest::of(DigestFunction::Sha256, b"ok") { (to_w1, to_w2) } else { (to_w2, to_w1) };
+    let holder = |digest: &Digest| if *digest == to_w1 { "w1" } else { "w2" };
+
+    // Still running, failed, or another action than the one given: nothing.
+    let running = current_state::executing::ExecutionState::Running(());
+    assert!(queue.result_to_cache(&executing_request(holder(&first), &linux(), &first, running)).is_none());
+    assert!(
+        queue.result_to_cache(&executing_request(holder(&first), &linux(), &first, success(1))).is_none()
+    );
+    assert!(
+        queue.result_to_cache(&executing_request(holder(&first), &linux(), &second, success(0))).is_none()
+    );
+    // do_not_cache: nothing.
+    assert!(
+        queue.result_to_cache(&executing_request(holder(&second), &linux(), &second, success(0))).is_none()
+    );
+    // A success of the worker's own cacheable action: its entry.
+    let request = executing_request(holder(&first), &linux(), &first, success(0));
+    let (instance, action, result) = queue.result_to_cache(&request).expect("an entry");
+    assert_eq!((instance.as_str(), action, result.exit_code), ("", first, 0));
+    // Once reported, the task is done: a repeated report caches nothing.
+    queue.synchronize(request.clone()).await.unwrap();
+    assert!(queue.result_to_cache(&request).is_none());
+}
