@@ -9,14 +9,20 @@
 #               start and analysis, which no cache can shorten;
 #   cached      after `clean --expunge` (a new Bazel server), every action a
 #               remote cache hit;
+#   minimal     the same with --remote_download_minimal: the hits without
+#               downloading the outputs;
+#   disk        the same from Bazel's local --disk_cache instead of the
+#               farm: what a cached rebuild costs Bazel itself;
 # and prints each wall time and its ratio to the floor.
 #
-#   checks/bench/bazel-big.sh [--libraries N] [--sources N] [--genrules N] [--jobs N] [--perf FILE]
+#   checks/bench/bazel-big.sh [--libraries N] [--sources N] [--genrules N] [--jobs N]
+#                             [--rounds N] [--perf FILE]
 #
 # Each library has --sources C files and --genrules generated ones (a
 # genrule each), archived into a static library; the binary (main.c) links them
 # all: libraries * (sources + 2 * genrules + 1) + 2 actions (40 * 25 + 2 by
-# default). --jobs is Bazel's for the remote builds. --perf records where
+# default). --jobs is Bazel's for the remote builds. --rounds repeats the
+# local, sandboxed and remote builds, alternating, and reports the medians. --perf records where
 # the farm's processes spend their CPU in the remote build (perf record -g,
 # software clock: `perf report -i FILE`). The farm's state is on
 # tmpfs, as in compare.sh.
@@ -28,7 +34,7 @@ require_tool bazel "apt-get install -y bazel-bootstrap"
 build_release 2>/dev/null
 require_binary bb
 
-libraries=40 sources=16 genrules=4 jobs=8 perf_data=
+libraries=40 sources=16 genrules=4 jobs=8 perf_data= rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --libraries) libraries=$2 ;;
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
     --genrules) genrules=$2 ;;
     --jobs) jobs=$2 ;;
     --perf) perf_data=$2 ;;
+    --rounds) rounds=$2 ;;
     *) die "unknown argument $1 (see the head of $0)" ;;
   esac
   shift 2
@@ -167,6 +174,8 @@ cpu_seconds() {
   for p in "$@"; do cat "/proc/$p/stat"; done | sed 's/^.*) //' |
     awk -v which="$which" -v hz="$ticks" '{ t += (which == "SELF") ? $12 + $13 : $14 + $15 } END { printf "%.2f\n", t / hz }'
 }
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 farm_processes() { echo "$pid" $(pgrep -P "$pid"); }
 
 # A first build starts the Bazel server and fills its caches of the
@@ -178,8 +187,6 @@ bazel_in "$work/bazel" build --spawn_strategy=local //... >"$work/warm.log" 2>&1
 [ "$(count_of local "$(process_summary "$work/warm.log")")" -eq "$expected" ] ||
   die "expected $expected local actions: $(process_summary "$work/warm.log")"
 
-local_s=$(timed local clean --spawn_strategy=local)
-sandboxed_s=$(timed sandboxed clean)
 read -r -a farm <<<"$(farm_processes)"
 farm_before=$(cpu_seconds SELF "${farm[@]}") actions_before=$(cpu_seconds CHILDREN "${farm[@]}")
 each_before=$(for p in "${farm[@]}"; do cpu_seconds SELF "$p"; done)
@@ -189,23 +196,37 @@ if [ -n "$perf_data" ]; then
   perf record -q -e cpu-clock -g -o "$perf_data" -p "$(IFS=,; echo "${farm[*]}")" 2>/dev/null &
   perf_pid=$!
 fi
-remote_s=$(timed remote clean "${remote[@]}" --noremote_accept_cached)
+# Rounds alternate, so the machine's drift reaches every kind alike.
+locals=() sandboxeds=() remotes=()
+for round in $(seq "$rounds"); do
+  locals+=("$(timed local clean --spawn_strategy=local)")
+  sandboxeds+=("$(timed sandboxed clean)")
+  remotes+=("$(timed remote clean "${remote[@]}" --noremote_accept_cached)")
+  [ "$(count_of remote "$(process_summary "$work/remote.log")")" -eq "$expected" ] ||
+    die "expected $expected remote actions: $(process_summary "$work/remote.log")"
+  log "round $round: remote $(ratio "${remotes[-1]}" "${locals[-1]}")x the local build"
+done
+local_s=$(median "${locals[@]}") sandboxed_s=$(median "${sandboxeds[@]}") remote_s=$(median "${remotes[@]}")
 [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 farm_cpu=$(awk -v a="$farm_before" -v b="$(cpu_seconds SELF "${farm[@]}")" 'BEGIN { printf "%.2f", b - a }')
 each_after=$(for p in "${farm[@]}"; do cpu_seconds SELF "$p"; done)
 each=$(paste <(for p in "${farm[@]}"; do tr '\0' ' ' <"/proc/$p/cmdline" | awk '{ print $2 }'; done) \
   <(echo "$each_before") <(echo "$each_after") | awk '{ printf "%s %.2f s, ", $1, $3 - $2 }')
 actions_cpu=$(awk -v a="$actions_before" -v b="$(cpu_seconds CHILDREN "${farm[@]}")" 'BEGIN { printf "%.2f", b - a }')
-[ "$(count_of remote "$(process_summary "$work/remote.log")")" -eq "$expected" ] ||
-  die "expected $expected remote actions: $(process_summary "$work/remote.log")"
 analysis_s=$(timed analysis "clean --expunge" "${remote[@]}" --nobuild)
 cached_s=$(timed cached "clean --expunge" "${remote[@]}")
-[ "$(count_of "remote cache hit" "$(process_summary "$work/cached.log")")" -eq "$expected" ] ||
-  die "expected $expected remote cache hits: $(process_summary "$work/cached.log")"
+minimal_s=$(timed minimal "clean --expunge" "${remote[@]}" --remote_download_minimal)
+# Bazel's own floor for a cached rebuild: the same from a local disk cache.
+timed filling clean --spawn_strategy=local --disk_cache="$work/disk-cache" >/dev/null
+disk_s=$(timed disk "clean --expunge" --spawn_strategy=local --disk_cache="$work/disk-cache")
+for name in cached minimal disk; do
+  [ "$(count_of "remote cache hit" "$(process_summary "$work/$name.log")")" -eq "$expected" ] ||
+    die "expected $expected remote cache hits: $(process_summary "$work/$name.log")"
+done
 
-log "remote: the farm's own processes used ${farm_cpu} s of CPU ($(awk -v c="$farm_cpu" -v n="$expected" 'BEGIN { printf "%.2f", 1000 * c / n }') ms per action: ${each%, }), the actions ${actions_cpu} s"
+log "remote: the farm's own processes used ${farm_cpu} s of CPU ($(awk -v c="$farm_cpu" -v n=$((expected * rounds)) 'BEGIN { printf "%.2f", 1000 * c / n }') ms per action: ${each%, }), the actions ${actions_cpu} s"
 printf '\n%-10s %9s %7s\n' build seconds ratio
-for row in "local $local_s" "sandboxed $sandboxed_s" "remote $remote_s" "analysis $analysis_s" "cached $cached_s"; do
+for row in "local $local_s" "sandboxed $sandboxed_s" "remote $remote_s" "analysis $analysis_s" "cached $cached_s" "minimal $minimal_s" "disk $disk_s"; do
   read -r name seconds <<<"$row"
   awk -v n="$name" -v s="$seconds" -v f="$local_s" 'BEGIN { printf "%-10s %9.2f %6.2fx\n", n, s, s / f }' 
 done
