@@ -26,6 +26,7 @@ pkgs.testers.runNixOSTest {
   };
 
   testScript = ''
+    ${builtins.readFile ./helpers.py}
     start_all()
     scheduler.wait_for_unit("bb-scheduler.service")
     scheduler.wait_for_open_port(8980)

@@ -7,12 +7,7 @@ import ./common.nix { inherit pkgs module packages; } {
   name = "buildbarn-farm";
   script = ''
     with subtest("both workers run actions"):
-        hosts = set()
-        for i in range(24):
-            out = client.succeed(f"bb exec {bb} -v -- sh -c 'sleep 0.2; echo run-{i}' 2>&1")
-            assert f"run-{i}" in out, out
-            hosts.update(word.split("=", 1)[1] for word in out.split() if word.startswith("worker="))
-        assert hosts == {"worker1", "worker2"}, f"actions ran on {hosts}"
+        runs_on_both_workers(bb)
 
     with subtest("outputs come back"):
         client.succeed(f"cd /tmp && bb exec {bb} --output out/result.txt -- sh -c 'echo hello > out/result.txt'")
