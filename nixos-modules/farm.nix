@@ -74,13 +74,15 @@ let
   scheme = if tls == null then "grpc" else "grpcs";
   endpoint = address: port: "${scheme}://${address}:${toString port}";
 
+  # A host's own certificate and key, from the TLS directory.
+  hostCertificate = host: {
+    certificate = "${tls.directory}/${host}.pem";
+    privateKey = "${tls.directory}/${host}.key";
+  };
   # What a server needs to let its peers in: TLS material and the tokens.
   serverCredentials = host:
-    optionalAttrs (tls != null)
-      {
-        certificate = "${tls.directory}/${host}.pem";
-        privateKey = "${tls.directory}/${host}.key";
-      } // optionalAttrs (tokens != null) { tokensFile = tokens.file; };
+    optionalAttrs (tls != null) (hostCertificate host)
+    // optionalAttrs (tokens != null) { tokensFile = tokens.file; };
   serverSettings = optionalAttrs anonymous { authentication.anonymous_on_network = true; };
 
   # What the scheduler presents to the storage nodes, and the keys of each
@@ -158,10 +160,7 @@ let
       schedulerEndpoint = endpoint schedulerAddress ports.worker;
       storageEndpoint = endpoint schedulerAddress ports.client;
       credentials = optionalAttrs (tls != null) { inherit (tls) ca; }
-        // optionalAttrs workerCertificates {
-        certificate = "${tls.directory}/${host}.pem";
-        privateKey = "${tls.directory}/${host}.key";
-      }
+        // optionalAttrs workerCertificates (hostCertificate host)
         // optionalAttrs (workerToken != null) { token = workerToken; };
       settings = lib.recursiveUpdate
         {

@@ -9,13 +9,13 @@
 { name, script, worker ? { } }:
 let
   inherit (pkgs) lib;
-  mkFarm = import ../../nixos-modules/farm.nix { inherit lib; };
   description = (import ./farms.nix { inherit lib; }).closed;
-  farm = lib.mapAttrs (_: host: { imports = [ module host (import ./programs.nix packages) ]; }) (mkFarm description);
+  farm = import ./hosts.nix { inherit lib module packages; } description
+    (host: if description.workers ? ${host} then worker else { });
 in
 pkgs.testers.runNixOSTest {
   inherit name;
-  nodes = farm // lib.mapAttrs (host: _: { imports = [ farm.${host} worker ]; }) description.workers // {
+  nodes = farm // {
     scheduler = { pkgs, ... }: {
       imports = [ farm.scheduler ];
       environment.systemPackages = [ pkgs.curl pkgs.jq ];

@@ -8,7 +8,6 @@
 { pkgs, module, packages }:
 let
   inherit (pkgs) lib;
-  mkFarm = import ../../nixos-modules/farm.nix { inherit lib; };
   example = import ../../nixos-modules/example-farm.nix;
   credentials = pkgs.runCommand "bb-example-credentials" { nativeBuildInputs = [ pkgs.openssl ]; } ''
     mkdir $out
@@ -19,13 +18,14 @@ let
     printf 'worker = "%s"\nci = "%s"\n' "$(hash bb-worker-token)" "$(hash ci-token)" > bb-tokens.toml
   '';
   keys = import ./keys.nix credentials;
-  farm = lib.mapAttrs (_: host: { imports = [ module host (import ./programs.nix packages) ]; }) (mkFarm example);
+  farm = import ./hosts.nix { inherit lib module packages; } example
+    (host: keys (if host == "scheduler" then [ "bb-tokens.toml" ] else [ "bb-worker-token" ]));
 in
 pkgs.testers.runNixOSTest {
   name = "buildbarn-example-farm";
-  nodes = lib.mapAttrs (_: host: { imports = [ host (keys [ "bb-worker-token" ]) ]; }) farm // {
+  nodes = farm // {
     scheduler = { pkgs, ... }: {
-      imports = [ farm.scheduler (keys [ "bb-tokens.toml" ]) ];
+      imports = [ farm.scheduler ];
       environment.systemPackages = [ pkgs.curl pkgs.jq ];
     };
     client = import ../../nixos-modules/example-client.nix packages.bb;

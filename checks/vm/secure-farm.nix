@@ -12,10 +12,10 @@
 { pkgs, module, packages }:
 let
   inherit (pkgs) lib;
-  mkFarm = import ../../nixos-modules/farm.nix { inherit lib; };
-  hosts = mkFarm (import ./farms.nix { inherit lib; }).secure;
+  farm = import ./hosts.nix { inherit lib module packages; } (import ./farms.nix { inherit lib; }).secure
+    (host: keys (hostKeys host));
   # Each gets a certificate of its own.
-  servers = lib.attrNames hosts;
+  servers = lib.attrNames farm;
   credentials = pkgs.runCommand "bb-test-credentials" { nativeBuildInputs = [ pkgs.openssl ]; } ''
     mkdir $out
     cd $out
@@ -36,9 +36,6 @@ let
   hostKeys = host: [ "bb-ca.pem" "${host}.pem" "${host}.key" ]
     ++ lib.optionals (host == "scheduler") [ "bb-tokens.toml" "bb-scheduler-token" ]
     ++ lib.optionals (host == "storage1") [ "bb-tokens.toml" ];
-  farm = lib.mapAttrs
-    (host: farmHost: { imports = [ module farmHost (import ./programs.nix packages) (keys (hostKeys host)) ]; })
-    hosts;
 in
 pkgs.testers.runNixOSTest {
   name = "buildbarn-secure-farm";

@@ -91,10 +91,10 @@ impl BuildQueue {
     /// `Executing.scheduler_caches_result`): the instance, the action and
     /// its result, when the action succeeded, may be cached, and is the
     /// worker's current one and still wanted.
-    pub fn result_to_cache(
+    pub fn result_to_cache<'r>(
         &self,
-        request: &SynchronizeRequest,
-    ) -> Option<(String, Digest, reapi::ActionResult)> {
+        request: &'r SynchronizeRequest,
+    ) -> Option<(String, Digest, &'r reapi::ActionResult)> {
         let current_state::WorkerState::Executing(executing) =
             request.current_state.as_ref()?.worker_state.as_ref()?
         else {
@@ -115,8 +115,7 @@ impl BuildQueue {
         let task = state.tasks.get(&state.workers.get(&Worker::key(&labels))?.task?)?;
         let wanted = !(task.cancelled || task.is_completed() || task.request.action.do_not_cache);
         let same = executing.action_digest.as_ref() == Some(&task.request.action_digest.to_proto());
-        (wanted && same)
-            .then(|| (task.request.instance_name.clone(), task.request.action_digest, result.clone()))
+        (wanted && same).then(|| (task.request.instance_name.clone(), task.request.action_digest, result))
     }
 
     /// Everything a Synchronize call does under the lock.

@@ -33,7 +33,7 @@ impl OperationQueue for OperationQueueService {
         let request = request.into_inner();
         // A successful result is cached before its clients hear of it.
         if let Some((instance, action, result)) = self.queue.result_to_cache(&request)
-            && let Err(status) = self.results.update_action_result(&instance, &action, &result).await
+            && let Err(status) = self.results.update_action_result(&instance, &action, result).await
         {
             tracing::warn!("caching the result of action {action}: {}", status.message());
         }
