@@ -28,6 +28,7 @@
 # tmpfs, as in compare.sh.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/farm-cpu.sh"
 cd "$CHECKS_ROOT"
 skip_unless_root "bb farm separates its users only as root"
 require_tool bazel "apt-get install -y bazel-bootstrap"
@@ -165,18 +166,8 @@ timed() {
   awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f\n", b - a }' 
 }
 
-# cpu_seconds SELF|CHILDREN PID...: CPU seconds (user and system) the
-# processes spent themselves, or their reaped children.
-cpu_seconds() {
-  local which=$1 ticks
-  shift
-  ticks=$(getconf CLK_TCK)
-  for p in "$@"; do cat "/proc/$p/stat"; done | sed 's/^.*) //' |
-    awk -v which="$which" -v hz="$ticks" '{ t += (which == "SELF") ? $12 + $13 : $14 + $15 } END { printf "%.2f\n", t / hz }'
-}
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-farm_processes() { echo "$pid" $(pgrep -P "$pid"); }
 
 # A first build starts the Bazel server and fills its caches of the
 # toolchain; it is not measured.
@@ -187,13 +178,11 @@ bazel_in "$work/bazel" build --spawn_strategy=local //... >"$work/warm.log" 2>&1
 [ "$(count_of local "$(process_summary "$work/warm.log")")" -eq "$expected" ] ||
   die "expected $expected local actions: $(process_summary "$work/warm.log")"
 
-read -r -a farm <<<"$(farm_processes)"
-farm_before=$(cpu_seconds SELF "${farm[@]}") actions_before=$(cpu_seconds CHILDREN "${farm[@]}")
-each_before=$(for p in "${farm[@]}"; do cpu_seconds SELF "$p"; done)
+cpu_before=$(farm_cpu_snapshot "$pid")
 perf_pid=
 if [ -n "$perf_data" ]; then
   require_tool perf "apt-get install -y linux-perf"
-  perf record -q -e cpu-clock -g -o "$perf_data" -p "$(IFS=,; echo "${farm[*]}")" 2>/dev/null &
+  perf record -q -e cpu-clock -g -o "$perf_data" -p "$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)" 2>/dev/null &
   perf_pid=$!
 fi
 # Rounds alternate, so the machine's drift reaches every kind alike.
@@ -208,11 +197,7 @@ for round in $(seq "$rounds"); do
 done
 local_s=$(median "${locals[@]}") sandboxed_s=$(median "${sandboxeds[@]}") remote_s=$(median "${remotes[@]}")
 [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
-farm_cpu=$(awk -v a="$farm_before" -v b="$(cpu_seconds SELF "${farm[@]}")" 'BEGIN { printf "%.2f", b - a }')
-each_after=$(for p in "${farm[@]}"; do cpu_seconds SELF "$p"; done)
-each=$(paste <(for p in "${farm[@]}"; do tr '\0' ' ' <"/proc/$p/cmdline" | awk '{ print $2 }'; done) \
-  <(echo "$each_before") <(echo "$each_after") | awk '{ printf "%s %.2f s, ", $1, $3 - $2 }')
-actions_cpu=$(awk -v a="$actions_before" -v b="$(cpu_seconds CHILDREN "${farm[@]}")" 'BEGIN { printf "%.2f", b - a }')
+cpu_used=$(farm_cpu_report "$cpu_before" "$(farm_cpu_snapshot "$pid")" $((expected * rounds)))
 analysis_s=$(timed analysis "clean --expunge" "${remote[@]}" --nobuild)
 cached_s=$(timed cached "clean --expunge" "${remote[@]}")
 minimal_s=$(timed minimal "clean --expunge" "${remote[@]}" --remote_download_minimal)
@@ -224,7 +209,7 @@ for name in cached minimal disk; do
     die "expected $expected remote cache hits: $(process_summary "$work/$name.log")"
 done
 
-log "remote: the farm's own processes used ${farm_cpu} s of CPU ($(awk -v c="$farm_cpu" -v n=$((expected * rounds)) 'BEGIN { printf "%.2f", 1000 * c / n }') ms per action: ${each%, }), the actions ${actions_cpu} s"
+log "remote: $cpu_used"
 printf '\n%-10s %9s %7s\n' build seconds ratio
 for row in "local $local_s" "sandboxed $sandboxed_s" "remote $remote_s" "analysis $analysis_s" "cached $cached_s" "minimal $minimal_s" "disk $disk_s"; do
   read -r name seconds <<<"$row"
