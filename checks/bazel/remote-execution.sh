@@ -63,7 +63,10 @@ grep -qE "Exit 3|exit code 3|exit status 3" "$work/fail.log" || { cat "$work/fai
 # Bazel prints the farm's message with the failure: a link to the action's page.
 page=$(grep -oE "Details of this action: http://[^ ]+" "$work/fail.log" | head -n 1 | sed 's/^Details of this action: //')
 [ -n "$page" ] || { cat "$work/fail.log"; die "Bazel did not show the link to the failed action's page"; }
-curl -sf "$page" | grep -q "this target fails on purpose" || die "the failed action's page $page does not show its stderr"
+# The page is read whole before it is searched: `curl | grep -q` fails under
+# pipefail whenever grep stops reading before curl has written everything.
+page_html=$(curl -sf "$page") || die "the failed action's page $page did not load"
+grep -q "this target fails on purpose" <<<"$page_html" || die "the failed action's page $page does not show its stderr"
 log "   the failure links to its action page, which shows its stderr"
 
 log "after clean --expunge: every action from the remote cache"
