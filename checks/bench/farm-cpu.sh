@@ -2,15 +2,21 @@
 # shellcheck shell=bash
 
 # farm_cpu_snapshot FARM_PID: a line per process of the farm (bb farm
-# itself and the scheduler, worker and runner it started): its role, the
-# CPU ticks (user and system) it used itself, and those of the children it
-# reaped (for a runner: the actions' sandboxes).
+# itself, the scheduler, worker and runner it started, and the runner's
+# zygote): its role, the CPU ticks (user and system) it used itself, and
+# those of the children it reaped (for the zygote: the actions' sandboxes,
+# their keepers included).
 farm_cpu_snapshot() {
-  local p role
+  local p z
   for p in "$1" $(pgrep -P "$1"); do
-    role=$(tr '\0' ' ' <"/proc/$p/cmdline" | awk '{ print $2 }')
-    sed 's/^.*) //' "/proc/$p/stat" | awk -v role="$role" '{ print role, $12 + $13, $14 + $15 }'
+    farm_cpu_line "$p" "$(tr '\0' ' ' <"/proc/$p/cmdline" | awk '{ print $2 }')"
+    for z in $(pgrep -x -P "$p" bb-zygote); do farm_cpu_line "$z" zygote; done
   done
+}
+
+# farm_cpu_line PID ROLE: ROLE, and PID's own and reaped children's ticks.
+farm_cpu_line() {
+  sed 's/^.*) //' "/proc/$1/stat" | awk -v role="$2" '{ print role, $12 + $13, $14 + $15 }'
 }
 
 # farm_cpu_report BEFORE AFTER ACTIONS: from two snapshots, the CPU the

@@ -66,11 +66,9 @@ pub fn run(config: config::Config) -> anyhow::Result<()> {
         );
     }
     // One thread for the RPCs, the blocking work on tokio's blocking pool:
-    // every sandbox's init is a fork of this process, which write-protects
-    // its memory, and each page the runner writes afterwards is copied (a
-    // fault, and a TLB shootdown to the other cores). Fewer threads touch
-    // fewer pages: measured with `checks/bench/noop.sh`-style runs, 15%
-    // fewer faults and 10-30% less runner CPU per action.
+    // the runner's own work per call is short, and action starts are
+    // serialized anyway. Sandboxes are not forks of this process but of
+    // its zygote (see sandbox::zygote), forked as the service is made.
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         let shutdown = bb_util::shutdown::on_signals()?;
         tracing::info!(

@@ -1,12 +1,13 @@
 //! The sandbox's init process and the action it starts, after `clone`.
 //!
-//! The runner is multithreaded, and the child is made by a raw `clone`
-//! system call, so nothing here may take a lock another thread could have
-//! held: no allocation, no glibc wrapper that synchronises threads
-//! (`setuid` and friends are called as raw system calls). What the child
-//! does is written by the runner into shared memory ([`super::plan`]) and
-//! only read here: the [`Generic`] part before the clone, the
-//! [`ActionPlan`] when the action is known (maybe long after).
+//! The child is made by a raw `clone` system call from the sandbox's
+//! keeper, itself a fork of the runner ([`super::zygote`]), so nothing here
+//! may take a lock another thread could have held: no allocation, no glibc
+//! wrapper that synchronises threads (`setuid` and friends are called as
+//! raw system calls). What the child does is written by the runner into
+//! shared memory ([`super::plan`]) and only read here: the [`Generic`]
+//! part before the clone, the [`ActionPlan`] when the action is known
+//! (maybe long after).
 
 use super::plan::{ActionPlan, Generic, MountStep, Place, Stage, TREES};
 use super::sys;
@@ -41,41 +42,54 @@ unsafe fn init_main(generic: *const Generic) -> ! {
     unsafe { libc::_exit(status) }
 }
 
-/// Starts the launcher, the sandbox's first child, and returns its pid
-/// once it is done: it shares the runner's memory (so its start copies
-/// nothing) and this thread waits meanwhile. It enters the action's
-/// cgroup, joins the kept namespaces, clones init into new ones of the
-/// other kinds (`flags`) as the runner's child, writes init's pid and
-/// whether init is in its v2 cgroup, and exits.
+/// What the launcher left: its pid (to reap), and init's pid (negative if
+/// it failed, having reported why) and whether init started in its v2
+/// cgroup.
+pub struct Launched {
+    pub launcher: libc::pid_t,
+    pub init: libc::pid_t,
+    pub in_cgroup: bool,
+}
+
+/// Starts the launcher and returns once it is done: it shares the caller's
+/// memory (so its start copies nothing) and the caller waits meanwhile. It
+/// enters the action's cgroup, joins the kept namespaces, and clones init
+/// into new ones of the other kinds (`flags`) as the caller's child.
 ///
 /// # Safety
-/// `generic` is a plan in memory shared with the child.
-pub unsafe fn launch(generic: *const Generic, flags: libc::c_int) -> libc::pid_t {
+/// `generic` is a plan in memory shared with the child; called in the
+/// sandbox's keeper ([`super::zygote`]).
+pub unsafe fn launch(generic: *const Generic, flags: libc::c_int) -> Launched {
     struct Start {
         generic: *const Generic,
         flags: libc::c_int,
+        init: libc::pid_t,
+        in_cgroup: bool,
     }
     extern "C" fn entry(start: *mut libc::c_void) -> libc::c_int {
-        let start = unsafe { &*start.cast::<Start>() };
-        unsafe { launcher_main(start.generic, start.flags) }
+        let start = unsafe { &mut *start.cast::<Start>() };
+        (start.init, start.in_cgroup) = unsafe { launcher_main(start.generic, start.flags) };
+        unsafe { libc::_exit(0) }
     }
-    let mut start = Start { generic, flags };
-    // The launcher's stack; init, a copy of the runner's memory, goes on
+    let mut start = Start { generic, flags, init: -1, in_cgroup: false };
+    // The launcher's stack; init, a copy of the caller's memory, goes on
     // from it into its own copy of what lies beneath. 16-byte aligned.
     let mut stack = [0u128; 4096];
     let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
     let clone_flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-    unsafe { libc::clone(entry, top, clone_flags, (&raw mut start).cast()) }
+    let launcher = unsafe { libc::clone(entry, top, clone_flags, (&raw mut start).cast()) };
+    Launched { launcher, init: start.init, in_cgroup: start.in_cgroup }
 }
 
-unsafe fn launcher_main(generic: *const Generic, flags: libc::c_int) -> ! {
+/// Init's pid and whether it is in its v2 cgroup; in init, never returns.
+unsafe fn launcher_main(generic: *const Generic, flags: libc::c_int) -> (libc::pid_t, bool) {
     let plan = unsafe { &*generic };
     if let Err((stage, errno)) = unsafe { enter_cgroup_v1(plan).and_then(|()| join_namespaces(plan)) } {
         report(plan.report_fd, stage, errno);
-        unsafe { libc::_exit(127) }
+        return (-1, false);
     }
     let flags = flags | libc::CLONE_PARENT;
-    // SAFETY: init only makes raw system calls; its parent is the runner.
+    // SAFETY: init only makes raw system calls; its parent is the keeper.
     let mut init = unsafe { sys::clone_into(flags, plan.cgroup_fd) };
     let mut in_cgroup = plan.cgroup_fd >= 0;
     if init < 0 && errno() == libc::ENOSYS {
@@ -89,12 +103,8 @@ unsafe fn launcher_main(generic: *const Generic, flags: libc::c_int) -> ! {
     }
     if init < 0 {
         report(plan.report_fd, Stage::Fork, errno());
-        unsafe { libc::_exit(127) }
     }
-    let launched = [init, i32::from(in_cgroup)];
-    // SAFETY: writes 8 bytes from a local.
-    unsafe { libc::write(plan.launch_fd, launched.as_ptr().cast(), std::mem::size_of_val(&launched)) };
-    unsafe { libc::_exit(0) }
+    (init, in_cgroup)
 }
 
 /// Moves this thread (the launcher) into each v1 cgroup of the action.
@@ -177,11 +187,7 @@ unsafe fn receive(control: RawFd) -> Result<(*const ActionPlan, RawFd, RawFd), F
     let mut iov = libc::iovec { iov_base: (&raw mut address).cast(), iov_len: std::mem::size_of::<usize>() };
     // Room for two descriptors, aligned for cmsghdr.
     let mut control_buffer = [0u64; 8];
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control_buffer.as_mut_ptr().cast();
-    message.msg_controllen = std::mem::size_of_val(&control_buffer) as _;
+    let mut message = sys::message_header(&mut iov, &mut control_buffer);
     let received = unsafe { libc::recvmsg(control, &mut message, libc::MSG_CMSG_CLOEXEC) };
     if received != std::mem::size_of::<usize>() as isize {
         return Err((Stage::Go, errno()));

@@ -12,11 +12,14 @@ mod mounts;
 mod plan;
 mod pool;
 pub mod properties;
+mod region;
 mod spawn;
 mod sys;
+mod zygote;
 
 pub use cgroup::Limits;
 pub use spawn::{Exit, Running, StartError, duration};
+use zygote::Zygote;
 
 use crate::config::{Config, SandboxConfig};
 use bb_util::dir::Directory;
@@ -76,6 +79,8 @@ struct Spec {
     /// The namespaces sandboxes join: set exactly when they have
     /// namespaces.
     kept: Option<Arc<kept::Kept>>,
+    /// Forks the keepers that clone each sandbox's init.
+    zygote: Zygote,
 }
 
 /// The namespaces init is cloned into; the user namespace is the runner's
@@ -86,6 +91,14 @@ const ALL_NAMESPACES: libc::c_int =
 impl Sandbox {
     /// Checks what the host allows by setting up an empty sandbox.
     pub fn new(config: &Config) -> std::io::Result<Sandbox> {
+        let cgroups = if config.sandbox.cgroups {
+            cgroup::Cgroups::discover(config.sandbox.cgroup_parent.as_deref())
+        } else {
+            Err("cgroups = false".into())
+        };
+        // After the runner has moved itself into its own leaf cgroup (v2),
+        // and before it serves anything: the zygote is a copy of it.
+        let zygote = Zygote::start()?;
         let mut spec = Spec {
             settings: config.sandbox.clone(),
             isolation: Isolation { namespaces: config.sandbox.namespaces, proc: config.sandbox.namespaces },
@@ -93,12 +106,9 @@ impl Sandbox {
             chroot: config.chroot_into_input_root,
             run_as: config.run_as.map(|r| (r.uid, r.gid)),
             null: File::open("/dev/null")?,
-            cgroups: if config.sandbox.cgroups {
-                cgroup::Cgroups::discover(config.sandbox.cgroup_parent.as_deref())
-            } else {
-                Err("cgroups = false".into())
-            },
+            cgroups,
             kept: None,
+            zygote,
         };
         if spec.isolation.namespaces {
             match kept::Kept::new(&spec.id_maps()) {
@@ -236,7 +246,7 @@ impl Spec {
             status_fd: -1,
             join_user_fd: -1,
             join_network_fd: -1,
-            launch_fd: -1,
+            keeper_fd: -1,
             cgroup_fd: -1,
             cgroup_tasks: std::ptr::null(),
             keep_fds: std::ptr::null(),
@@ -264,7 +274,7 @@ impl Spec {
         });
         let lent = join.as_ref().is_some_and(|j| j.network.is_some());
         let flags = self.flags(!network && !lent);
-        spawn::prepare(arena, generic, flags, join, cgroup, keep)
+        spawn::prepare(spawn::Plan { arena, generic, flags, join, cgroup, keep }, &self.zygote)
     }
 
     /// Without namespaces, the action's directories are entered by handle.

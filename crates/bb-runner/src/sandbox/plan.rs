@@ -3,8 +3,9 @@
 //! so the child reads it without allocating, also what was written after
 //! the clone (a sandbox prepared before its action was known).
 
+use super::region;
 use std::ffi::c_char;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Where the child failed, as it reports it to the runner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +148,10 @@ pub struct Generic {
     /// -1 for none (no launcher, or a network namespace of its own).
     pub join_user_fd: RawFd,
     pub join_network_fd: RawFd,
-    /// Where the launcher writes init's pid.
-    pub launch_fd: RawFd,
+    /// A socket to the runner, the keeper's ([`super::zygote`]): init's
+    /// pid, whether it started in its v2 cgroup and a pidfd of it once it
+    /// is cloned; its wait status and usage once it is reaped.
+    pub keeper_fd: RawFd,
     /// The action's cgroup, which init starts in: a cgroup v2 directory
     /// init is cloned into, or cgroup v1 `tasks` files (NULL-terminated)
     /// the launcher moves itself into first; -1 and null for none. Neither
@@ -189,12 +192,15 @@ pub struct ActionPlan {
     pub chroot_inside: Place,
 }
 
-/// Memory shared with the child (an anonymous shared mapping made before
-/// the clone, at the same address in both), filled front to back.
+/// Memory shared with the child: a memfd the runner maps in a slot of the
+/// [`region`] and the sandbox's keeper maps at the same address
+/// ([`super::zygote`]), so the pointers in it mean the same in both;
+/// filled front to back.
 pub struct Arena {
     base: *mut u8,
     size: usize,
     used: usize,
+    file: OwnedFd,
 }
 
 // SAFETY: the arena owns its mapping; what it hands out are addresses into
@@ -203,7 +209,7 @@ unsafe impl Send for Arena {}
 
 /// Room for an action's arguments and environment (ARG_MAX is far below):
 /// reserved address space, only touched pages take memory.
-const ARENA_SIZE: usize = 64 << 20;
+pub const ARENA_SIZE: usize = 64 << 20;
 
 fn too_big() -> std::io::Error {
     std::io::Error::new(
@@ -214,21 +220,33 @@ fn too_big() -> std::io::Error {
 
 impl Arena {
     pub fn new() -> std::io::Result<Arena> {
-        // SAFETY: a fresh anonymous mapping, owned by the arena.
+        let file = nix::sys::memfd::memfd_create(c"bb-sandbox-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        nix::unistd::ftruncate(&file, ARENA_SIZE as libc::off_t).map_err(std::io::Error::from)?;
+        let region = region::region(ARENA_SIZE)?;
+        let slot = region.take()?;
+        // SAFETY: over a slot of the reservation, which the arena now owns.
         let base = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                slot as *mut libc::c_void,
                 ARENA_SIZE,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
+                libc::MAP_SHARED | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                file.as_raw_fd(),
                 0,
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
+            let error = std::io::Error::last_os_error();
+            region.give_back(slot);
+            return Err(error);
         }
-        Ok(Arena { base: base.cast(), size: ARENA_SIZE, used: 0 })
+        Ok(Arena { base: base.cast(), size: ARENA_SIZE, used: 0, file })
+    }
+
+    /// The memfd behind the arena, and where the runner maps it.
+    pub fn mapping(&self) -> (BorrowedFd<'_>, usize) {
+        (self.file.as_fd(), self.base as usize)
     }
 
     fn reserve(&mut self, bytes: usize, align: usize) -> std::io::Result<*mut u8> {
@@ -283,8 +301,10 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        // SAFETY: our own mapping; the child keeps its own reference to it.
-        unsafe { libc::munmap(self.base.cast(), self.size) };
+        // The children keep their own mapping of the memfd.
+        if let Some(region) = region::existing() {
+            region.give_back(self.base as usize);
+        }
     }
 }
 

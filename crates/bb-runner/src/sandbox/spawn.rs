@@ -1,21 +1,25 @@
-//! The runner's side of a sandbox: clone its init (which sets up what does
-//! not depend on the action, maybe well before it), map the action's user
-//! into the new user namespace, put init in its cgroup; then hand it the
-//! action and learn whether it started; then wait for it, stop it, or kill
-//! it.
+//! The runner's side of a sandbox: have its init cloned (by a keeper the
+//! zygote forks, [`super::zygote`]; init sets up what does not depend on
+//! the action, maybe well before it), put init in its cgroup; then hand it
+//! the action and learn whether it started; then wait for it, stop it, or
+//! kill it. Init is the keeper's child: the runner holds a pidfd of it, and
+//! learns from the keeper when it is reaped.
 
 use super::cgroup::{ActionCgroup, Limits};
-use super::child;
 use super::kept::{Kept, NetworkLease};
 use super::plan::{ActionPlan, Arena, Generic, Stage};
 use super::sys::StatusReport;
+use super::zygote::Zygote;
 use bb_proto::bbrs::sandbox::CgroupResourceUsage;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg,
+    socketpair,
+};
 use nix::unistd::Pid;
 use std::fs::File;
-use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -64,6 +68,10 @@ pub struct Prepared {
 
 struct Parts {
     init: Pid,
+    /// A pidfd of init: signals never reach a process that reused its pid.
+    pidfd: OwnedFd,
+    /// The keeper's socket: init's wait status once it is reaped.
+    keeper: OwnedFd,
     control: UnixStream,
     report: File,
     status: File,
@@ -77,7 +85,7 @@ struct Parts {
 
 /// A started action. Dropping it kills everything it started.
 pub struct Running {
-    /// A pidfd of init: signals never reach a process that reused its pid.
+    /// A pidfd of init.
     init: OwnedFd,
     /// The action's process group, as the runner sees it, when there is no
     /// PID namespace to take everything down with init.
@@ -91,26 +99,33 @@ fn pipe() -> std::io::Result<(File, File)> {
     Ok((File::from(read), File::from(write)))
 }
 
-/// Clones init with `flags` through a launcher, which first enters
-/// `cgroup` and joins `join`; init sets up the `generic` plan in `arena`.
-/// `keep`: descriptors of the runner init must keep (the action's
-/// directories, without namespaces).
-pub fn prepare(
-    mut arena: Arena,
-    mut generic: Generic,
-    flags: libc::c_int,
-    join: Option<Join>,
-    cgroup: Option<ActionCgroup>,
-    keep: &[RawFd],
-) -> Result<Prepared, StartError> {
+/// What a sandbox is made of.
+pub struct Plan<'a> {
+    pub arena: Arena,
+    pub generic: Generic,
+    pub flags: libc::c_int,
+    pub join: Option<Join>,
+    pub cgroup: Option<ActionCgroup>,
+    /// Descriptors of the runner init must keep (the action's directories,
+    /// without namespaces).
+    pub keep: &'a [RawFd],
+}
+
+/// Has `zygote` clone init with the plan's flags through a launcher, which
+/// first enters its cgroup and joins its namespaces; init sets up the
+/// generic plan.
+pub fn prepare(plan: Plan<'_>, zygote: &Zygote) -> Result<Prepared, StartError> {
+    let Plan { mut arena, mut generic, flags, join, cgroup, keep } = plan;
     let (control, child_control) = UnixStream::pair()?;
     let (report_read, report_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
-    let (mut launch_read, launch_write) = pipe()?;
+    let (keeper, keeper_child) =
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(std::io::Error::from)?;
     generic.control_fd = child_control.as_raw_fd();
     generic.report_fd = report_write.as_raw_fd();
     generic.status_fd = status_write.as_raw_fd();
-    generic.launch_fd = launch_write.as_raw_fd();
+    generic.keeper_fd = keeper_child.as_raw_fd();
     if let Some(join) = &join {
         generic.join_user_fd = join.kept.user().as_raw_fd();
         generic.join_network_fd = join.network.as_ref().map_or(-1, |lease| lease.fd().as_raw_fd());
@@ -132,17 +147,18 @@ pub fn prepare(
     generic.keep_len = fds.len();
     generic.pid_namespace = flags & libc::CLONE_NEWPID != 0;
     let pid_namespace = generic.pid_namespace;
+    // What the keeper is given: what init keeps, and the launcher's own.
+    fds.extend([generic.keeper_fd, generic.join_user_fd, generic.join_network_fd, generic.cgroup_fd]);
+    fds.retain(|fd| *fd >= 0);
     let generic = arena.value(generic)?;
-    // SAFETY: the children only make raw system calls on the shared plan.
-    let launcher = unsafe { child::launch(generic, flags) };
-    if launcher < 0 {
-        return Err(StartError::Io(std::io::Error::last_os_error()));
-    }
-    drop((child_control, report_write, status_write, launch_write, v2_cgroup));
+    zygote.launch(&arena, generic, flags, &fds)?;
+    drop((child_control, report_write, status_write, keeper_child, v2_cgroup));
     let mut report = report_read;
-    let (init, in_cgroup) = launched_init(Pid::from_raw(launcher), &mut launch_read, &mut report)?;
+    let (init, pidfd, in_cgroup) = launched_init(&keeper, &mut report)?;
     let parts = Parts {
-        init: Pid::from_raw(init),
+        init,
+        pidfd,
+        keeper,
         control,
         report,
         status: status_read,
@@ -156,7 +172,7 @@ pub fn prepare(
     if let Some(Join { kept, network }) = join {
         parts.network = match network {
             Some(lease) => Some(lease),
-            None if flags & libc::CLONE_NEWNET != 0 => Some(kept.adopt_network(init)?),
+            None if flags & libc::CLONE_NEWNET != 0 => Some(kept.adopt_network(init.as_raw())?),
             None => None,
         };
     }
@@ -165,32 +181,54 @@ pub fn prepare(
         std::fs::write(directory.join("cgroup.procs"), init.to_string())
             .map_err(|e| std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}")))?;
     }
+    // What was done by pid reached init if it still lives (its pid is not
+    // free before the keeper reaps it).
+    parts.check_alive()?;
     parts.control.write_all(&[1])?;
     Ok(prepared)
 }
 
-/// Init's pid, and whether it started in its v2 cgroup, as the launcher
-/// tells them; the launcher is reaped.
-fn launched_init(
-    launcher: Pid,
-    launch: &mut File,
-    report: &mut File,
-) -> Result<(libc::pid_t, bool), StartError> {
+/// Init's pid, a pidfd of it, and whether it started in its v2 cgroup, as
+/// the keeper tells them.
+fn launched_init(keeper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, bool), StartError> {
     let mut told = [0u8; 8];
-    let read = launch.read_exact(&mut told);
-    reap(launcher);
-    if read.is_err() {
-        read_report(report)?;
-        return Err(StartError::Io(std::io::Error::other(
-            "the sandbox's launcher ended without starting it",
-        )));
+    let mut space = nix::cmsg_space!(RawFd);
+    let received = {
+        let mut iov = [IoSliceMut::new(&mut told)];
+        recvmsg::<()>(keeper.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(std::io::Error::from)
+            .and_then(|message| {
+                let pidfd = message.cmsgs().map_err(std::io::Error::from)?.find_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                });
+                // SAFETY: a descriptor just received, nobody else's.
+                let pidfd = pidfd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                Ok((message.bytes, pidfd))
+            })
+    };
+    match received {
+        Ok((8, Some(pidfd))) => {
+            let pid = libc::pid_t::from_ne_bytes(told[..4].try_into().expect("4 bytes"));
+            Ok((Pid::from_raw(pid), pidfd, told[4..] != [0; 4]))
+        }
+        _ => {
+            read_report(report)?;
+            Err(StartError::Io(std::io::Error::other("the sandbox's keeper ended without starting it")))
+        }
     }
-    let pid = libc::pid_t::from_ne_bytes(told[..4].try_into().expect("4 bytes"));
-    Ok((pid, told[4..] != [0; 4]))
 }
 
-fn reap(pid: Pid) {
-    let _ = nix::sys::wait::waitpid(pid, None);
+/// Init's wait status and usage, once its keeper has reaped it.
+fn reaped(keeper: &OwnedFd) -> std::io::Result<(i32, libc::rusage)> {
+    let mut report = [0u8; std::mem::size_of::<StatusReport>()];
+    let read = nix::unistd::read(keeper, &mut report).map_err(std::io::Error::from)?;
+    if read != report.len() {
+        return Err(std::io::Error::other("the sandbox's keeper ended before its init"));
+    }
+    // SAFETY: StatusReport is plain data, written whole by the keeper.
+    let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
+    Ok((report.status, report.rusage))
 }
 
 /// Why the child stopped, from what it wrote to the report pipe (nothing:
@@ -220,7 +258,11 @@ impl Prepared {
     /// Sets the limits of the action that will run here.
     pub fn limit(&mut self, limits: Limits) -> std::io::Result<()> {
         match self.parts.as_mut() {
-            Some(Parts { cgroup: Some(cgroup), init, .. }) => cgroup.set_limits(limits, init.as_raw()),
+            Some(parts @ Parts { cgroup: Some(_), .. }) => {
+                let init = parts.init.as_raw();
+                parts.cgroup.as_mut().expect("matched").set_limits(limits, init)?;
+                parts.check_alive()
+            }
             _ => Ok(()),
         }
     }
@@ -238,9 +280,7 @@ impl Prepared {
             parts.kill();
             return Err(e);
         }
-        let Parts { init, mut status, cgroup, network, pid_namespace, .. } = parts;
-        // Not reaped before the waiter below: the pid is still init's.
-        let pidfd = pidfd_open(init)?;
+        let Parts { pidfd, keeper, mut status, cgroup, network, pid_namespace, .. } = parts;
         let mut group = None;
         if !pid_namespace {
             // Init tells the action's process group: nothing else takes
@@ -250,7 +290,7 @@ impl Prepared {
             group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
         }
         let (send, waiter) = oneshot::channel();
-        tokio::task::spawn_blocking(move || wait(init, status, cgroup, network, send));
+        tokio::task::spawn_blocking(move || wait(keeper, status, cgroup, network, send));
         Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
     }
 }
@@ -281,9 +321,17 @@ impl Parts {
         Ok(())
     }
 
+    /// An error if init is gone (killed, or ended by a failure it reported).
+    fn check_alive(&self) -> std::io::Result<()> {
+        if signal(&self.pidfd, None) {
+            return Ok(());
+        }
+        Err(std::io::Error::other("the sandbox's init ended before its action came"))
+    }
+
     fn kill(self) {
-        let _ = kill(self.init, Signal::SIGKILL);
-        reap(self.init);
+        signal(&self.pidfd, Some(Signal::SIGKILL));
+        let _ = reaped(&self.keeper);
         if let Some(cgroup) = self.cgroup {
             cgroup.remove();
         }
@@ -305,7 +353,7 @@ impl Drop for Prepared {
 /// the sandbox is gone once init is), the cgroup removed and the network
 /// namespace given back, after the runner has answered.
 fn wait(
-    init: Pid,
+    keeper: OwnedFd,
     mut status: File,
     cgroup: Option<ActionCgroup>,
     network: Option<NetworkLease>,
@@ -318,7 +366,7 @@ fn wait(
         let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
         (Ok(decode(report.status, report.rusage)), false)
     } else {
-        let waited = wait4(init);
+        let waited = reaped(&keeper);
         let reaped = waited.is_ok();
         (waited.map(|(wait_status, rusage)| decode(wait_status, rusage)), reaped)
     };
@@ -333,7 +381,7 @@ fn wait(
     });
     let _ = send.send(exit);
     if reported {
-        reaped = wait4(init).is_ok();
+        reaped = self::reaped(&keeper).is_ok();
     }
     if let Some(cgroup) = cgroup {
         cgroup.remove();
@@ -346,22 +394,6 @@ fn wait(
 /// A `timeval` of `rusage` as a protobuf Duration.
 pub fn duration(t: libc::timeval) -> prost_types::Duration {
     prost_types::Duration { seconds: t.tv_sec, nanos: (t.tv_usec * 1000) as i32 }
-}
-
-fn wait4(pid: Pid) -> std::io::Result<(i32, libc::rusage)> {
-    let mut wait_status = 0;
-    // SAFETY: rusage is plain data, filled in by the kernel.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: valid pointers to locals.
-        if unsafe { libc::wait4(pid.as_raw(), &mut wait_status, 0, &mut rusage) } == pid.as_raw() {
-            return Ok((wait_status, rusage));
-        }
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
 }
 
 fn decode(status: i32, rusage: libc::rusage) -> Exit {
@@ -387,7 +419,7 @@ impl Running {
     /// Asks every process of the action to stop (SIGTERM, through init).
     pub fn terminate(&self) {
         if !self.done {
-            signal(&self.init, Signal::SIGTERM);
+            signal(&self.init, Some(Signal::SIGTERM));
         }
     }
 
@@ -397,7 +429,7 @@ impl Running {
             let _ = killpg(group, Signal::SIGKILL);
         }
         if !self.done {
-            signal(&self.init, Signal::SIGKILL);
+            signal(&self.init, Some(Signal::SIGKILL));
         }
     }
 }
@@ -408,20 +440,10 @@ impl Drop for Running {
     }
 }
 
-fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
-    // SAFETY: a raw system call; the fd it returns is ours to own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor nobody else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
-}
-
-/// ESRCH (init is gone) is the usual and fine outcome.
-fn signal(pidfd: &OwnedFd, signal: Signal) {
+/// Sends `signal` (none: only checks) to the process of `pidfd`; false if
+/// it is gone (ESRCH, the usual and fine outcome of a kill).
+fn signal(pidfd: &OwnedFd, signal: Option<Signal>) -> bool {
+    let number = signal.map_or(0, |s| s as libc::c_int);
     // SAFETY: a raw system call on a descriptor we own.
-    unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal as libc::c_int, 0usize, 0u32)
-    };
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), number, 0usize, 0u32) == 0 }
 }

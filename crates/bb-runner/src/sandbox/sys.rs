@@ -160,6 +160,18 @@ pub unsafe fn join(fd: libc::c_int, nstype: libc::c_int) -> libc::c_long {
     unsafe { libc::syscall(libc::SYS_setns, fd, nstype) }
 }
 
+/// A message header for recvmsg(2) or sendmsg(2): one buffer, and room
+/// for control messages (u64s: aligned for cmsghdr).
+pub fn message_header(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is an empty header.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(control) as _;
+    message
+}
+
 /// Closes every descriptor above stderr but those in `keep` (sorted).
 ///
 /// # Safety
