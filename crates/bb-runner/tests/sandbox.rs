@@ -244,3 +244,21 @@ async fn chroot_into_the_input_root_inside_the_namespaces() {
     top.sort();
     assert_eq!(r.read("c1/stdout"), format!("2\n{}\n/work\n", top.join(" ")));
 }
+
+/// The runner here keeps a full bounding set (a test, not `bb-runner`,
+/// which empties its own where it can): its actions hold no capability in
+/// any set all the same.
+#[tokio::test]
+async fn actions_hold_no_capabilities_whatever_the_runner_holds() {
+    let r = runner().await;
+    let response = r
+        .run(r.action("c1", &["grep", "-E", "^Cap(Inh|Prm|Eff|Bnd|Amb)", "/proc/self/status"]))
+        .await
+        .unwrap();
+    assert_eq!(response.exit_code, 0, "{}", r.read("c1/stderr"));
+    let status = r.read("c1/stdout");
+    assert_eq!(status.lines().count(), 5, "{status}");
+    for line in status.lines() {
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+}

@@ -178,7 +178,7 @@ unsafe fn prepare(generic: &Generic, trees: &mut [RawFd; TREES]) -> Result<(), F
     if generic.loopback_up {
         unsafe { loopback_up() }?;
     }
-    unsafe { limit_capabilities() }
+    unsafe { limit_capabilities(generic.bounding_set) }
 }
 
 /// Waits for the action: its plan's address, and its stdout and stderr.
@@ -324,20 +324,21 @@ unsafe fn drop_capabilities() -> Result<(), Failure> {
 }
 
 /// What nothing the action runs may ever gain: no_new_privs, and empty
-/// ambient and bounding sets. The effective set, needed for the action's
-/// own mounts, is emptied later ([`drop_capabilities`]).
-unsafe fn limit_capabilities() -> Result<(), Failure> {
+/// ambient and bounding sets (`bounding`: the capabilities in it). The
+/// effective set, needed for the action's own mounts, is emptied later
+/// ([`drop_capabilities`]).
+unsafe fn limit_capabilities(bounding: u64) -> Result<(), Failure> {
     let stage = Stage::Capabilities;
     check(stage, unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into())?;
     check(
         stage,
         unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) }.into(),
     )?;
-    for cap in 0..=63 {
-        // Only CAP_SETPCAP allows this; EINVAL past the last capability.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1 {
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-        }
+    for cap in (0..64).filter(|cap| bounding & 1 << cap != 0) {
+        // Only CAP_SETPCAP allows this (without namespaces the runner has
+        // said at start whether it could empty its own); EINVAL past the
+        // last capability.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
     }
     Ok(())
 }

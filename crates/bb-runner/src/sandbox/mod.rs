@@ -13,12 +13,14 @@ mod plan;
 mod pool;
 pub mod properties;
 mod region;
+mod running;
 mod spawn;
 mod sys;
 mod zygote;
 
 pub use cgroup::Limits;
-pub use spawn::{Exit, Running, StartError, duration};
+pub use running::{Exit, Running, duration};
+pub use spawn::StartError;
 use zygote::Zygote;
 
 use crate::config::{Config, SandboxConfig};
@@ -81,6 +83,8 @@ struct Spec {
     kept: Option<Arc<kept::Kept>>,
     /// Forks the keepers that clone each sandbox's init.
     zygote: Zygote,
+    /// The runner's bounding set, a bit per capability (see [`Generic`]).
+    bounding_set: u64,
 }
 
 /// The namespaces init is cloned into; the user namespace is the runner's
@@ -109,6 +113,10 @@ impl Sandbox {
             cgroups,
             kept: None,
             zygote,
+            bounding_set: caps::read(None, caps::CapSet::Bounding)
+                .map_err(|e| std::io::Error::other(format!("reading the bounding set: {e}")))?
+                .iter()
+                .fold(0, |set, cap| set | 1u64 << cap.index()),
         };
         if spec.isolation.namespaces {
             match kept::Kept::new(&spec.id_maps()) {
@@ -260,6 +268,8 @@ impl Spec {
             uid,
             gid,
             may_set_groups: !namespaces || self.run_as.is_some(),
+            // Joining a user namespace fills the bounding set (setns(2)).
+            bounding_set: if namespaces { u64::MAX } else { self.bounding_set },
             probe_only,
         };
         let cgroup = match &self.cgroups {

@@ -28,10 +28,18 @@ fn identity(handle: &Directory) -> std::io::Result<(u64, u64)> {
     Ok((stat.st_dev, stat.st_ino))
 }
 
-/// Every ancestor of `path` but `/`, top down, and `path` itself: mount
-/// points, made where missing (what exists is left alone).
-fn mkdirs(path: &Path, arena: &mut Arena, steps: &mut Vec<MountStep>) -> std::io::Result<()> {
-    for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+/// Every ancestor of `path` beneath `existing` (known to exist), top down,
+/// and `path` itself: mount points, made where missing (what exists is
+/// left alone).
+fn mkdirs(
+    existing: &Path,
+    path: &Path,
+    arena: &mut Arena,
+    steps: &mut Vec<MountStep>,
+) -> std::io::Result<()> {
+    let mut missing: Vec<&Path> = path.ancestors().take_while(|a| !existing.starts_with(a)).collect();
+    missing.reverse();
+    for ancestor in missing {
         steps.push(MountStep::Mkdir { path: arena.path(ancestor)? });
     }
     Ok(())
@@ -70,7 +78,7 @@ pub fn generic_steps(
     for path in &hidden {
         steps.push(MountStep::Tmpfs { target: arena.path(path)?, options: small });
     }
-    mkdirs(build_directory, arena, &mut steps)?;
+    mkdirs(Path::new("/"), build_directory, arena, &mut steps)?;
     steps.push(MountStep::Tmpfs { target: arena.path(build_directory)?, options: small });
     let staging = build_directory.join(STAGING);
     steps.push(MountStep::Mkdir { path: arena.path(&staging)? });
@@ -109,7 +117,8 @@ pub fn action_steps(
         });
     }
     for (index, (_, path)) in exposed.iter().enumerate() {
-        mkdirs(path, arena, &mut steps)?;
+        // Beneath the cover over the build directory.
+        mkdirs(build_directory, path, arena, &mut steps)?;
         steps.push(MountStep::MoveTree { slot: index + 1, target: arena.path(path)? });
     }
     steps
@@ -149,5 +158,24 @@ mod tests {
         };
         assert_eq!(covered_paths(&settings, &[]), vec![a.clone()], "a covers a/b");
         assert!(covered_paths(&settings, &[dir.path()]).is_empty(), "all in a scratch directory");
+    }
+
+    #[test]
+    fn makes_only_what_lies_beneath_what_exists() {
+        let mut arena = Arena::new().unwrap();
+        let mut steps = Vec::new();
+        mkdirs(Path::new("/b/build"), Path::new("/b/build/x/root"), &mut arena, &mut steps).unwrap();
+        mkdirs(Path::new("/"), Path::new("/b"), &mut arena, &mut steps).unwrap();
+        let made: Vec<String> = steps
+            .iter()
+            .map(|step| match step {
+                // SAFETY: written into the arena just above.
+                MountStep::Mkdir { path } => {
+                    unsafe { std::ffi::CStr::from_ptr(*path) }.to_string_lossy().into()
+                }
+                _ => unreachable!("only Mkdir steps"),
+            })
+            .collect();
+        assert_eq!(made, ["/b/build/x", "/b/build/x/root", "/b"]);
     }
 }

@@ -171,6 +171,10 @@ pub struct Generic {
     pub gid: u32,
     /// setgroups(2) is allowed (not denied for the user namespace).
     pub may_set_groups: bool,
+    /// Init's bounding set, a bit per capability: the runner's, or all of
+    /// them after joining a user namespace. Init drops each of these, and
+    /// has nothing to do when there are none.
+    pub bounding_set: u64,
     /// Set up, then exit without starting anything: the runner's check of
     /// what the host allows.
     pub probe_only: bool,

@@ -8,10 +8,9 @@
 use super::cgroup::{ActionCgroup, Limits};
 use super::kept::{Kept, NetworkLease};
 use super::plan::{ActionPlan, Arena, Generic, Stage};
-use super::sys::StatusReport;
+use super::running::{Aftermath, Running, reaped, signal};
 use super::zygote::Zygote;
-use bb_proto::bbrs::sandbox::CgroupResourceUsage;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg,
     socketpair,
@@ -23,7 +22,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Namespaces a sandbox joins rather than makes: the runner's user
 /// namespace, and a network namespace lent to it (without one, a new one
@@ -51,16 +49,6 @@ impl StartError {
     }
 }
 
-/// How the action ended.
-pub struct Exit {
-    pub exit_code: i64,
-    pub signal: Option<Signal>,
-    /// The action's and everything init reaped.
-    pub rusage: libc::rusage,
-    /// What its cgroup measured, where it had one.
-    pub cgroup_usage: Option<CgroupResourceUsage>,
-}
-
 /// A sandbox whose init waits for its action. Dropped unused, it is killed.
 pub struct Prepared {
     parts: Option<Parts>,
@@ -81,17 +69,6 @@ struct Parts {
     /// Given back once init is reaped.
     network: Option<NetworkLease>,
     pid_namespace: bool,
-}
-
-/// A started action. Dropping it kills everything it started.
-pub struct Running {
-    /// A pidfd of init.
-    init: OwnedFd,
-    /// The action's process group, as the runner sees it, when there is no
-    /// PID namespace to take everything down with init.
-    group: Option<Pid>,
-    waiter: Option<oneshot::Receiver<std::io::Result<Exit>>>,
-    done: bool,
 }
 
 fn pipe() -> std::io::Result<(File, File)> {
@@ -219,18 +196,6 @@ fn launched_init(keeper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, b
     }
 }
 
-/// Init's wait status and usage, once its keeper has reaped it.
-fn reaped(keeper: &OwnedFd) -> std::io::Result<(i32, libc::rusage)> {
-    let mut report = [0u8; std::mem::size_of::<StatusReport>()];
-    let read = nix::unistd::read(keeper, &mut report).map_err(std::io::Error::from)?;
-    if read != report.len() {
-        return Err(std::io::Error::other("the sandbox's keeper ended before its init"));
-    }
-    // SAFETY: StatusReport is plain data, written whole by the keeper.
-    let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
-    Ok((report.status, report.rusage))
-}
-
 /// Why the child stopped, from what it wrote to the report pipe (nothing:
 /// it exec'd the action, or finished a probe).
 fn read_report(report: &mut File) -> Result<(), StartError> {
@@ -289,9 +254,7 @@ impl Prepared {
             status.read_exact(&mut pid)?;
             group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
         }
-        let (send, waiter) = oneshot::channel();
-        tokio::task::spawn_blocking(move || wait(keeper, status, cgroup, network, send));
-        Ok(Running { init: pidfd, group, waiter: Some(waiter), done: false })
+        Ok(Running::new(pidfd, group, status, Aftermath { keeper, cgroup, network })?)
     }
 }
 
@@ -345,105 +308,4 @@ impl Drop for Prepared {
             parts.kill();
         }
     }
-}
-
-/// The waiter, on a blocking thread: the action's end as init reports it
-/// (or, if init was killed, as init's own), sent as soon as it is known;
-/// then init is reaped (the namespaces' teardown: every other process of
-/// the sandbox is gone once init is), the cgroup removed and the network
-/// namespace given back, after the runner has answered.
-fn wait(
-    keeper: OwnedFd,
-    mut status: File,
-    cgroup: Option<ActionCgroup>,
-    network: Option<NetworkLease>,
-    send: oneshot::Sender<std::io::Result<Exit>>,
-) {
-    let mut report = [0u8; std::mem::size_of::<StatusReport>()];
-    let reported = status.read_exact(&mut report).is_ok();
-    let (exit, mut reaped) = if reported {
-        // SAFETY: StatusReport is plain data, written whole by init.
-        let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
-        (Ok(decode(report.status, report.rusage)), false)
-    } else {
-        let waited = reaped(&keeper);
-        let reaped = waited.is_ok();
-        (waited.map(|(wait_status, rusage)| decode(wait_status, rusage)), reaped)
-    };
-    let exit = exit.map(|mut exit| {
-        exit.cgroup_usage = cgroup.as_ref().map(|cgroup| {
-            let mut usage = cgroup.usage();
-            usage.cpu_user_time = usage.cpu_user_time.or(Some(duration(exit.rusage.ru_utime)));
-            usage.cpu_system_time = usage.cpu_system_time.or(Some(duration(exit.rusage.ru_stime)));
-            usage
-        });
-        exit
-    });
-    let _ = send.send(exit);
-    if reported {
-        reaped = self::reaped(&keeper).is_ok();
-    }
-    if let Some(cgroup) = cgroup {
-        cgroup.remove();
-    }
-    if !reaped && let Some(network) = network {
-        network.discard();
-    }
-}
-
-/// A `timeval` of `rusage` as a protobuf Duration.
-pub fn duration(t: libc::timeval) -> prost_types::Duration {
-    prost_types::Duration { seconds: t.tv_sec, nanos: (t.tv_usec * 1000) as i32 }
-}
-
-fn decode(status: i32, rusage: libc::rusage) -> Exit {
-    if libc::WIFSIGNALED(status) {
-        let number = libc::WTERMSIG(status);
-        let signal = Signal::try_from(number).ok();
-        Exit { exit_code: 128 + i64::from(number), signal, rusage, cgroup_usage: None }
-    } else {
-        Exit { exit_code: i64::from(libc::WEXITSTATUS(status)), signal: None, rusage, cgroup_usage: None }
-    }
-}
-
-impl Running {
-    /// Waits for the action to exit; may be called again after a timeout.
-    pub async fn wait(&mut self) -> std::io::Result<Exit> {
-        let waiter = self.waiter.as_mut().ok_or_else(|| std::io::Error::other("already waited for"))?;
-        let exit = waiter.await.map_err(|_| std::io::Error::other("the waiter is gone"))?;
-        self.waiter = None;
-        self.done = true;
-        exit
-    }
-
-    /// Asks every process of the action to stop (SIGTERM, through init).
-    pub fn terminate(&self) {
-        if !self.done {
-            signal(&self.init, Some(Signal::SIGTERM));
-        }
-    }
-
-    /// Kills everything the action started.
-    pub fn kill(&self) {
-        if let Some(group) = self.group {
-            let _ = killpg(group, Signal::SIGKILL);
-        }
-        if !self.done {
-            signal(&self.init, Some(Signal::SIGKILL));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Sends `signal` (none: only checks) to the process of `pidfd`; false if
-/// it is gone (ESRCH, the usual and fine outcome of a kill).
-fn signal(pidfd: &OwnedFd, signal: Option<Signal>) -> bool {
-    let number = signal.map_or(0, |s| s as libc::c_int);
-    // SAFETY: a raw system call on a descriptor we own.
-    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), number, 0usize, 0u32) == 0 }
 }
