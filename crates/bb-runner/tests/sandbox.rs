@@ -209,6 +209,60 @@ async fn limits_hold_and_usage_is_reported() {
     );
 }
 
+/// The cgroup an action runs in, as its `cat /proc/self/cgroup` printed it
+/// (the memory hierarchy's line on v1, the unified one on v2).
+fn cgroup_of(stdout: &str) -> String {
+    let line = stdout.lines().find(|l| l.contains(":memory:") || l.starts_with("0::"));
+    line.expect("a cgroup line").to_string()
+}
+
+/// A cgroup used again after an action that hit its limits gives the next
+/// action nothing of it: no limit, no OOM kill or process limit hit, and a
+/// peak of its own. (Nothing prepared ahead: each action takes the cgroup
+/// the last one gave back.)
+#[tokio::test]
+async fn a_cgroup_used_again_starts_clean() {
+    let r = runner_with("[sandbox]\nrequire_isolation = true\nprepared = 0\n").await;
+    let limited = |id: &str, script: &str, limit: (&str, &str)| {
+        let mut request = r.action(id, &["sh", "-c", &format!("cat /proc/self/cgroup; {script}")]);
+        request.platform_properties.insert(limit.0.into(), limit.1.into());
+        request
+    };
+    let grow = |mib: u32| format!("python3 -c 'x = bytearray({mib} << 20); print(len(x))' >/dev/null");
+    let heavy = [
+        limited("h1", &grow(256), ("memoryLimit", "64MiB")),
+        limited(
+            "h2",
+            &format!("{}; i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null", grow(200)),
+            ("processLimit", "64"),
+        ),
+    ];
+    let mut used = Vec::new();
+    for (index, request) in heavy.into_iter().enumerate() {
+        let response = r.run(request).await.unwrap();
+        let usage = cgroup_usage(&response);
+        assert!(usage.oom_kills > 0 || usage.process_limit_hits > 0, "limits were hit: {usage:?}");
+        used.push(cgroup_of(&r.read(&format!("h{}/stdout", index + 1))));
+    }
+    let mut again = false;
+    for i in 0..8 {
+        // The last action's cgroup is given back once its init is reaped.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let id = format!("l{i}");
+        let script = format!("cat /proc/self/cgroup; {}", grow(96));
+        let response = r.run(r.action(&id, &["sh", "-c", &script])).await.unwrap();
+        assert_eq!(response.exit_code, 0, "no memory limit is left: {}", r.read(&format!("{id}/stderr")));
+        let usage = cgroup_usage(&response);
+        assert_eq!((usage.oom_kills, usage.process_limit_hits), (0, 0), "{usage:?}");
+        assert_eq!((usage.memory_limit_bytes, usage.process_limit), (0, 0), "{usage:?}");
+        let peak = usage.memory_peak_bytes;
+        assert!((64 << 20..200 << 20).contains(&peak), "its own peak: {usage:?}");
+        again |= used.contains(&cgroup_of(&r.read(&format!("{id}/stdout"))));
+    }
+    let v1 = std::fs::read_to_string("/proc/self/cgroup").unwrap().contains(":memory:");
+    assert!(again || !v1, "on cgroup v1, the heavy actions' cgroups were used again");
+}
+
 /// Copies `program` and the shared libraries `ldd` names into `root`, at
 /// the same paths.
 fn install_with_libraries(program: &str, root: &std::path::Path) {

@@ -4,9 +4,18 @@
 //! cgroup v2 where the runner's own cgroup has the controllers (systemd's
 //! `Delegate=yes`); otherwise the v1 hierarchies of `memory`, `pids` and
 //! `cpu` beneath the runner's own cgroups, where it may write.
+//!
+//! On v1, an action's cgroup is used again once its action is over and
+//! nothing is left in it: its limits and peak are reset, its counters read
+//! as a baseline for the next. Making a memory and a pids cgroup and
+//! removing them (their teardown continues in a kernel worker) cost more
+//! CPU than the rest of a no-op action's sandbox. On v2 every action gets
+//! a fresh one: `pids.peak` there cannot be reset.
 
 use bb_proto::bbrs::sandbox::CgroupResourceUsage;
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,6 +42,39 @@ enum Layout {
 pub struct Cgroups {
     layout: Layout,
     prefix: String,
+    /// Cgroups whose action is over, ready for another (v1 only).
+    idle: Option<Arc<Idle>>,
+}
+
+/// At most this many cgroups wait for an action; more are removed.
+const IDLE_MAX: usize = 16;
+
+/// A cgroup still charged with more than this (page cache its actions
+/// read) once its action is over is removed rather than used again: the
+/// kernel hands the charge to the parent then, and the next action's peak
+/// and limit are not skewed by it.
+const RESIDUAL_MAX: u64 = 32 << 20;
+
+/// Idle cgroups, removed when the runner lets go of them.
+#[derive(Debug, Default)]
+struct Idle {
+    cgroups: Mutex<Vec<ActionCgroup>>,
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        for cgroup in self.cgroups.get_mut().drain(..) {
+            cgroup.remove();
+        }
+    }
+}
+
+/// Counters a cgroup only ever adds to: what an action did is the
+/// difference between their values before and after it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    oom_kills: u64,
+    process_limit_hits: u64,
 }
 
 /// Numbers action cgroups: unique in the process, also with several
@@ -40,6 +82,7 @@ pub struct Cgroups {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// One action's cgroup (one directory per hierarchy).
+#[derive(Debug)]
 pub struct ActionCgroup {
     v2: bool,
     directories: Vec<(&'static str, PathBuf)>,
@@ -48,6 +91,13 @@ pub struct ActionCgroup {
     /// cgroup costs about a millisecond. CPU time is measured without it.
     cpu_directory: Option<PathBuf>,
     limits: Limits,
+    /// Where it goes once its action is over, if it may be used again.
+    idle: Option<Arc<Idle>>,
+    /// The counters before this action, and what was charged then.
+    baseline: Counters,
+    residual: u64,
+    /// The counters as read after this action.
+    after: Option<Counters>,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -81,7 +131,8 @@ impl Cgroups {
             Ok(base) => Layout::V2(base),
             Err(v2) => v1_layout(&own, &mounts, beneath).map_err(|v1| format!("{v2}; {v1}"))?,
         };
-        Ok(Cgroups { layout, prefix: format!("action-{}-", std::process::id()) })
+        let idle = matches!(layout, Layout::V1 { .. }).then(Arc::default);
+        Ok(Cgroups { layout, prefix: format!("action-{}-", std::process::id()), idle })
     }
 
     pub fn describe(&self) -> String {
@@ -109,8 +160,21 @@ impl Cgroups {
         }
     }
 
-    /// A fresh cgroup without limits, for one action.
+    /// A cgroup without limits for one action: an idle one, or a new one.
     pub fn create(&self) -> std::io::Result<ActionCgroup> {
+        if let Some(idle) = &self.idle {
+            let reused = idle.cgroups.lock().pop();
+            if let Some(mut cgroup) = reused {
+                cgroup.idle = Some(idle.clone());
+                return Ok(cgroup);
+            }
+        }
+        let mut cgroup = self.make()?;
+        cgroup.idle = self.idle.clone();
+        Ok(cgroup)
+    }
+
+    fn make(&self) -> std::io::Result<ActionCgroup> {
         let name = format!("{}{}", self.prefix, NEXT.fetch_add(1, Ordering::Relaxed));
         let (v2, directories) = match &self.layout {
             Layout::V2(base) => (true, vec![("unified", base.join(&name))]),
@@ -124,7 +188,16 @@ impl Cgroups {
             Layout::V1 { cpu: Some(cpu), .. } => Some(cpu.join(&name)),
             _ => None,
         };
-        let cgroup = ActionCgroup { v2, directories, cpu_directory, limits: Limits::default() };
+        let cgroup = ActionCgroup {
+            v2,
+            directories,
+            cpu_directory,
+            limits: Limits::default(),
+            idle: None,
+            baseline: Counters::default(),
+            residual: 0,
+            after: None,
+        };
         for (_, directory) in &cgroup.directories {
             if let Err(e) = std::fs::create_dir(directory) {
                 cgroup.remove();
@@ -310,35 +383,118 @@ impl ActionCgroup {
     }
 
     /// What the action used, read once it exited.
-    pub fn usage(&self) -> CgroupResourceUsage {
+    pub fn usage(&mut self) -> CgroupResourceUsage {
         let micros = |us: u64| prost_types::Duration {
             seconds: (us / 1_000_000) as i64,
             nanos: (us % 1_000_000 * 1000) as i32,
         };
-        let file = |controller: &str, name: &str| self.directory(controller).map(|d| d.join(name));
-        let num = |controller: &str, name: &str| file(controller, name).and_then(|p| number(&p)).unwrap_or(0);
-        let key = |controller: &str, name: &str, key: &str| {
-            file(controller, name).and_then(|p| read(&p)).and_then(|t| keyed(&t, key)).unwrap_or(0)
-        };
+        let after = self.counters();
+        self.after = Some(after);
         let mut usage = CgroupResourceUsage {
             memory_limit_bytes: self.limits.memory.unwrap_or(0),
             process_limit: self.limits.processes.unwrap_or(0),
             cpu_limit: self.limits.cpus.unwrap_or(0.0),
-            process_limit_hits: key("pids", "pids.events", "max"),
+            process_limit_hits: after.process_limit_hits.saturating_sub(self.baseline.process_limit_hits),
+            oom_kills: after.oom_kills.saturating_sub(self.baseline.oom_kills),
             ..Default::default()
         };
         if self.v2 {
-            usage.memory_peak_bytes = num("memory", "memory.peak");
-            usage.oom_kills = key("memory", "memory.events", "oom_kill");
-            usage.processes_peak = num("pids", "pids.peak");
-            usage.cpu_user_time = Some(micros(key("cpu", "cpu.stat", "user_usec")));
-            usage.cpu_system_time = Some(micros(key("cpu", "cpu.stat", "system_usec")));
+            usage.memory_peak_bytes = self.number("memory", "memory.peak");
+            usage.processes_peak = self.number("pids", "pids.peak");
+            usage.cpu_user_time = Some(micros(self.keyed("cpu", "cpu.stat", "user_usec")));
+            usage.cpu_system_time = Some(micros(self.keyed("cpu", "cpu.stat", "system_usec")));
         } else {
-            usage.memory_peak_bytes = num("memory", "memory.max_usage_in_bytes");
-            usage.oom_kills = key("memory", "memory.oom_control", "oom_kill");
+            // What was charged before the action is not its own.
+            let peak = self.number("memory", "memory.max_usage_in_bytes");
+            usage.memory_peak_bytes = peak.saturating_sub(self.residual);
             // CPU time: measured by init's rusage of everything it reaped.
         }
         usage
+    }
+
+    fn file(&self, controller: &str, name: &str) -> Option<PathBuf> {
+        self.directory(controller).map(|d| d.join(name))
+    }
+
+    /// A number file's value; 0 where it cannot be read.
+    fn number(&self, controller: &str, name: &str) -> u64 {
+        self.file(controller, name).and_then(|p| number(&p)).unwrap_or(0)
+    }
+
+    /// A value of a flat-keyed file; 0 where it cannot be read.
+    fn keyed(&self, controller: &str, name: &str, key: &str) -> u64 {
+        self.file(controller, name).and_then(|p| read(&p)).and_then(|t| keyed(&t, key)).unwrap_or(0)
+    }
+
+    fn counters(&self) -> Counters {
+        let oom = if self.v2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
+        Counters {
+            oom_kills: self.keyed("memory", oom.0, oom.1),
+            process_limit_hits: self.keyed("pids", "pids.events", "max"),
+        }
+    }
+
+    /// Done with once its action is over (`reaped`: its init is known to
+    /// be gone): kept for another action where it may be, else removed.
+    pub fn release(mut self, reaped: bool) {
+        let Some(idle) = self.idle.take() else { return self.remove() };
+        if !reaped || !self.recycle() {
+            return self.remove();
+        }
+        let mut cgroups = idle.cgroups.lock();
+        if cgroups.len() < IDLE_MAX {
+            cgroups.push(self);
+        } else {
+            drop(cgroups);
+            self.remove();
+        }
+    }
+
+    /// Makes a v1 cgroup whose action is over ready for the next: false if
+    /// it is not empty, or cannot be reset.
+    fn recycle(&mut self) -> bool {
+        let left = match self.directory("pids") {
+            Some(_) => self.number("pids", "pids.current"),
+            None => self.file("memory", "cgroup.procs").and_then(|p| read(&p)).map_or(1, |t| t.len() as u64),
+        };
+        if left > 0 {
+            return false;
+        }
+        if let Some(index) = self.directories.iter().position(|(c, _)| *c == "cpu") {
+            let (_, directory) = self.directories.remove(index);
+            if std::fs::remove_dir(&directory).is_err() {
+                return false;
+            }
+            self.cpu_directory = Some(directory);
+        }
+        if self.reset_limits().is_err() {
+            return false;
+        }
+        self.baseline = self.after.take().unwrap_or_else(|| self.counters());
+        let Some(memory) = self.directory("memory").map(Path::to_path_buf) else { return true };
+        if std::fs::write(memory.join("memory.max_usage_in_bytes"), "0").is_err() {
+            return false;
+        }
+        self.residual = number(&memory.join("memory.usage_in_bytes")).unwrap_or(u64::MAX);
+        self.residual <= RESIDUAL_MAX
+    }
+
+    /// Lifts the limits the last action had.
+    fn reset_limits(&mut self) -> std::io::Result<()> {
+        let limits = std::mem::take(&mut self.limits);
+        if limits.processes.is_some()
+            && let Some(file) = self.file("pids", "pids.max")
+        {
+            std::fs::write(file, "max")?;
+        }
+        if limits.memory.is_some()
+            && let Some(memory) = self.directory("memory")
+        {
+            // The swap limit first: it may never be below the memory one.
+            let _ = std::fs::write(memory.join("memory.memsw.limit_in_bytes"), "-1");
+            std::fs::write(memory.join("memory.limit_in_bytes"), "-1")?;
+        }
+        Ok(())
     }
 
     /// Kills whatever is left in the cgroup and removes it.

@@ -82,7 +82,7 @@ impl Running {
         let reported = self.read_report().await?;
         self.done = true;
         let aftermath = self.aftermath.take().ok_or_else(|| std::io::Error::other("already waited for"))?;
-        let (exit, aftermath, reaped) = match reported {
+        let (exit, mut aftermath, reaped) = match reported {
             // SAFETY: StatusReport is plain data, written whole by init.
             true => {
                 let report = unsafe { std::ptr::read_unaligned(self.report.as_ptr().cast::<StatusReport>()) };
@@ -100,7 +100,7 @@ impl Running {
             }
         };
         let exit = exit.map(|mut exit| {
-            exit.cgroup_usage = aftermath.cgroup.as_ref().map(|cgroup| cgroup_usage(cgroup, &exit.rusage));
+            exit.cgroup_usage = aftermath.cgroup.as_mut().map(|cgroup| cgroup_usage(cgroup, &exit.rusage));
             exit
         });
         tokio::task::spawn_blocking(move || aftermath.finish(reaped));
@@ -159,12 +159,12 @@ impl Drop for Running {
 
 impl Aftermath {
     /// Blocks until init is reaped (unless `reaped` says whether it was),
-    /// then removes the cgroup and gives the network namespace back, or
-    /// lets it go if init's end is unknown (its sandbox may not be gone).
+    /// then gives the cgroup and the network namespace back, or lets them
+    /// go if init's end is unknown (its sandbox may not be gone).
     fn finish(self, reaped: Option<bool>) {
         let reaped = reaped.unwrap_or_else(|| self::reaped(&self.keeper).is_ok());
         if let Some(cgroup) = self.cgroup {
-            cgroup.remove();
+            cgroup.release(reaped);
         }
         if !reaped && let Some(network) = self.network {
             network.discard();
@@ -185,7 +185,7 @@ pub fn reaped(keeper: &OwnedFd) -> std::io::Result<(i32, libc::rusage)> {
 }
 
 /// What the cgroup measured; its CPU times from `rusage` where it has none.
-fn cgroup_usage(cgroup: &ActionCgroup, rusage: &libc::rusage) -> CgroupResourceUsage {
+fn cgroup_usage(cgroup: &mut ActionCgroup, rusage: &libc::rusage) -> CgroupResourceUsage {
     let mut usage = cgroup.usage();
     usage.cpu_user_time = usage.cpu_user_time.or(Some(duration(rusage.ru_utime)));
     usage.cpu_system_time = usage.cpu_system_time.or(Some(duration(rusage.ru_stime)));
