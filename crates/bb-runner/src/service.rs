@@ -34,8 +34,9 @@ struct Inner {
     kill_user_processes: bool,
     /// The user actions run as.
     action_uid: u32,
-    /// Actions running; held while starting one and while killing all of
-    /// the user's processes, so the two never overlap.
+    /// Actions starting or running, counted from when their sandbox is
+    /// handed the action (under the lock, as is killing all of the user's
+    /// processes, which waits until none is counted).
     active: Mutex<usize>,
 }
 
@@ -321,22 +322,27 @@ impl RunnerService {
             network: settled.network,
             limits: settled.limits,
         };
-        let mut running = {
+        // Counted as running from before its sandbox could hold a process
+        // of the action's user (see `active`).
+        let starting = {
             let mut active = inner.active.lock();
-            match inner.sandbox.start(&action) {
-                Ok(running) => {
-                    *active += 1;
-                    running
-                }
-                Err(e) => {
-                    drop(active);
-                    let Some(errno) = e.exec_errno() else {
-                        return Err(Status::internal(format!("cannot start the action: {e}")));
-                    };
-                    let exit_code = if errno == libc::ENOENT { 127 } else { 126 };
-                    let message = format!("{}: cannot run: {e}", program.display());
-                    return Ok(shell_like_failure(&mut stderr, exit_code, &message));
-                }
+            let starting = inner.sandbox.start(&action);
+            *active += usize::from(starting.is_ok());
+            starting
+        };
+        let started = match starting {
+            Ok(starting) => starting.started().await.inspect_err(|_| *inner.active.lock() -= 1),
+            Err(e) => Err(e),
+        };
+        let mut running = match started {
+            Ok(running) => running,
+            Err(e) => {
+                let Some(errno) = e.exec_errno() else {
+                    return Err(Status::internal(format!("cannot start the action: {e}")));
+                };
+                let exit_code = if errno == libc::ENOENT { 127 } else { 126 };
+                let message = format!("{}: cannot run: {e}", program.display());
+                return Ok(shell_like_failure(&mut stderr, exit_code, &message));
             }
         };
         // From here on, cleanup happens however this call ends.

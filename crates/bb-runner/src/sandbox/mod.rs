@@ -20,7 +20,7 @@ mod zygote;
 
 pub use cgroup::Limits;
 pub use running::{Exit, Running, duration};
-pub use spawn::StartError;
+pub use spawn::{StartError, Starting};
 use zygote::Zygote;
 
 use crate::config::{Config, SandboxConfig};
@@ -181,9 +181,10 @@ impl Sandbox {
         pool::Pool::top_up(&self.pool, &self.spec);
     }
 
-    /// Starts `action` in a sandbox of its own: one prepared ahead where it
-    /// fits (namespaces, the usual network), else one made now.
-    pub fn start(&self, action: &Action) -> Result<Running, StartError> {
+    /// Hands `action` to a sandbox of its own: one prepared ahead where it
+    /// fits (namespaces, the usual network), else one made now. It runs
+    /// once [`Starting::started`] says so.
+    pub fn start(&self, action: &Action) -> Result<Starting, StartError> {
         let spec = &self.spec;
         let pooled = spec.isolation.namespaces && action.network == spec.settings.allow_network;
         let mut prepared = if pooled {

@@ -22,6 +22,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// Namespaces a sandbox joins rather than makes: the runner's user
 /// namespace, and a network namespace lent to it (without one, a new one
@@ -61,7 +63,9 @@ struct Parts {
     /// The keeper's socket: init's wait status once it is reaped.
     keeper: OwnedFd,
     control: UnixStream,
-    report: File,
+    /// Why init failed, if it did; its end (nothing in it) once the action
+    /// runs. Taken when the action is handed over.
+    report: Option<File>,
     status: File,
     /// Holds the generic plan; the action's is added to it.
     arena: Arena,
@@ -137,7 +141,7 @@ pub fn prepare(plan: Plan<'_>, zygote: &Zygote) -> Result<Prepared, StartError> 
         pidfd,
         keeper,
         control,
-        report,
+        report: Some(report),
         status: status_read,
         arena,
         cgroup,
@@ -201,7 +205,31 @@ fn launched_init(keeper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, b
 fn read_report(report: &mut File) -> Result<(), StartError> {
     let mut bytes = Vec::new();
     report.read_to_end(&mut bytes)?;
-    match <[u8; 8]>::try_from(bytes.as_slice()) {
+    decode_report(&bytes)
+}
+
+/// The same, read on the runtime: the runner's one RPC thread goes on
+/// meanwhile (init lays out the action's mounts, then spawns it).
+async fn read_report_async(report: File) -> Result<(), StartError> {
+    nix::fcntl::fcntl(&report, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+        .map_err(std::io::Error::from)?;
+    // SAFETY: the File is the AsyncFd's own, open until it is dropped.
+    let report = unsafe { AsyncFd::register_with_interest(report, Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    let mut bytes = Vec::new();
+    loop {
+        let mut ready = report.readable().await?;
+        match ready.try_io(|pipe| pipe.get_ref().read_to_end(&mut bytes)) {
+            Ok(Ok(_)) => return decode_report(&bytes),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_would_block) => {}
+        }
+    }
+}
+
+fn decode_report(bytes: &[u8]) -> Result<(), StartError> {
+    match <[u8; 8]>::try_from(bytes) {
         Ok(bytes) => {
             let stage = i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
             let errno = i32::from_ne_bytes(bytes[4..].try_into().expect("4 bytes"));
@@ -215,7 +243,10 @@ impl Prepared {
     /// Sets up, starts nothing: whether the host allows the plan.
     pub fn probe(mut self) -> Result<(), StartError> {
         let mut parts = self.parts.take().expect("a prepared sandbox has its parts");
-        let outcome = read_report(&mut parts.report);
+        let outcome = match parts.report.as_mut() {
+            Some(report) => read_report(report),
+            None => Ok(()),
+        };
         parts.kill();
         outcome
     }
@@ -232,16 +263,43 @@ impl Prepared {
         }
     }
 
-    /// Starts the action that `write` writes into the arena; returns once
-    /// it runs (its program was executed).
+    /// Hands init the action that `write` writes into the arena; it has
+    /// started once [`Starting::started`] says so.
     pub fn start(
         mut self,
         write: impl FnOnce(&mut Arena) -> std::io::Result<ActionPlan>,
         stdout: &File,
         stderr: &File,
-    ) -> Result<Running, StartError> {
+    ) -> Result<Starting, StartError> {
         let mut parts = self.parts.take().expect("a prepared sandbox has its parts");
-        if let Err(e) = parts.start(write, stdout, stderr) {
+        match parts.hand_over(write, stdout, stderr) {
+            Ok(sent) => Ok(Starting { parts: Some(parts), sent }),
+            Err(e) => {
+                parts.kill();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A sandbox handed its action. Dropped before it started, it is killed.
+pub struct Starting {
+    parts: Option<Parts>,
+    /// Whether the action reached init (if not, init's report says why).
+    sent: nix::Result<usize>,
+}
+
+impl Starting {
+    /// Returns once the action runs (its program was executed), or why it
+    /// could not start.
+    pub async fn started(mut self) -> Result<Running, StartError> {
+        let parts = self.parts.as_mut().expect("a sandbox handed its action has its parts");
+        let report = parts.report.take().ok_or_else(|| std::io::Error::other("already started"))?;
+        // A failed send is explained by the report (init failed first).
+        let outcome =
+            read_report_async(report).await.and_then(|()| Ok(self.sent.map_err(std::io::Error::from)?));
+        let parts = self.parts.take().expect("taken only here");
+        if let Err(e) = outcome {
             parts.kill();
             return Err(e);
         }
@@ -258,30 +316,33 @@ impl Prepared {
     }
 }
 
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            parts.kill();
+        }
+    }
+}
+
 impl Parts {
-    /// Hands init the action.
-    fn start(
+    /// Sends init the action: the plan's address, and its stdout and stderr.
+    fn hand_over(
         &mut self,
         write: impl FnOnce(&mut Arena) -> std::io::Result<ActionPlan>,
         stdout: &File,
         stderr: &File,
-    ) -> Result<(), StartError> {
+    ) -> Result<nix::Result<usize>, StartError> {
         let plan = write(&mut self.arena)?;
         let address = self.arena.value(plan)? as usize;
         let bytes = address.to_ne_bytes();
         let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
-        let sent = sendmsg::<()>(
+        Ok(sendmsg::<()>(
             self.control.as_raw_fd(),
             &[IoSlice::new(&bytes)],
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::empty(),
             None,
-        );
-        // A failed send is explained by the report (init failed first).
-        let report = read_report(&mut self.report);
-        report?;
-        sent.map_err(std::io::Error::from)?;
-        Ok(())
+        ))
     }
 
     /// An error if init is gone (killed, or ended by a failure it reported).
