@@ -34,9 +34,9 @@ struct Inner {
     kill_user_processes: bool,
     /// The user actions run as.
     action_uid: u32,
-    /// Actions starting or running, counted from when their sandbox is
-    /// handed the action (under the lock, as is killing all of the user's
-    /// processes, which waits until none is counted).
+    /// Actions starting or running, counted from before their sandbox
+    /// exists: all of the user's processes are killed (under the lock) only
+    /// when none is.
     active: Mutex<usize>,
 }
 
@@ -71,6 +71,28 @@ impl Drop for AfterAction {
                 Err(_) => Self::work(work)(),
             }
         }
+    }
+}
+
+/// An action counted in `active` from before its sandbox exists, until its
+/// cleanup takes the count over (or, dropped before, the count is undone).
+struct Counted<'a>(&'a Inner);
+
+impl<'a> Counted<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        *inner.active.lock() += 1;
+        Counted(inner)
+    }
+
+    /// The action runs: [`Inner::clean_up`] uncounts it.
+    fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        *self.0.active.lock() -= 1;
     }
 }
 
@@ -322,20 +344,12 @@ impl RunnerService {
             network: settled.network,
             limits: settled.limits,
         };
-        // Counted as running from before its sandbox could hold a process
-        // of the action's user (see `active`).
-        let starting = {
-            let mut active = inner.active.lock();
-            let starting = inner.sandbox.start(&action);
-            *active += usize::from(starting.is_ok());
-            starting
-        };
-        let started = match starting {
-            Ok(starting) => starting.started().await.inspect_err(|_| *inner.active.lock() -= 1),
-            Err(e) => Err(e),
-        };
-        let mut running = match started {
-            Ok(running) => running,
+        let counted = Counted::new(inner);
+        let mut running = match inner.sandbox.start(&action).await {
+            Ok(running) => {
+                counted.hand_over();
+                running
+            }
             Err(e) => {
                 let Some(errno) = e.exec_errno() else {
                     return Err(Status::internal(format!("cannot start the action: {e}")));

@@ -20,7 +20,7 @@ mod zygote;
 
 pub use cgroup::Limits;
 pub use running::{Exit, Running, duration};
-pub use spawn::{StartError, Starting};
+pub use spawn::StartError;
 use zygote::Zygote;
 
 use crate::config::{Config, SandboxConfig};
@@ -181,23 +181,39 @@ impl Sandbox {
         pool::Pool::top_up(&self.pool, &self.spec);
     }
 
-    /// Hands `action` to a sandbox of its own: one prepared ahead where it
-    /// fits (namespaces, the usual network), else one made now. It runs
-    /// once [`Starting::started`] says so.
-    pub fn start(&self, action: &Action) -> Result<Starting, StartError> {
+    /// Starts `action` in a sandbox of its own: one prepared ahead where it
+    /// fits (namespaces, the usual network), else one made now; returns
+    /// once it runs.
+    pub async fn start(&self, action: &Action) -> Result<Running, StartError> {
         let spec = &self.spec;
         let pooled = spec.isolation.namespaces && action.network == spec.settings.allow_network;
         let mut prepared = if pooled {
-            self.pool.take(spec)?
+            self.pool.take(spec).await?
         } else {
-            spec.prepare(action.network, &spec.inherited_fds(action))?
+            // The descriptors stay open: `action` holds them until it is over.
+            Spec::prepare_apart(spec, action.network, spec.inherited_fds(action)).await?
         };
         prepared.limit(action.limits)?;
-        prepared.start(|arena| spec.action_plan(action, arena), &action.stdout, &action.stderr)
+        prepared
+            .start(|arena| spec.action_plan(action, arena), &action.stdout, &action.stderr)?
+            .started()
+            .await
     }
 }
 
 impl Spec {
+    /// [`Spec::prepare`] on a blocking thread.
+    async fn prepare_apart(
+        spec: &Arc<Spec>,
+        network: bool,
+        keep: Vec<RawFd>,
+    ) -> Result<Prepared, StartError> {
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || spec.prepare(network, &keep))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+    }
+
     fn flags(&self, network_namespace: bool) -> libc::c_int {
         match (self.isolation.namespaces, network_namespace) {
             (false, _) => 0,

@@ -25,12 +25,13 @@ impl Pool {
     }
 
     /// A prepared sandbox for the runner's usual network: one from the
-    /// pool, or one made now when it is empty.
-    pub fn take(&self, spec: &Spec) -> Result<Prepared, StartError> {
+    /// pool, or one made now when it is empty (on a blocking thread: the
+    /// runner's RPC thread goes on meanwhile).
+    pub async fn take(&self, spec: &Arc<Spec>) -> Result<Prepared, StartError> {
         let ready = self.ready.lock().pop();
         match ready {
             Some(prepared) => Ok(prepared),
-            None => spec.prepare(spec.settings.allow_network, &[]),
+            None => Spec::prepare_apart(spec, spec.settings.allow_network, Vec::new()).await,
         }
     }
 
