@@ -77,8 +77,10 @@ pub struct SandboxConfig {
     /// own mounts. 0 makes each when its action comes.
     pub prepared: usize,
     /// Give every action a cgroup of its own (limits, usage, and a kill
-    /// that reaches everything it started). Off: actions run in the
-    /// runner's cgroup, unlimited.
+    /// that reaches everything it started). On cgroup v1 a later action
+    /// may get the same one once it is empty, its limits lifted and its
+    /// peak and counters reset. Off: actions run in the runner's cgroup,
+    /// unlimited.
     pub cgroups: bool,
     /// Make action cgroups in this subdirectory of the runner's own cgroup
     /// (in every hierarchy), one that was delegated to the runner's user by
