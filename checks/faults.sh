@@ -51,7 +51,8 @@ faults sentinels put >/dev/null
 kill_during "kill -9 of a worker" sh -c 'kill -9 $(pgrep -n -u bb-worker)'
 # The runner is the process named bb; its sandboxes are named bb-sandbox,
 kill_during "kill -9 of a runner" sh -c 'kill -9 $(pgrep -n -u bb-runner -x bb)'
-# Its sandboxes' keepers are forked by its zygote, which it forks again.
+# Its sandboxes' inits are cloned and reaped by its zygote, which it forks
+# again.
 kill_during "kill -9 of a runner's zygote" sh -c 'kill -9 $(pgrep -n -u bb-runner -x bb-zygote)'
 grep -q "zygote is gone" "$work/farm/worker-0/runner.log" || die "the runner did not fork a new zygote"
 restart_farm() {

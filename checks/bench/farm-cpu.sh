@@ -5,7 +5,7 @@
 # itself, the scheduler, worker and runner it started, and the runner's
 # zygote): its role, the CPU ticks (user and system) it used itself, and
 # those of the children it reaped (for the zygote: the actions' sandboxes,
-# their keepers included).
+# each init with what it reaped).
 farm_cpu_snapshot() {
   local p z
   for p in "$1" $(pgrep -P "$1"); do

@@ -1,7 +1,7 @@
 //! The sandbox's init process and the action it starts, after `clone`.
 //!
-//! The child is made by a raw `clone` system call from the sandbox's
-//! keeper, itself a fork of the runner ([`super::zygote`]), so nothing here
+//! The child is made by a raw `clone` system call from the runner's
+//! zygote, itself a fork of the runner ([`super::zygote`]), so nothing here
 //! may take a lock another thread could have held: no allocation, no glibc
 //! wrapper that synchronises threads (`setuid` and friends are called as
 //! raw system calls). What the child does is written by the runner into
@@ -58,7 +58,7 @@ pub struct Launched {
 ///
 /// # Safety
 /// `generic` is a plan in memory shared with the child; called in the
-/// sandbox's keeper ([`super::zygote`]).
+/// zygote ([`super::zygote`]).
 pub unsafe fn launch(generic: *const Generic, flags: libc::c_int) -> Launched {
     struct Start {
         generic: *const Generic,
@@ -89,7 +89,7 @@ unsafe fn launcher_main(generic: *const Generic, flags: libc::c_int) -> (libc::p
         return (-1, false);
     }
     let flags = flags | libc::CLONE_PARENT;
-    // SAFETY: init only makes raw system calls; its parent is the keeper.
+    // SAFETY: init only makes raw system calls; its parent is the zygote.
     let mut init = unsafe { sys::clone_into(flags, plan.cgroup_fd) };
     let mut in_cgroup = plan.cgroup_fd >= 0;
     if init < 0 && errno() == libc::ENOSYS {

@@ -81,7 +81,7 @@ struct Spec {
     /// The namespaces sandboxes join: set exactly when they have
     /// namespaces.
     kept: Option<Arc<kept::Kept>>,
-    /// Forks the keepers that clone each sandbox's init.
+    /// Clones each sandbox's init, and reaps it.
     zygote: Zygote,
     /// The runner's bounding set, a bit per capability (see [`Generic`]).
     bounding_set: u64,
@@ -271,7 +271,7 @@ impl Spec {
             status_fd: -1,
             join_user_fd: -1,
             join_network_fd: -1,
-            keeper_fd: -1,
+            reaper_fd: -1,
             cgroup_fd: -1,
             cgroup_tasks: std::ptr::null(),
             keep_fds: std::ptr::null(),

@@ -148,10 +148,10 @@ pub struct Generic {
     /// -1 for none (no launcher, or a network namespace of its own).
     pub join_user_fd: RawFd,
     pub join_network_fd: RawFd,
-    /// A socket to the runner, the keeper's ([`super::zygote`]): init's
+    /// The zygote's socket to the runner for this sandbox: init's
     /// pid, whether it started in its v2 cgroup and a pidfd of it once it
     /// is cloned; its wait status and usage once it is reaped.
-    pub keeper_fd: RawFd,
+    pub reaper_fd: RawFd,
     /// The action's cgroup, which init starts in: a cgroup v2 directory
     /// init is cloned into, or cgroup v1 `tasks` files (NULL-terminated)
     /// the launcher moves itself into first; -1 and null for none. Neither
@@ -197,8 +197,8 @@ pub struct ActionPlan {
 }
 
 /// Memory shared with the child: a memfd the runner maps in a slot of the
-/// [`region`] and the sandbox's keeper maps at the same address
-/// ([`super::zygote`]), so the pointers in it mean the same in both;
+/// [`region`] and the zygote maps at the same address while it clones
+/// init ([`super::zygote`]), so the pointers in it mean the same in both;
 /// filled front to back.
 pub struct Arena {
     base: *mut u8,

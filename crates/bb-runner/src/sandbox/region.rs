@@ -1,12 +1,13 @@
 //! The address space the plans' arenas are mapped in: one reservation,
 //! made before the zygote is forked and never released, cut into slots.
 //!
-//! A keeper maps its plan at the address the runner has it at
-//! ([`super::zygote`]), replacing whatever the keeper has there. Inside
-//! this reservation that is only ever the reservation itself, or an old
-//! arena the runner had when the zygote was forked: never the keeper's
-//! stack, its thread's TLS or its code, which a fork from a thread whose
-//! stack the runner later freed could otherwise have under a new arena.
+//! The zygote maps a plan at the address the runner has it at while it
+//! clones the plan's init ([`super::zygote`]), replacing whatever it has
+//! there, then reserves the slot again. Inside this reservation that is
+//! only ever the reservation itself, or an old arena the runner had when
+//! the zygote was forked: never the zygote's stack, its thread's TLS or
+//! its code, which a fork from a thread whose stack the runner later freed
+//! could otherwise have under a new arena.
 
 use parking_lot::Mutex;
 use std::sync::OnceLock;
@@ -65,6 +66,19 @@ impl Region {
     /// Reserves the slot at `address` again, and frees it.
     pub fn give_back(&self, address: usize) {
         // SAFETY: replaces the caller's mapping of this slot only.
+        // Were it not reserved again, something else could be mapped there.
+        if unsafe { self.reserve_again(address) } {
+            self.free.lock().push((address - self.base) / self.slot_size);
+        }
+    }
+
+    /// Replaces whatever is mapped in the slot at `address` with the
+    /// reservation; false if that failed. A raw system call (the zygote
+    /// calls it).
+    ///
+    /// # Safety
+    /// Nothing of the caller's may be in use in that slot.
+    pub unsafe fn reserve_again(&self, address: usize) -> bool {
         let reserved = unsafe {
             libc::mmap(
                 address as *mut libc::c_void,
@@ -75,10 +89,7 @@ impl Region {
                 0,
             )
         };
-        // Were it not reserved again, something else could be mapped there.
-        if reserved != libc::MAP_FAILED {
-            self.free.lock().push((address - self.base) / self.slot_size);
-        }
+        reserved != libc::MAP_FAILED
     }
 
     /// Whether `address` is the start of one of the slots.
@@ -89,7 +100,7 @@ impl Region {
     }
 }
 
-/// The reservation, if made: for the keeper, which must not make it.
+/// The reservation, if made: for the zygote, which must not make it.
 pub fn existing() -> Option<&'static Region> {
     REGION.get().and_then(|made| made.as_ref().ok())
 }

@@ -1,7 +1,7 @@
 //! A started action, as the runner sees it: the action's end read from
 //! init's status pipe on the runtime itself (no thread between init and
 //! the answer), then the aftermath on a blocking thread once the runner
-//! has answered: init reaped by its keeper (the namespaces' teardown:
+//! has answered: init reaped by the zygote (the namespaces' teardown:
 //! every other process of the sandbox is gone once init is), the cgroup
 //! removed, the network namespace given back.
 
@@ -47,8 +47,9 @@ const REPORT: usize = std::mem::size_of::<StatusReport>();
 
 /// What is left to do once the action is over.
 pub struct Aftermath {
-    /// The keeper's socket: init's wait status once it is reaped.
-    pub keeper: OwnedFd,
+    /// The zygote's socket for this sandbox: init's wait status once it is
+    /// reaped.
+    pub reaper: OwnedFd,
     pub cgroup: Option<ActionCgroup>,
     /// Given back once init is reaped.
     pub network: Option<NetworkLease>,
@@ -89,10 +90,10 @@ impl Running {
                 (Ok(decode(report.status, report.rusage)), aftermath, None)
             }
             // Init ended without a report (killed): its own end, from the
-            // keeper once it has reaped it.
+            // zygote once it has reaped it.
             false => {
                 let (waited, aftermath) =
-                    tokio::task::spawn_blocking(move || (reaped(&aftermath.keeper), aftermath))
+                    tokio::task::spawn_blocking(move || (reaped(&aftermath.reaper), aftermath))
                         .await
                         .map_err(std::io::Error::other)?;
                 let reaped = Some(waited.is_ok());
@@ -162,7 +163,7 @@ impl Aftermath {
     /// then gives the cgroup and the network namespace back, or lets them
     /// go if init's end is unknown (its sandbox may not be gone).
     fn finish(self, reaped: Option<bool>) {
-        let reaped = reaped.unwrap_or_else(|| self::reaped(&self.keeper).is_ok());
+        let reaped = reaped.unwrap_or_else(|| self::reaped(&self.reaper).is_ok());
         if let Some(cgroup) = self.cgroup {
             cgroup.release(reaped);
         }
@@ -172,14 +173,14 @@ impl Aftermath {
     }
 }
 
-/// Init's wait status and usage, once its keeper has reaped it.
-pub fn reaped(keeper: &OwnedFd) -> std::io::Result<(i32, libc::rusage)> {
+/// Init's wait status and usage, once the zygote has reaped it.
+pub fn reaped(reaper: &OwnedFd) -> std::io::Result<(i32, libc::rusage)> {
     let mut report = [0u8; REPORT];
-    let read = nix::unistd::read(keeper, &mut report).map_err(std::io::Error::from)?;
+    let read = nix::unistd::read(reaper, &mut report).map_err(std::io::Error::from)?;
     if read != report.len() {
-        return Err(std::io::Error::other("the sandbox's keeper ended before its init"));
+        return Err(std::io::Error::other("the sandbox zygote ended before reaping its init"));
     }
-    // SAFETY: StatusReport is plain data, written whole by the keeper.
+    // SAFETY: StatusReport is plain data, written whole by the reaper.
     let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
     Ok((report.status, report.rusage))
 }

@@ -1,9 +1,9 @@
-//! The runner's side of a sandbox: have its init cloned (by a keeper the
-//! zygote forks, [`super::zygote`]; init sets up what does not depend on
-//! the action, maybe well before it), put init in its cgroup; then hand it
-//! the action and learn whether it started; then wait for it, stop it, or
-//! kill it. Init is the keeper's child: the runner holds a pidfd of it, and
-//! learns from the keeper when it is reaped.
+//! The runner's side of a sandbox: have its init cloned (by the zygote,
+//! [`super::zygote`]; init sets up what does not depend on the action,
+//! maybe well before it), put init in its cgroup; then hand it the action
+//! and learn whether it started; then wait for it, stop it, or kill it.
+//! Init is the zygote's child: the runner holds a pidfd of it, and learns
+//! from the zygote when it is reaped.
 
 use super::cgroup::{ActionCgroup, Limits};
 use super::kept::{Kept, NetworkLease};
@@ -60,8 +60,9 @@ struct Parts {
     init: Pid,
     /// A pidfd of init: signals never reach a process that reused its pid.
     pidfd: OwnedFd,
-    /// The keeper's socket: init's wait status once it is reaped.
-    keeper: OwnedFd,
+    /// The zygote's socket for this sandbox: init's wait status once it is
+    /// reaped.
+    reaper: OwnedFd,
     control: UnixStream,
     /// Why init failed, if it did; its end (nothing in it) once the action
     /// runs. Taken when the action is handed over.
@@ -100,13 +101,13 @@ pub fn prepare(plan: Plan<'_>, zygote: &Zygote) -> Result<Prepared, StartError> 
     let (control, child_control) = UnixStream::pair()?;
     let (report_read, report_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
-    let (keeper, keeper_child) =
+    let (reaper, reaper_child) =
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(std::io::Error::from)?;
     generic.control_fd = child_control.as_raw_fd();
     generic.report_fd = report_write.as_raw_fd();
     generic.status_fd = status_write.as_raw_fd();
-    generic.keeper_fd = keeper_child.as_raw_fd();
+    generic.reaper_fd = reaper_child.as_raw_fd();
     if let Some(join) = &join {
         generic.join_user_fd = join.kept.user().as_raw_fd();
         generic.join_network_fd = join.network.as_ref().map_or(-1, |lease| lease.fd().as_raw_fd());
@@ -128,18 +129,18 @@ pub fn prepare(plan: Plan<'_>, zygote: &Zygote) -> Result<Prepared, StartError> 
     generic.keep_len = fds.len();
     generic.pid_namespace = flags & libc::CLONE_NEWPID != 0;
     let pid_namespace = generic.pid_namespace;
-    // What the keeper is given: what init keeps, and the launcher's own.
-    fds.extend([generic.keeper_fd, generic.join_user_fd, generic.join_network_fd, generic.cgroup_fd]);
+    // What the zygote is given: what init keeps, and the launcher's own.
+    fds.extend([generic.reaper_fd, generic.join_user_fd, generic.join_network_fd, generic.cgroup_fd]);
     fds.retain(|fd| *fd >= 0);
     let generic = arena.value(generic)?;
     zygote.launch(&arena, generic, flags, &fds)?;
-    drop((child_control, report_write, status_write, keeper_child, v2_cgroup));
+    drop((child_control, report_write, status_write, reaper_child, v2_cgroup));
     let mut report = report_read;
-    let (init, pidfd, in_cgroup) = launched_init(&keeper, &mut report)?;
+    let (init, pidfd, in_cgroup) = launched_init(&reaper, &mut report)?;
     let parts = Parts {
         init,
         pidfd,
-        keeper,
+        reaper,
         control,
         report: Some(report),
         status: status_read,
@@ -163,20 +164,20 @@ pub fn prepare(plan: Plan<'_>, zygote: &Zygote) -> Result<Prepared, StartError> 
             .map_err(|e| std::io::Error::new(e.kind(), format!("moving the action into its cgroup: {e}")))?;
     }
     // What was done by pid reached init if it still lives (its pid is not
-    // free before the keeper reaps it).
+    // free before the zygote reaps it).
     parts.check_alive()?;
     parts.control.write_all(&[1])?;
     Ok(prepared)
 }
 
 /// Init's pid, a pidfd of it, and whether it started in its v2 cgroup, as
-/// the keeper tells them.
-fn launched_init(keeper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, bool), StartError> {
+/// the zygote tells them.
+fn launched_init(reaper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, bool), StartError> {
     let mut told = [0u8; 8];
     let mut space = nix::cmsg_space!(RawFd);
     let received = {
         let mut iov = [IoSliceMut::new(&mut told)];
-        recvmsg::<()>(keeper.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        recvmsg::<()>(reaper.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
             .map_err(std::io::Error::from)
             .and_then(|message| {
                 let pidfd = message.cmsgs().map_err(std::io::Error::from)?.find_map(|c| match c {
@@ -194,8 +195,14 @@ fn launched_init(keeper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, b
             Ok((Pid::from_raw(pid), pidfd, told[4..] != [0; 4]))
         }
         _ => {
-            read_report(report)?;
-            Err(StartError::Io(std::io::Error::other("the sandbox's keeper ended without starting it")))
+            // What the launcher reported is there already; an init it may
+            // have started holds the pipe open, waiting for the runner.
+            nix::fcntl::fcntl(&*report, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+                .map_err(std::io::Error::from)?;
+            let mut bytes = [0u8; 8];
+            let read = report.read(&mut bytes).unwrap_or(0);
+            decode_report(&bytes[..read])?;
+            Err(StartError::Io(std::io::Error::other("the sandbox's zygote ended without starting it")))
         }
     }
 }
@@ -303,7 +310,7 @@ impl Starting {
             parts.kill();
             return Err(e);
         }
-        let Parts { pidfd, keeper, mut status, cgroup, network, pid_namespace, .. } = parts;
+        let Parts { pidfd, reaper, mut status, cgroup, network, pid_namespace, .. } = parts;
         let mut group = None;
         if !pid_namespace {
             // Init tells the action's process group: nothing else takes
@@ -312,7 +319,7 @@ impl Starting {
             status.read_exact(&mut pid)?;
             group = Some(Pid::from_raw(i32::from_ne_bytes(pid)));
         }
-        Ok(Running::new(pidfd, group, status, Aftermath { keeper, cgroup, network })?)
+        Ok(Running::new(pidfd, group, status, Aftermath { reaper, cgroup, network })?)
     }
 }
 
@@ -355,7 +362,7 @@ impl Parts {
 
     fn kill(self) {
         signal(&self.pidfd, Some(Signal::SIGKILL));
-        let _ = reaped(&self.keeper);
+        let _ = reaped(&self.reaper);
         if let Some(cgroup) = self.cgroup {
             cgroup.remove();
         }

@@ -1,7 +1,6 @@
 //! The zygote: a small process forked from the runner before it serves
-//! anything (once it is in its own cgroup), which forks a keeper for each
-//! sandbox. The keeper clones the sandbox's init (through the launcher,
-//! [`child::launch`]) and reaps it.
+//! anything (once it is in its own cgroup), which clones each sandbox's
+//! init (through the launcher, [`child::launch`]) and reaps it.
 //!
 //! Why not clone init from the runner: a fork write-protects all of the
 //! parent's memory, and while init lives, each page the runner writes is
@@ -9,14 +8,18 @@
 //! threads); forking also holds the runner's memory map while the page
 //! tables are copied, stalling its other threads. The zygote's memory is
 //! what the runner had before serving anything, and the zygote writes
-//! almost none of it.
+//! almost none of it. It used to fork a process per sandbox to clone and
+//! reap its init; cloning and reaping every init itself saves a fork and
+//! an exit per action.
 //!
 //! One message per sandbox, on a socket only the runner holds: where the
-//! runner maps the plan's memfd (a slot of the [`region`]; the keeper maps
-//! it at the same address, so the plan's pointers hold), the plan, the clone flags, and the
-//! descriptors the plan names, each moved to the number it has in the
-//! runner. Like [`child`], the zygote and the keeper only make raw system
-//! calls: the runner may have had threads when it forked them.
+//! runner maps the plan's memfd (a slot of the [`region`]; the zygote maps
+//! it at the same address while it clones init, so the plan's pointers
+//! hold), the plan, the clone flags, and the descriptors the plan names,
+//! each moved to the number it has in the runner. Among them is the
+//! sandbox's own socket, on which the zygote tells the runner init's pid
+//! and, once it is reaped, its end. Like [`child`], the zygote only makes
+//! raw system calls: the runner may have had threads when it forked it.
 
 use super::child;
 use super::plan::{ARENA_SIZE, Arena, Generic};
@@ -65,8 +68,8 @@ impl Zygote {
         Ok(Zygote { current: Mutex::new(fork_zygote()?) })
     }
 
-    /// Asks for a keeper to clone init with `flags` on the plan `generic`
-    /// in `arena`, passing it `fds` (those the plan names).
+    /// Asks the zygote to clone init with `flags` on the plan `generic` in
+    /// `arena`, passing it `fds` (those the plan names).
     pub fn launch(
         &self,
         arena: &Arena,
@@ -140,49 +143,210 @@ fn fork_zygote() -> std::io::Result<Forked> {
 /// Room for the memfd and MAX_FDS descriptors, aligned for cmsghdr.
 const CONTROL_WORDS: usize = (MAX_FDS + 1).div_ceil(2) + 4;
 
-/// Serves the runner until it closes its end. Never returns.
+/// Serves the runner until it closes its end: starts each sandbox's init
+/// and reaps it. Never returns.
 unsafe fn zygote_main(socket: RawFd) -> ! {
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"bb-zygote".as_ptr(), 0, 0, 0);
         sys::close_all_but(&[socket]);
-        // Keepers are reaped as they end (their CPU, and their inits',
-        // then counts as the zygote's children's).
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = reap_keepers as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut());
     }
+    // SIGCHLD is read from a descriptor, between requests, not handled.
+    let children = unsafe { child_signals() };
+    if children < 0 {
+        unsafe { libc::_exit(127) };
+    }
+    let mut zygote = ZygoteState { socket, children, inits: Inits::new() };
     loop {
+        let mut ready = [
+            libc::pollfd { fd: zygote.socket, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: zygote.children, events: libc::POLLIN, revents: 0 },
+        ];
+        if unsafe { libc::poll(ready.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        if ready[1].revents != 0 {
+            unsafe { zygote.reap() };
+        }
+        if ready[0].revents != 0 {
+            unsafe { zygote.serve_one() };
+        }
+    }
+}
+
+/// Blocks SIGCHLD and returns a signalfd for it (-1 if that failed).
+unsafe fn child_signals() -> RawFd {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    }
+}
+
+/// At most this many inits are started and not yet reaped; past it a
+/// sandbox is refused (its runner socket closed).
+const MAX_INITS: usize = 4 * region::SLOTS;
+
+/// The inits the zygote started: each one's pid, and the socket its
+/// runner learns its end on.
+struct Inits {
+    pids: [libc::pid_t; MAX_INITS],
+    sockets: [RawFd; MAX_INITS],
+    len: usize,
+}
+
+impl Inits {
+    fn new() -> Inits {
+        Inits { pids: [0; MAX_INITS], sockets: [-1; MAX_INITS], len: 0 }
+    }
+
+    /// The socket of `pid`'s runner, no longer kept.
+    fn remove(&mut self, pid: libc::pid_t) -> Option<RawFd> {
+        let index = self.pids[..self.len].iter().position(|&p| p == pid)?;
+        let socket = self.sockets[index];
+        self.len -= 1;
+        self.pids[index] = self.pids[self.len];
+        self.sockets[index] = self.sockets[self.len];
+        Some(socket)
+    }
+}
+
+/// What the zygote holds: its socket to the runner, SIGCHLD as a
+/// descriptor, and the inits it has yet to reap.
+struct ZygoteState {
+    socket: RawFd,
+    children: RawFd,
+    inits: Inits,
+}
+
+impl ZygoteState {
+    /// Reaps every child that ended, and tells the runner of each init its
+    /// wait status and usage (the action's included).
+    unsafe fn reap(&mut self) {
+        let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::uninit();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        while unsafe { libc::read(self.children, info.as_mut_ptr().cast(), size) } == size as isize {}
+        loop {
+            let mut report = sys::StatusReport { status: 0, rusage: unsafe { std::mem::zeroed() } };
+            let pid = unsafe { libc::wait4(-1, &mut report.status, libc::WNOHANG, &mut report.rusage) };
+            if pid <= 0 {
+                return;
+            }
+            if let Some(socket) = self.inits.remove(pid) {
+                unsafe {
+                    let length = std::mem::size_of::<sys::StatusReport>();
+                    libc::send(socket, (&raw const report).cast(), length, libc::MSG_NOSIGNAL);
+                    libc::close(socket);
+                }
+            }
+        }
+    }
+
+    /// One request: a sandbox's init started, or the request refused.
+    unsafe fn serve_one(&mut self) {
         let mut request = std::mem::MaybeUninit::<Request>::zeroed();
         let mut fds = [-1; MAX_FDS + 1];
-        let received = unsafe { receive(socket, request.as_mut_ptr(), &mut fds) };
-        let count = match received {
+        let count = match unsafe { receive(self.socket, request.as_mut_ptr(), &mut fds) } {
             Received::Gone => unsafe { libc::_exit(0) },
-            Received::Ignored => continue,
+            Received::Ignored => return,
             Received::Request(count) => count,
         };
         // SAFETY: filled in whole by receive.
         let request = unsafe { request.assume_init() };
         let fds = &fds[..count];
-        if count == request.count as usize + 1 && unsafe { sys::clone(0) } == 0 {
-            unsafe { keeper_main(socket, &request, fds) }
+        if count != request.count as usize + 1
+            || self.inits.len == MAX_INITS
+            || !unsafe { self.start(&request, fds) }
+        {
+            for &fd in fds {
+                unsafe { libc::close(fd) };
+            }
         }
-        for &fd in fds {
-            unsafe { libc::close(fd) };
+    }
+
+    /// Maps the plan, puts the descriptors where the plan says, starts init
+    /// through the launcher, tells the runner init's pid with a pidfd of it,
+    /// and keeps the socket to tell it init's end. False (nothing done, the
+    /// descriptors still open) if the request cannot be served.
+    unsafe fn start(&mut self, request: &Request, fds: &[RawFd]) -> bool {
+        let targets = &request.targets[..request.count as usize];
+        // Only over a slot of the reservation: nothing the zygote needs.
+        let Some(region) = region::existing().filter(|region| region.holds_slot(request.base)) else {
+            return false;
+        };
+        if !unsafe { self.clear_of(targets) } {
+            return false;
         }
+        let mapped = unsafe {
+            libc::mmap(
+                request.base as *mut libc::c_void,
+                ARENA_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                fds[0],
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return false;
+        }
+        unsafe { libc::close(fds[0]) };
+        let moved = unsafe { move_to_targets(&fds[1..], targets) };
+        let generic = request.generic as *const Generic;
+        // Read while the plan is mapped here.
+        let reaper = if moved { unsafe { (*generic).reaper_fd } } else { -1 };
+        let launched = if moved { unsafe { child::launch(generic, request.flags) } } else { NOT_LAUNCHED };
+        if launched.launcher > 0 {
+            while unsafe { libc::waitpid(launched.launcher, std::ptr::null_mut(), 0) } < 0 && interrupted() {}
+        }
+        // The plan stays mapped in init only.
+        unsafe { region.reserve_again(request.base) };
+        if !moved {
+            return true;
+        }
+        // The runner's descriptors are init's now, but the socket its end
+        // is told on (if it started).
+        for &target in targets.iter().filter(|&&t| t != reaper || launched.init <= 0) {
+            unsafe { libc::close(target) };
+        }
+        if launched.init <= 0 {
+            return true;
+        }
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, launched.init, 0) } as RawFd;
+        if pidfd < 0 || !unsafe { send_launched(reaper, launched.init, launched.in_cgroup, pidfd) } {
+            unsafe { libc::kill(launched.init, libc::SIGKILL) };
+        }
+        unsafe { libc::close(pidfd) };
+        let index = self.inits.len;
+        self.inits.pids[index] = launched.init;
+        self.inits.sockets[index] = reaper;
+        self.inits.len += 1;
+        true
+    }
+
+    /// Moves the zygote's own descriptors off `targets`, where the runner's
+    /// are about to be put. False if one cannot be moved.
+    unsafe fn clear_of(&mut self, targets: &[RawFd]) -> bool {
+        let above = targets.iter().copied().max().unwrap_or(0) + 1;
+        let owned = [&mut self.socket, &mut self.children]
+            .into_iter()
+            .chain(self.inits.sockets[..self.inits.len].iter_mut());
+        for fd in owned {
+            if targets.contains(fd) {
+                let moved = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above) };
+                if moved < 0 {
+                    return false;
+                }
+                unsafe { libc::close(*fd) };
+                *fd = moved;
+            }
+        }
+        true
     }
 }
 
-/// The zygote's SIGCHLD handler: reaps every keeper that ended.
-extern "C" fn reap_keepers(_: libc::c_int) {
-    // SAFETY: errno is saved and restored around async-signal-safe calls.
-    unsafe {
-        let errno = *libc::__errno_location();
-        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
-        *libc::__errno_location() = errno;
-    }
-}
+const NOT_LAUNCHED: child::Launched = child::Launched { launcher: -1, init: -1, in_cgroup: false };
 
 enum Received {
     Request(usize),
@@ -235,87 +399,42 @@ unsafe fn receive(socket: RawFd, request: *mut Request, fds: &mut [RawFd; MAX_FD
     Received::Request(count)
 }
 
-/// One sandbox's keeper: maps the plan, puts the descriptors where the plan
-/// says, starts init through the launcher, tells the runner init's pid
-/// with a pidfd of it, then reaps it and tells its wait status. Never
-/// returns.
-unsafe fn keeper_main(zygote: RawFd, request: &Request, fds: &[RawFd]) -> ! {
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, c"bb-keeper".as_ptr(), 0, 0, 0);
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        libc::close(zygote);
-        // Only over a slot of the reservation: nothing the keeper needs.
-        if !region::existing().is_some_and(|region| region.holds_slot(request.base)) {
-            libc::_exit(127);
-        }
-        let mapped = libc::mmap(
-            request.base as *mut libc::c_void,
-            ARENA_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
-            fds[0],
-            0,
-        );
-        if mapped == libc::MAP_FAILED {
-            libc::_exit(127);
-        }
-        libc::close(fds[0]);
-        let targets = &request.targets[..request.count as usize];
-        if !move_to_targets(&fds[1..], targets) {
-            libc::_exit(127);
-        }
-        let generic = request.generic as *const Generic;
-        let keeper = (*generic).keeper_fd;
-        let launched = child::launch(generic, request.flags);
-        if launched.launcher > 0 {
-            while libc::waitpid(launched.launcher, std::ptr::null_mut(), 0) < 0 && interrupted() {}
-        }
-        if launched.init <= 0 {
-            libc::_exit(0);
-        }
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, launched.init, 0) as RawFd;
-        let mut keep = [keeper, pidfd];
-        keep.sort_unstable();
-        sys::close_all_but(&keep);
-        if pidfd < 0 || !send_launched(keeper, launched.init, launched.in_cgroup, pidfd) {
-            libc::kill(launched.init, libc::SIGKILL);
-        }
-        libc::close(pidfd);
-        let mut report = sys::StatusReport { status: 0, rusage: std::mem::zeroed() };
-        while libc::wait4(launched.init, &mut report.status, 0, &mut report.rusage) < 0 && interrupted() {}
-        libc::write(keeper, (&raw const report).cast(), std::mem::size_of::<sys::StatusReport>());
-        libc::_exit(0)
-    }
-}
-
 fn interrupted() -> bool {
     std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
 }
 
 /// Moves each of `fds` to the number at the same place in `targets`,
 /// close-on-exec like every descriptor of the runner: first above all the
-/// targets, then onto them. False if a move failed.
+/// targets, then onto them. `fds` are consumed: if a move fails (false),
+/// none of them is left open, at any number.
 unsafe fn move_to_targets(fds: &[RawFd], targets: &[RawFd]) -> bool {
     let above = targets.iter().copied().max().unwrap_or(0) + 1;
     let mut high = [-1; MAX_FDS];
+    let mut moved = true;
     for (index, &fd) in fds.iter().enumerate() {
-        high[index] = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
-        unsafe { libc::close(fd) };
-        if high[index] < 0 {
-            return false;
+        if moved {
+            high[index] = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+            moved = high[index] >= 0;
         }
+        unsafe { libc::close(fd) };
     }
-    for (&from, &to) in high.iter().zip(targets) {
-        if unsafe { libc::dup3(from, to, libc::O_CLOEXEC) } < 0 {
-            return false;
+    for (&from, &to) in high.iter().zip(targets).filter(|(from, _)| **from >= 0) {
+        if moved && unsafe { libc::dup3(from, to, libc::O_CLOEXEC) } < 0 {
+            moved = false;
         }
         unsafe { libc::close(from) };
     }
-    true
+    if !moved {
+        // Nothing of the zygote's is at a target number (see clear_of).
+        for &to in targets {
+            unsafe { libc::close(to) };
+        }
+    }
+    moved
 }
 
 /// Init's pid, whether it is in its v2 cgroup, and a pidfd of it.
-unsafe fn send_launched(keeper: RawFd, init: libc::pid_t, in_cgroup: bool, pidfd: RawFd) -> bool {
+unsafe fn send_launched(reaper: RawFd, init: libc::pid_t, in_cgroup: bool, pidfd: RawFd) -> bool {
     let told = [init, i32::from(in_cgroup)];
     let mut iov = libc::iovec { iov_base: told.as_ptr() as *mut libc::c_void, iov_len: 8 };
     let mut control = [0u64; 4];
@@ -327,6 +446,6 @@ unsafe fn send_launched(keeper: RawFd, init: libc::pid_t, in_cgroup: bool, pidfd
         (*header).cmsg_type = libc::SCM_RIGHTS;
         (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
         libc::CMSG_DATA(header).cast::<RawFd>().write_unaligned(pidfd);
-        libc::sendmsg(keeper, &message, libc::MSG_NOSIGNAL) == 8
+        libc::sendmsg(reaper, &message, libc::MSG_NOSIGNAL) == 8
     }
 }
