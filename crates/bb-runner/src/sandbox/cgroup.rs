@@ -455,7 +455,11 @@ impl ActionCgroup {
     fn recycle(&mut self) -> bool {
         let left = match self.directory("pids") {
             Some(_) => self.number("pids", "pids.current"),
-            None => self.file("memory", "cgroup.procs").and_then(|p| read(&p)).map_or(1, |t| t.len() as u64),
+            // A line per process; unreadable counts as not empty.
+            None => self
+                .file("memory", "cgroup.procs")
+                .and_then(|p| read(&p))
+                .map_or(1, |t| t.lines().count() as u64),
         };
         if left > 0 {
             return false;

@@ -64,13 +64,10 @@ impl Running {
         status: File,
         aftermath: Aftermath,
     ) -> std::io::Result<Running> {
-        nix::fcntl::fcntl(&status, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
-        // SAFETY: the File is the AsyncFd's own, open until it is dropped.
-        let status = unsafe { AsyncFd::register_with_interest(status, Interest::READABLE) }?;
         Ok(Running {
             init,
             group,
-            status: Some(status),
+            status: Some(on_runtime(status)?),
             report: [0; REPORT],
             filled: 0,
             aftermath: Some(aftermath),
@@ -180,9 +177,23 @@ pub fn reaped(reaper: &OwnedFd) -> std::io::Result<(i32, libc::rusage)> {
     if read != report.len() {
         return Err(std::io::Error::other("the sandbox zygote ended before reaping its init"));
     }
-    // SAFETY: StatusReport is plain data, written whole by the reaper.
+    // SAFETY: StatusReport is plain data, written whole by the zygote.
     let report = unsafe { std::ptr::read_unaligned(report.as_ptr().cast::<StatusReport>()) };
     Ok((report.status, report.rusage))
+}
+
+/// Makes reads of `file` (a pipe's or socket's end) never block.
+pub fn set_nonblocking(file: &File) -> std::io::Result<()> {
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// `file`, non-blocking, registered with the runtime's reactor to be read
+/// on the runtime (must be called on it).
+pub fn on_runtime(file: File) -> std::io::Result<AsyncFd<File>> {
+    set_nonblocking(&file)?;
+    // SAFETY: the File is the AsyncFd's own, open until it is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) }?)
 }
 
 /// What the cgroup measured; its CPU times from `rusage` where it has none.

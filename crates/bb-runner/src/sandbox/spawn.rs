@@ -8,7 +8,7 @@
 use super::cgroup::{ActionCgroup, Limits};
 use super::kept::{Kept, NetworkLease};
 use super::plan::{ActionPlan, Arena, Generic, Stage};
-use super::running::{Aftermath, Running, reaped, signal};
+use super::running::{Aftermath, Running, on_runtime, reaped, set_nonblocking, signal};
 use super::zygote::Zygote;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
@@ -22,8 +22,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 /// Namespaces a sandbox joins rather than makes: the runner's user
 /// namespace, and a network namespace lent to it (without one, a new one
@@ -197,8 +195,7 @@ fn launched_init(reaper: &OwnedFd, report: &mut File) -> Result<(Pid, OwnedFd, b
         _ => {
             // What the launcher reported is there already; an init it may
             // have started holds the pipe open, waiting for the runner.
-            nix::fcntl::fcntl(&*report, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
-                .map_err(std::io::Error::from)?;
+            set_nonblocking(report)?;
             let mut bytes = [0u8; 8];
             let read = report.read(&mut bytes).unwrap_or(0);
             decode_report(&bytes[..read])?;
@@ -218,11 +215,7 @@ fn read_report(report: &mut File) -> Result<(), StartError> {
 /// The same, read on the runtime: the runner's one RPC thread goes on
 /// meanwhile (init lays out the action's mounts, then spawns it).
 async fn read_report_async(report: File) -> Result<(), StartError> {
-    nix::fcntl::fcntl(&report, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
-        .map_err(std::io::Error::from)?;
-    // SAFETY: the File is the AsyncFd's own, open until it is dropped.
-    let report = unsafe { AsyncFd::register_with_interest(report, Interest::READABLE) }
-        .map_err(std::io::Error::from)?;
+    let report = on_runtime(report)?;
     let mut bytes = Vec::new();
     loop {
         let mut ready = report.readable().await?;

@@ -292,19 +292,19 @@ impl ZygoteState {
             return false;
         }
         unsafe { libc::close(fds[0]) };
-        let moved = unsafe { move_to_targets(&fds[1..], targets) };
+        if !unsafe { move_to_targets(&fds[1..], targets) } {
+            unsafe { region.reserve_again(request.base) };
+            return true;
+        }
         let generic = request.generic as *const Generic;
         // Read while the plan is mapped here.
-        let reaper = if moved { unsafe { (*generic).reaper_fd } } else { -1 };
-        let launched = if moved { unsafe { child::launch(generic, request.flags) } } else { NOT_LAUNCHED };
+        let reaper = unsafe { (*generic).reaper_fd };
+        let launched = unsafe { child::launch(generic, request.flags) };
         if launched.launcher > 0 {
             while unsafe { libc::waitpid(launched.launcher, std::ptr::null_mut(), 0) } < 0 && interrupted() {}
         }
         // The plan stays mapped in init only.
         unsafe { region.reserve_again(request.base) };
-        if !moved {
-            return true;
-        }
         // The runner's descriptors are init's now, but the socket its end
         // is told on (if it started).
         for &target in targets.iter().filter(|&&t| t != reaper || launched.init <= 0) {
@@ -345,8 +345,6 @@ impl ZygoteState {
         true
     }
 }
-
-const NOT_LAUNCHED: child::Launched = child::Launched { launcher: -1, init: -1, in_cgroup: false };
 
 enum Received {
     Request(usize),
